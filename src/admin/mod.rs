@@ -1,0 +1,1 @@
+//! Admin API (placeholder until filled in).

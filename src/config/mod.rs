@@ -1,0 +1,163 @@
+//! Configuration: YAML (SPEC §8) read into raw serde types, then validated into the
+//! types below, which the rest of keygate uses. A config that loads is complete and
+//! consistent: every route names a known upstream and scope, durations are ordered
+//! (`ttl ≤ max_staleness ≤ stale_if_error`), and so on.
+//!
+//! Errors name the file, the line and the field (`config/keygate.yaml:14: routes[2].upstream: …`).
+//! This module does no IO beyond reading the file, and never starts anything.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, Method, Uri};
+use ipnet::IpNet;
+
+use crate::key::{Environment, RateLimit};
+
+mod load;
+
+pub use load::{ConfigError, load, parse};
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// File it was read from, for reload and messages.
+    pub source: PathBuf,
+    pub listen: ListenConfig,
+    pub admin: AdminConfig,
+    pub metrics: Option<MetricsConfig>,
+    pub store: StoreConfig,
+    pub cache: CacheConfig,
+    pub keys: KeysConfig,
+    pub trusted_proxies: Vec<IpNet>,
+    pub identity_headers: IdentityHeaders,
+    /// Scope name → scopes it directly implies (`write: [read]`).
+    pub scopes: BTreeMap<String, Vec<String>>,
+    /// Global default limits (each window may be unset).
+    pub rate_limit: RateLimit,
+    pub limits: Limits,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    pub address: SocketAddr,
+    pub tls: TlsMode,
+    pub proxy_protocol: ProxyProtocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsMode {
+    /// PEM certificate chain and private key, reloaded on SIGHUP.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A development certificate made at start (rcgen) for localhost.
+    SelfSigned,
+    /// Plain HTTP; must be asked for explicitly.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    Off,
+    V1,
+    V2,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+    pub bootstrap_token_file: PathBuf,
+    /// Required for a non-loopback address unless `insecure`.
+    pub tls: Option<TlsMode>,
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub backend: StoreBackend,
+    /// No request waits on the store longer than this.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreBackend {
+    Embedded { path: PathBuf },
+    Redis { url: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub ttl: Duration,
+    pub negative_ttl: Duration,
+    pub max_entries: u64,
+    pub max_staleness: Duration,
+    pub stale_if_error: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeysConfig {
+    /// Validated with `KeyFormat::new`.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityHeaders {
+    pub org: HeaderName,
+    pub key_id: HeaderName,
+    pub scopes: HeaderName,
+    pub environment: HeaderName,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_uri_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub max_body_bytes: u64,
+    pub max_connections: usize,
+    pub h2_max_concurrent_streams: u32,
+    /// Failed authentications per client address per minute; 0 = off.
+    pub auth_failures_per_ip: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub url: Uri,
+    pub test_url: Option<Uri>,
+    pub connect_timeout: Duration,
+    /// Time to response headers.
+    pub timeout: Duration,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub preserve_host: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    pub methods: Vec<Method>,
+    /// Raw path pattern with `{name}` and `{*name}`.
+    pub path: String,
+    /// Lowercased host (without port) the route is limited to.
+    pub host: Option<String>,
+    pub upstream: String,
+    pub scope: String,
+    /// Resource template, e.g. `flow:{flow_id}`; every `{param}` is a path parameter.
+    pub resource: Option<String>,
+    pub query_key: bool,
+    /// `None` = both environments.
+    pub environments: Option<Vec<Environment>>,
+    pub rate_limit: Option<RateLimit>,
+}

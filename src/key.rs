@@ -1,0 +1,528 @@
+//! Domain types shared by every part of keygate: API-key tokens and their format,
+//! the stored key record, orgs, admin principals and audit events.
+//!
+//! This module owns the token format of SPEC §1 (`<prefix>_<env>_<body>`, 34 random
+//! base62 characters plus a 6-character base62 CRC-32), so that the data plane can
+//! refuse a malformed token offline, without touching the store.
+//!
+//! It must never log, print or serialize a raw token: [`NewSecret`] is the only type
+//! that holds one, and it exists only between generation and the create/regenerate
+//! response. Stored records hold [`KeyHash`] only.
+
+use std::fmt;
+
+use ipnet::IpNet;
+use jiff::Timestamp;
+use rand::TryRngCore;
+use rand::distr::{Alphanumeric, Distribution};
+use rand::rngs::OsRng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Characters of randomness in a token body (34 × log2(62) ≈ 202 bits).
+pub const RANDOM_LEN: usize = 34;
+/// Characters of base62 CRC-32 at the end of a token body.
+pub const CHECKSUM_LEN: usize = 6;
+/// Body length: random part plus checksum.
+pub const BODY_LEN: usize = RANDOM_LEN + CHECKSUM_LEN;
+/// How many body characters the display prefix shows (`mtf_live_3vQ8`).
+pub const DISPLAY_BODY_CHARS: usize = 4;
+
+/// Whether a key reaches an upstream's live `url` or its `test_url`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    #[default]
+    Live,
+    Test,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Live => "live",
+            Environment::Test => "test",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "live" => Some(Environment::Live),
+            "test" => Some(Environment::Test),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// SHA-256 of a token: the only form in which a secret is stored or looked up.
+///
+/// `Debug` is redacted so that a hash never reaches a log line by accident.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyHash(pub [u8; 32]);
+
+impl KeyHash {
+    pub fn of(token: &str) -> Self {
+        let digest = Sha256::digest(token.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&digest);
+        KeyHash(out)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        let arr: [u8; 32] = bytes.try_into().ok()?;
+        Some(KeyHash(arr))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let v = hex::decode(s).ok()?;
+        Self::from_slice(&v)
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KeyHash(<redacted>)")
+    }
+}
+
+impl Serialize for KeyHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        KeyHash::from_hex(&s).ok_or_else(|| serde::de::Error::custom("not a 32-byte hex hash"))
+    }
+}
+
+/// Why a presented token was refused before any lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token does not have the shape <prefix>_<live|test>_<40 base62 characters>")]
+    Shape,
+    #[error("the token's checksum does not match")]
+    Checksum,
+}
+
+/// A freshly generated secret. Returned exactly once to the admin who asked for it.
+pub struct NewSecret {
+    /// The full token; shown once, then dropped.
+    pub token: String,
+    /// What may be displayed and stored: prefix, env and the first body characters.
+    pub display_prefix: String,
+    /// What is stored and looked up.
+    pub hash: KeyHash,
+}
+
+impl fmt::Debug for NewSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewSecret")
+            .field("display_prefix", &self.display_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The deployment's token format (`keys.prefix`).
+#[derive(Debug, Clone)]
+pub struct KeyFormat {
+    prefix: String,
+}
+
+/// Why a `keys.prefix` value is not usable.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("a key prefix is 1 to 16 lowercase letters and digits, got {0:?}")]
+pub struct BadPrefix(pub String);
+
+impl KeyFormat {
+    pub fn new(prefix: &str) -> Result<Self, BadPrefix> {
+        let ok = !prefix.is_empty()
+            && prefix.len() <= 16
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if ok {
+            Ok(KeyFormat {
+                prefix: prefix.to_string(),
+            })
+        } else {
+            Err(BadPrefix(prefix.to_string()))
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Checks shape and checksum of a presented token without allocating.
+    pub fn check(&self, token: &str) -> Result<Environment, TokenError> {
+        let rest = token
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|r| r.strip_prefix('_'))
+            .ok_or(TokenError::Shape)?;
+        let (env, body) = if let Some(b) = rest.strip_prefix("live_") {
+            (Environment::Live, b)
+        } else if let Some(b) = rest.strip_prefix("test_") {
+            (Environment::Test, b)
+        } else {
+            return Err(TokenError::Shape);
+        };
+        if body.len() != BODY_LEN || !body.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(TokenError::Shape);
+        }
+        let signed = &token[..token.len() - CHECKSUM_LEN];
+        let given = base62::decode(&token[token.len() - CHECKSUM_LEN..])
+            .map_err(|_| TokenError::Checksum)?;
+        if given != u128::from(crc32fast::hash(signed.as_bytes())) {
+            return Err(TokenError::Checksum);
+        }
+        Ok(env)
+    }
+
+    /// Makes a new token from the OS CSPRNG.
+    pub fn generate(&self, env: Environment) -> NewSecret {
+        // OsRng failing means the OS has no entropy source: nothing safe can continue.
+        let mut rng = OsRng.unwrap_err();
+        let random: String = Alphanumeric
+            .sample_iter(&mut rng)
+            .take(RANDOM_LEN)
+            .map(char::from)
+            .collect();
+        let mut token = format!("{}_{}_{}", self.prefix, env.as_str(), random);
+        let crc = crc32fast::hash(token.as_bytes());
+        token.push_str(&checksum_chars(crc));
+        let display_prefix = display_prefix(&token);
+        let hash = KeyHash::of(&token);
+        NewSecret {
+            token,
+            display_prefix,
+            hash,
+        }
+    }
+}
+
+/// Base62 (`0-9A-Za-z`) of a CRC-32, most significant first, zero-padded to 6.
+pub fn checksum_chars(crc: u32) -> String {
+    format!("{:0>width$}", base62::encode(crc), width = CHECKSUM_LEN)
+}
+
+/// `mtf_live_3vQ8` from a well-formed token: everything up to the body plus 4 characters.
+pub fn display_prefix(token: &str) -> String {
+    let body_start = token.len() - BODY_LEN;
+    token[..body_start + DISPLAY_BODY_CHARS].to_string()
+}
+
+/// Per-window request limits. `None` in a window means "not set here".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_second: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_minute: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_hour: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_day: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_month: Option<u64>,
+}
+
+/// A key's previous secret during a regenerate grace period.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    pub hash: KeyHash,
+    /// The old secret is refused from this instant on.
+    pub expires_at: Timestamp,
+}
+
+/// Key status as shown to admins and enforced on the data plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    Active,
+    Expired,
+    Revoked,
+    Suspended,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Expired => "expired",
+            KeyStatus::Revoked => "revoked",
+            KeyStatus::Suspended => "suspended",
+        }
+    }
+}
+
+/// A stored API key. Holds hashes of its secrets, never a secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Stable id (`key_<ulid>`); ULIDs sort by creation time, which gives newest-first lists.
+    pub id: String,
+    pub org: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub environment: Environment,
+    /// Display prefix, e.g. `mtf_live_3vQ8`.
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    /// `None` = unrestricted; never `Some(empty)` (refused at the admin API).
+    #[serde(default)]
+    pub resources: Option<Vec<String>>,
+    #[serde(default)]
+    pub endpoints: Option<Vec<String>>,
+    #[serde(default)]
+    pub ip_allow: Option<Vec<IpNet>>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    pub created_at: Timestamp,
+    /// Principal id of the creator (for `key_policy: creator`).
+    pub created_by: String,
+    pub updated_at: Timestamp,
+    #[serde(default)]
+    pub last_used_at: Option<Timestamp>,
+    #[serde(default)]
+    pub expires_at: Option<Timestamp>,
+    #[serde(default)]
+    pub revoked_at: Option<Timestamp>,
+    /// Deleted keys stop working and leave listings, but stay readable by id.
+    #[serde(default)]
+    pub deleted_at: Option<Timestamp>,
+    /// Set when the creator was deleted under `key_policy: creator`: suspended for good.
+    #[serde(default)]
+    pub suspended_at: Option<Timestamp>,
+    /// SHA-256 of the current secret.
+    pub secret_hash: KeyHash,
+    #[serde(default)]
+    pub previous_secret: Option<PreviousSecret>,
+}
+
+impl KeyRecord {
+    /// Status from the record alone (creator-based suspension is decided by the caller,
+    /// who knows the creator principal).
+    pub fn status_at(&self, now: Timestamp) -> KeyStatus {
+        if self.revoked_at.is_some() {
+            KeyStatus::Revoked
+        } else if self.expires_at.is_some_and(|e| e <= now) {
+            KeyStatus::Expired
+        } else if self.suspended_at.is_some() {
+            KeyStatus::Suspended
+        } else {
+            KeyStatus::Active
+        }
+    }
+
+    /// Every hash under which this record may be found: current, and previous while in grace.
+    pub fn hashes(&self) -> impl Iterator<Item = KeyHash> + '_ {
+        std::iter::once(self.secret_hash).chain(self.previous_secret.as_ref().map(|p| p.hash))
+    }
+}
+
+/// How an org treats keys whose creating principal is disabled or deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyPolicy {
+    #[default]
+    Org,
+    Creator,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Org {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub key_policy: KeyPolicy,
+    #[serde(default)]
+    pub max_key_lifetime_days: Option<u32>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Manager,
+    Admin,
+    Owner,
+}
+
+/// Which orgs a principal may act on: `"*"` (owners) or a list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OrgScope {
+    All,
+    List(Vec<String>),
+}
+
+impl OrgScope {
+    pub fn contains(&self, org: &str) -> bool {
+        match self {
+            OrgScope::All => true,
+            OrgScope::List(l) => l.iter().any(|o| o == org),
+        }
+    }
+}
+
+impl Serialize for OrgScope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            OrgScope::All => s.serialize_str("*"),
+            OrgScope::List(l) => l.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OrgScope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Star(String),
+            List(Vec<String>),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Star(s) if s == "*" => Ok(OrgScope::All),
+            Raw::Star(s) => Err(serde::de::Error::custom(format!(
+                "orgs is a list of org ids or \"*\", got {s:?}"
+            ))),
+            Raw::List(l) => Ok(OrgScope::List(l)),
+        }
+    }
+}
+
+/// An admin-API identity. Its token is stored hashed, like API keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    /// `prn_<ulid>`.
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub orgs: OrgScope,
+    /// Managers may write keys only while this is true.
+    #[serde(default)]
+    pub api_access: bool,
+    #[serde(default)]
+    pub disabled: bool,
+    pub created_at: Timestamp,
+    #[serde(default)]
+    pub deleted_at: Option<Timestamp>,
+    pub token_hash: KeyHash,
+}
+
+/// Admin tokens: `kga_` + 40 base62 characters (random + checksum, like API keys).
+pub const ADMIN_TOKEN_PREFIX: &str = "kga";
+
+/// One admin action, kept for audit. Never holds a secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// `aud_<ulid>`: sorts by time.
+    pub id: String,
+    pub at: Timestamp,
+    /// Principal id of who did it.
+    pub actor: String,
+    /// Org concerned, if any.
+    #[serde(default)]
+    pub org: Option<String>,
+    /// e.g. `key.create`, `key.revoke`, `org.create`.
+    pub action: String,
+    /// Id of the thing acted on.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Non-secret details (changed field names, grace seconds...).
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+/// New time-sortable id with a type prefix, e.g. `key_01J…`.
+pub fn new_id(kind: &str) -> String {
+    format!("{kind}_{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_tokens_check() {
+        let f = KeyFormat::new("mtf").unwrap();
+        for env in [Environment::Live, Environment::Test] {
+            let s = f.generate(env);
+            assert_eq!(f.check(&s.token), Ok(env));
+            assert_eq!(s.token.len(), "mtf_live_".len() + BODY_LEN);
+            assert!(s.token.starts_with(&s.display_prefix));
+            assert_eq!(s.display_prefix.len(), "mtf_live_".len() + 4);
+            assert_eq!(s.hash, KeyHash::of(&s.token));
+        }
+    }
+
+    #[test]
+    fn checksum_is_crc32_iso_hdlc_base62_padded() {
+        // CRC-32/ISO-HDLC check value of "123456789" is 0xCBF43926.
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        assert_eq!(checksum_chars(0), "000000");
+        assert_eq!(checksum_chars(61), "00000z");
+        assert_eq!(checksum_chars(62), "000010");
+        assert_eq!(checksum_chars(u32::MAX), "4gfFC3");
+    }
+
+    #[test]
+    fn altered_tokens_fail() {
+        let f = KeyFormat::new("kg").unwrap();
+        let t = f.generate(Environment::Live).token;
+        let mut bad = t.clone().into_bytes();
+        let i = 12;
+        bad[i] = if bad[i] == b'a' { b'b' } else { b'a' };
+        let bad = String::from_utf8(bad).unwrap();
+        assert_eq!(f.check(&bad), Err(TokenError::Checksum));
+        assert_eq!(f.check(&t[1..]), Err(TokenError::Shape));
+        assert_eq!(f.check(&format!("{t}x")), Err(TokenError::Shape));
+        assert_eq!(
+            f.check(&t.replace("kg_live_", "kg_prod_")),
+            Err(TokenError::Shape)
+        );
+        assert_eq!(
+            KeyFormat::new("mtf").unwrap().check(&t),
+            Err(TokenError::Shape)
+        );
+        assert_eq!(f.check(""), Err(TokenError::Shape));
+        assert_eq!(f.check("kg_live_ü"), Err(TokenError::Shape));
+    }
+
+    #[test]
+    fn prefixes_are_validated() {
+        assert!(KeyFormat::new("mtf").is_ok());
+        assert!(KeyFormat::new("ft2").is_ok());
+        assert!(KeyFormat::new("").is_err());
+        assert!(KeyFormat::new("MTF").is_err());
+        assert!(KeyFormat::new("m_t").is_err());
+    }
+
+    #[test]
+    fn hash_debug_is_redacted() {
+        let h = KeyHash::of("secret");
+        assert!(!format!("{h:?}").contains(&h.to_hex()));
+    }
+}

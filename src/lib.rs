@@ -1,0 +1,35 @@
+//! keygate: an API-key authentication gateway.
+//!
+//! # Layout
+//!
+//! A data-plane request flows
+//! `proxy::listener` (accept, PROXY protocol, TLS) → `proxy::server` (hyper, HTTP/1.1
+//! and h2) → `proxy::pipeline` (route → credential → key → ip → environment → endpoint →
+//! resource → scope → forward) → `proxy::forward` (pooled upstream client) →
+//! `proxy::respond` (the one refusal → response mapping) → `metrics`.
+//!
+//! - [`key`]: domain types (token format and checksum, `KeyHash`, `KeyRecord`, orgs,
+//!   principals). Imports nothing of keygate.
+//! - [`refusal`]: the one error enum of the data plane, with status and code.
+//! - [`config`]: YAML → validated `Config`; errors name file, line and field.
+//! - [`store`]: the `KeyStore` trait and its backends (embedded redb file).
+//! - [`auth`]: credential extraction, the `KeyResolver` (moka cache in front of the
+//!   store, negative entries, single-flight lookups), the failed-auth limiter.
+//! - [`policy`]: route table, path rules, scopes, resources, IP rules, the authorize
+//!   decision. No IO.
+//! - [`proxy`]: listener, TLS, HTTP server, pipeline, forwarding, responses.
+//! - [`admin`]: the admin API, bootstrap, `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`app`]: wiring only: builds everything from a `Config` and runs it.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod key;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod refusal;
+pub mod store;

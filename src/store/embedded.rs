@@ -1,0 +1,2 @@
+//! The embedded store (placeholder).
+pub struct EmbeddedStore;

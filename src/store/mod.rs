@@ -1,0 +1,107 @@
+//! Where keys, orgs, principals and audit records live: the [`KeyStore`] trait and its
+//! backends. `embedded` (redb, one durable file, one process) is the default; `redis`
+//! (shared by replicas) comes next and implements the same trait.
+//!
+//! A store knows only the domain types of `crate::key`. It never sees a raw token:
+//! lookups are by [`KeyHash`]. Every write is atomic and durable before it returns, so
+//! a key acknowledged to an admin survives a crash.
+
+use async_trait::async_trait;
+
+use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
+
+pub mod embedded;
+
+pub use embedded::EmbeddedStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or did not answer in time: callers fail closed
+    /// (503), never open.
+    #[error("key store unavailable: {0}")]
+    Unavailable(String),
+    /// A write conflicts with what is stored (duplicate id, ...).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Stored data could not be decoded: a bug or a damaged file.
+    #[error("corrupt store data: {0}")]
+    Corrupt(String),
+}
+
+/// Outcome of [`KeyStore::create_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// The idempotency key was used before, for this key id.
+    IdempotencyReplay { existing_id: String },
+}
+
+/// One page of a newest-first listing.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass back as `after` to get the next page; `None` at the end.
+    pub next: Option<String>,
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// The key whose current or previous secret hashes to `hash` (deleted keys included;
+    /// the caller decides what a deleted or revoked key means).
+    async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// A key by id, deleted keys included.
+    async fn key_by_id(&self, id: &str) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// The org's keys that are not deleted, newest first, `limit` at most, starting after
+    /// the key id `after`.
+    async fn list_keys(
+        &self,
+        org: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<KeyRecord>, StoreError>;
+
+    /// Stores a new key and its hash index. With an idempotency key (scoped to the org)
+    /// seen before, stores nothing and returns the earlier key's id.
+    async fn create_key(
+        &self,
+        key: &KeyRecord,
+        idempotency_key: Option<&str>,
+    ) -> Result<CreateOutcome, StoreError>;
+
+    /// Replaces a stored key (same id) and keeps the hash index in step: hashes the new
+    /// record no longer has are removed, new ones added, in one transaction.
+    async fn update_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
+
+    /// All keys created by a principal (for `key_policy: creator`).
+    async fn keys_created_by(&self, principal_id: &str) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Creates an org; `Conflict` if the id exists.
+    async fn create_org(&self, org: &Org) -> Result<(), StoreError>;
+    /// Replaces an existing org.
+    async fn update_org(&self, org: &Org) -> Result<(), StoreError>;
+    async fn get_org(&self, id: &str) -> Result<Option<Org>, StoreError>;
+    async fn list_orgs(&self) -> Result<Vec<Org>, StoreError>;
+
+    /// Stores `principal` only if no principal exists at all; true if it was stored.
+    /// Atomic: of several gateways starting at once, exactly one wins.
+    async fn create_first_principal(&self, principal: &Principal) -> Result<bool, StoreError>;
+    /// Creates or replaces a principal and its token-hash index.
+    async fn put_principal(&self, principal: &Principal) -> Result<(), StoreError>;
+    async fn get_principal(&self, id: &str) -> Result<Option<Principal>, StoreError>;
+    async fn principal_by_token(&self, hash: &KeyHash) -> Result<Option<Principal>, StoreError>;
+    async fn list_principals(&self) -> Result<Vec<Principal>, StoreError>;
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<(), StoreError>;
+    /// Audit events of one org, newest first.
+    async fn list_audit(
+        &self,
+        org: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<AuditEvent>, StoreError>;
+
+    /// Cheap reachability check (for `/readyz` and `keygate_store_up`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
