@@ -105,10 +105,7 @@ async fn header_and_query_credential_together_are_401_invalid_api_key() {
     let r = env.gw.call("POST", &path, Some(&key.secret)).await;
     r.assert_refusal(401, "invalid_api_key");
     // Two api_key parameters are two credentials as well.
-    let path = format!(
-        "/flows/abc/execute?api_key={0}&api_key={0}",
-        key.secret
-    );
+    let path = format!("/flows/abc/execute?api_key={0}&api_key={0}", key.secret);
     env.gw
         .call("POST", &path, None)
         .await
@@ -128,7 +125,10 @@ async fn query_key_on_route_without_query_key_is_401_invalid_api_key() {
     assert!(!r.text().contains(&key.secret));
     // Even alongside a valid header credential, api_key in the query is a credential.
     env.gw
-        .get(&format!("/v1/feeds?api_key={}", key.secret), Some(&key.secret))
+        .get(
+            &format!("/v1/feeds?api_key={}", key.secret),
+            Some(&key.secret),
+        )
         .await
         .assert_refusal(401, "invalid_api_key");
     env.assert_nothing_forwarded();
@@ -203,22 +203,37 @@ async fn key_of_disabled_creator_is_suspended_under_creator_policy() {
             Some(json!({ "id": "strict", "name": "Strict", "key_policy": "creator" })),
         )
         .await;
-    assert!(r.status == 201 || r.status == 200, "create org: {}", r.text());
+    assert!(
+        r.status == 201 || r.status == 200,
+        "create org: {}",
+        r.text()
+    );
     let r = gw
         .admin_call(
             "POST",
             "/v1/principals",
-            Some(json!({ "name": "alice", "role": "admin", "orgs": ["strict"], "api_access": true })),
+            Some(
+                json!({ "name": "alice", "role": "admin", "orgs": ["strict"], "api_access": true }),
+            ),
         )
         .await;
-    assert!(r.status == 201 || r.status == 200, "create principal: {}", r.text());
+    assert!(
+        r.status == 201 || r.status == 200,
+        "create principal: {}",
+        r.text()
+    );
     let p = r.json();
-    let pid = p["principal"]["id"].as_str().expect("principal.id").to_string();
+    let pid = p["principal"]["id"]
+        .as_str()
+        .expect("principal.id")
+        .to_string();
     let ptoken = p["token"].as_str().expect("token").to_string();
     let key = gw
         .create_key_as(&ptoken, "strict", json!({ "scopes": ["read"] }))
         .await;
-    gw.get("/v1/feeds", Some(&key.secret)).await.assert_status(200);
+    gw.get("/v1/feeds", Some(&key.secret))
+        .await
+        .assert_status(200);
 
     let r = gw
         .admin_call(
@@ -242,7 +257,9 @@ async fn key_of_disabled_creator_is_suspended_under_creator_policy() {
         )
         .await;
     assert_eq!(r.status, 200, "enable principal: {}", r.text());
-    gw.get("/v1/feeds", Some(&key.secret)).await.assert_status(200);
+    gw.get("/v1/feeds", Some(&key.secret))
+        .await
+        .assert_status(200);
 }
 
 #[tokio::test]
@@ -257,7 +274,10 @@ async fn too_many_auth_failures_spares_known_good_keys() {
 
     let mut statuses = Vec::new();
     for _ in 0..LIMIT + 4 {
-        let r = env.gw.get("/v1/feeds", Some(&unknown_token("kg", "live"))).await;
+        let r = env
+            .gw
+            .get("/v1/feeds", Some(&unknown_token("kg", "live")))
+            .await;
         if r.status == 429 {
             r.assert_refusal(429, "too_many_auth_failures");
         } else {
@@ -273,7 +293,10 @@ async fn too_many_auth_failures_spares_known_good_keys() {
         .iter()
         .position(|s| *s == 429)
         .unwrap_or_else(|| panic!("no 429 after {} failures: {statuses:?}", statuses.len()));
-    assert!(first_429 <= LIMIT + 1, "429 from failure {LIMIT}+1 on: {statuses:?}");
+    assert!(
+        first_429 <= LIMIT + 1,
+        "429 from failure {LIMIT}+1 on: {statuses:?}"
+    );
     assert!(
         statuses[first_429..].iter().all(|s| *s == 429),
         "429 stays: {statuses:?}"

@@ -423,7 +423,10 @@ impl Gateway {
     /// Sends exact bytes on a new connection and reads one response.
     pub async fn raw(&self, bytes: impl AsRef<[u8]>) -> Reply {
         let mut c = self.raw_conn().await;
-        assert!(c.send(bytes.as_ref()).await, "keygate closed before the request was sent");
+        assert!(
+            c.send(bytes.as_ref()).await,
+            "keygate closed before the request was sent"
+        );
         c.read_response(Duration::from_secs(10))
             .await
             .unwrap_or_else(|e| {
@@ -484,7 +487,12 @@ impl Gateway {
             body["name"] = json!(format!("test-key-{}", N.fetch_add(1, Ordering::SeqCst)));
         }
         let r = self
-            .admin_call_as(token, "POST", &format!("/v1/orgs/{org}/keys"), Some(body.clone()))
+            .admin_call_as(
+                token,
+                "POST",
+                &format!("/v1/orgs/{org}/keys"),
+                Some(body.clone()),
+            )
             .await;
         assert_eq!(r.status, 201, "create key {body}: {}", r.text());
         let v = r.json();

@@ -95,11 +95,21 @@ impl Reply {
             .unwrap_or("");
         assert!(!message.is_empty(), "error.message is empty in {body}");
         let rid = self.header_all("x-request-id");
-        assert_eq!(rid.len(), 1, "one X-Request-Id on a refusal: {:?}", self.headers);
+        assert_eq!(
+            rid.len(),
+            1,
+            "one X-Request-Id on a refusal: {:?}",
+            self.headers
+        );
         assert!(!rid[0].is_empty(), "X-Request-Id is empty");
         if status == 401 {
             let www = self.header_all("www-authenticate");
-            assert_eq!(www.len(), 1, "one WWW-Authenticate on a 401: {:?}", self.headers);
+            assert_eq!(
+                www.len(),
+                1,
+                "one WWW-Authenticate on a 401: {:?}",
+                self.headers
+            );
             let www = &www[0];
             assert!(
                 www.starts_with("Bearer ") && www.contains(r#"realm="keygate""#),
