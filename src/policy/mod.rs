@@ -76,7 +76,7 @@ pub fn authorize(key: &KeyRecord, access: &Access<'_>, scopes: &ScopeSet) -> Res
         ));
     }
     if let Some(endpoints) = &key.endpoints
-        && !endpoints.iter().any(|e| *e == access.route.name)
+        && !endpoints.contains(&access.route.name)
     {
         return Err(Refusal::EndpointNotAllowed(access.route.name.clone()));
     }
