@@ -247,3 +247,159 @@ impl KeyStore for Instrumented {
         self.observe("ping", Kind::Read, self.inner.ping()).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers `ping` and `key_by_hash` after `delay`; every write is a conflict.
+    struct Fake {
+        delay: Duration,
+    }
+
+    fn conflict<T>() -> Result<T, StoreError> {
+        Err(StoreError::Conflict("fake".to_string()))
+    }
+
+    #[async_trait]
+    impl KeyStore for Fake {
+        async fn key_by_hash(&self, _: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+            tokio::time::sleep(self.delay).await;
+            Ok(None)
+        }
+        async fn key_by_id(&self, _: &str) -> Result<Option<KeyRecord>, StoreError> {
+            Ok(None)
+        }
+        async fn list_keys(
+            &self,
+            _: &str,
+            _: Option<&str>,
+            _: usize,
+        ) -> Result<Page<KeyRecord>, StoreError> {
+            conflict()
+        }
+        async fn create_key(
+            &self,
+            _: &KeyRecord,
+            _: Option<&str>,
+        ) -> Result<CreateOutcome, StoreError> {
+            conflict()
+        }
+        async fn update_key(&self, _: &KeyRecord) -> Result<(), StoreError> {
+            conflict()
+        }
+        async fn keys_created_by(&self, _: &str) -> Result<Vec<KeyRecord>, StoreError> {
+            conflict()
+        }
+        async fn create_org(&self, _: &Org) -> Result<(), StoreError> {
+            tokio::time::sleep(self.delay).await;
+            conflict()
+        }
+        async fn update_org(&self, _: &Org) -> Result<(), StoreError> {
+            conflict()
+        }
+        async fn get_org(&self, _: &str) -> Result<Option<Org>, StoreError> {
+            conflict()
+        }
+        async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
+            conflict()
+        }
+        async fn create_first_principal(&self, _: &Principal) -> Result<bool, StoreError> {
+            conflict()
+        }
+        async fn put_principal(&self, _: &Principal) -> Result<(), StoreError> {
+            conflict()
+        }
+        async fn get_principal(&self, _: &str) -> Result<Option<Principal>, StoreError> {
+            conflict()
+        }
+        async fn principal_by_token(&self, _: &KeyHash) -> Result<Option<Principal>, StoreError> {
+            conflict()
+        }
+        async fn list_principals(&self) -> Result<Vec<Principal>, StoreError> {
+            conflict()
+        }
+        async fn append_audit(&self, _: &AuditEvent) -> Result<(), StoreError> {
+            conflict()
+        }
+        async fn list_audit(
+            &self,
+            _: &str,
+            _: Option<&str>,
+            _: usize,
+        ) -> Result<Page<AuditEvent>, StoreError> {
+            conflict()
+        }
+        async fn ping(&self) -> Result<(), StoreError> {
+            tokio::time::sleep(self.delay).await;
+            Ok(())
+        }
+    }
+
+    fn instrumented(delay: Duration) -> (Arc<Metrics>, Instrumented) {
+        let metrics = Arc::new(Metrics::new());
+        let store = Instrumented::new(
+            Arc::new(Fake { delay }),
+            Arc::clone(&metrics),
+            Duration::from_millis(50),
+        );
+        (metrics, store)
+    }
+
+    fn count(m: &Metrics, op: &str, result: &str) -> u64 {
+        m.store_operations.with_label_values(&[op, result]).get()
+    }
+
+    #[tokio::test]
+    async fn a_slow_store_times_out_as_unavailable_and_marks_it_down() {
+        let (m, s) = instrumented(Duration::from_secs(5));
+        m.store_up.set(1);
+        let started = Instant::now();
+        let err = s.ping().await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(
+            err.to_string().contains("ping timed out after 50ms"),
+            "{err}"
+        );
+        assert_eq!(m.store_up.get(), 0);
+        assert_eq!(count(&m, "ping", "error"), 1);
+        assert_eq!(count(&m, "ping", "ok"), 0);
+
+        let now = jiff::Timestamp::now();
+        let org = Org {
+            id: "acme".to_string(),
+            name: "Acme".to_string(),
+            key_policy: Default::default(),
+            max_key_lifetime_days: None,
+            rate_limit: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let err = s.create_org(&org).await.unwrap_err();
+        assert!(err.to_string().contains("may still be applied"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn answers_mark_the_store_up_and_are_counted() {
+        let (m, s) = instrumented(Duration::ZERO);
+        s.ping().await.unwrap();
+        assert_eq!(m.store_up.get(), 1);
+        assert_eq!(s.key_by_hash(&KeyHash::of("x")).await.unwrap(), None);
+        assert_eq!(count(&m, "key_by_hash", "ok"), 1);
+
+        // A conflict is an answer, not an outage.
+        let err = s.get_org("acme").await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)));
+        assert_eq!(m.store_up.get(), 1);
+        assert_eq!(count(&m, "get_org", "error"), 1);
+
+        let text = m.render();
+        assert!(text.contains(r#"keygate_store_operations_total{op="ping",result="ok"} 1"#));
+        assert!(text.contains(r#"keygate_store_latency_seconds_count{op="ping"} 1"#));
+        // Every op has its series from the start.
+        assert!(
+            text.contains(r#"keygate_store_operations_total{op="list_audit",result="error"} 0"#)
+        );
+    }
+}
