@@ -48,6 +48,9 @@ use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
 /// Bumped whenever the table layout or record encoding changes incompatibly.
 const SCHEMA_VERSION: u64 = 1;
 const SCHEMA_KEY: &str = "schema_version";
+/// redb's page cache. Its 1 GiB default is far more than a gateway needs: hot keys are
+/// served from the resolver's cache, and the OS caches the file too.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
@@ -89,6 +92,7 @@ impl EmbeddedStore {
         let opened = catch_unwind(AssertUnwindSafe(|| {
             Database::builder()
                 .set_check_integrity_on_open(true)
+                .set_cache_size(CACHE_BYTES)
                 .create(path)
         }));
         let db = match opened {
@@ -301,7 +305,8 @@ fn owned_ids(
 
 /// One newest-first page of an `(owner, id)` index, strictly before the id `after`.
 /// `load` turns an id into an item, or `None` to skip it. `next` is set only when another
-/// item exists past the page.
+/// item exists past the page. A `limit` of 0 gives an empty page without `next`: callers
+/// clamp limits to at least 1.
 fn page<T>(
     index: &impl ReadableTable<Index, ()>,
     owner: &str,
@@ -347,7 +352,11 @@ impl KeyStore for EmbeddedStore {
             };
             let keys = txn.open_table(KEYS).map_err(db_error)?;
             match get_json::<KeyRecord>(&keys, "key", &id)? {
-                Some(key) => Ok(Some(key)),
+                Some(key) if key.hashes().any(|h| h == hash) => Ok(Some(key)),
+                // A stale index entry must never let a dropped secret back in.
+                Some(_) => Err(StoreError::Corrupt(format!(
+                    "the hash index names key {id}, whose record no longer has that secret"
+                ))),
                 None => Err(StoreError::Corrupt(format!(
                     "the hash index names key {id}, which does not exist"
                 ))),
@@ -400,15 +409,14 @@ impl KeyStore for EmbeddedStore {
         let json = encode("key", &key)?;
         self.write(move |txn| {
             let mut idem = txn.open_table(IDEMPOTENCY).map_err(db_error)?;
-            if let Some(ik) = &idempotency_key {
-                if let Some(existing) = idem
+            if let Some(ik) = &idempotency_key
+                && let Some(existing) = idem
                     .get((key.org.as_str(), ik.as_str()))
                     .map_err(db_error)?
-                {
-                    return Ok(CreateOutcome::IdempotencyReplay {
-                        existing_id: existing.value().to_string(),
-                    });
-                }
+            {
+                return Ok(CreateOutcome::IdempotencyReplay {
+                    existing_id: existing.value().to_string(),
+                });
             }
             let mut keys = txn.open_table(KEYS).map_err(db_error)?;
             if keys.get(key.id.as_str()).map_err(db_error)?.is_some() {
