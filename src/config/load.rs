@@ -136,10 +136,11 @@ fn from_serde(
     e: &serde_path_to_error::Error<serde_yaml::Error>,
 ) -> ConfigError {
     let mut field = e.path().to_string();
-    if field == "." {
-        field.clear();
+    // `.` is the root; `?` stands for a part serde never reached (a syntax error).
+    while field == "." || field == "?" || field.ends_with(".?") {
+        field.truncate(field.len().saturating_sub(2));
     }
-    let line = e
+    let mut line = e
         .inner()
         .location()
         .map_or_else(|| locator.line_of(&field), |l| l.line());
@@ -161,6 +162,23 @@ fn from_serde(
             format!("{field}.{missing}")
         };
         message = "is required".into();
+    } else if let Some(key) = message
+        .strip_prefix("duplicate field `")
+        .and_then(|m| m.strip_suffix('`'))
+    {
+        let key = key.to_string();
+        message = match locator.repeated_key_lines(&field, &key) {
+            Some((first, repeat)) => {
+                line = repeat;
+                format!("appears twice; the first is on line {first}")
+            }
+            None => "appears twice".into(),
+        };
+        field = if field.is_empty() {
+            key
+        } else {
+            format!("{field}.{key}")
+        };
     } else if message.starts_with("unknown field `") {
         message = message.replacen(", expected", "; expected", 1);
     } else if e.inner().location().is_some() && is_syntax_error(&message) {

@@ -75,24 +75,44 @@ impl Locator {
     /// key, or of the item for an index. A field that is not in the file (a missing
     /// required field, a default) gets the line of its nearest written parent.
     pub fn line_of(&self, field: &str) -> usize {
+        self.walk(field).0
+    }
+
+    /// The line where `key` appears a second time in the mapping at `parent`: serde
+    /// reports a duplicate at the mapping, the reader wants the repeat.
+    /// Returns (first line, repeat line).
+    pub(super) fn repeated_key_lines(&self, parent: &str, key: &str) -> Option<(usize, usize)> {
+        let (_, Some(Node::Map { entries, .. })) = self.walk(parent) else {
+            return None;
+        };
+        let mut lines = entries
+            .iter()
+            .filter(|(k, _, _)| k == key)
+            .map(|(_, line, _)| *line);
+        Some((lines.next()?, lines.next()?))
+    }
+
+    /// Follows `field` as far as the document goes: the line reached, and the node
+    /// if the whole path was found.
+    fn walk(&self, field: &str) -> (usize, Option<&Node>) {
         let Some(mut node) = self.root.as_ref() else {
-            return 1;
+            return (1, None);
         };
         let mut line = node.line();
         let mut rest = field;
         loop {
             if rest.is_empty() {
-                return line;
+                return (line, Some(node));
             }
             if let Some(after) = rest.strip_prefix('[') {
                 let Some((index, after)) = after.split_once(']') else {
-                    return line;
+                    return (line, None);
                 };
                 let (Ok(index), Node::Seq { items, .. }) = (index.parse::<usize>(), node) else {
-                    return line;
+                    return (line, None);
                 };
                 let Some(item) = items.get(index) else {
-                    return line;
+                    return (line, None);
                 };
                 node = item;
                 line = item.line();
@@ -101,7 +121,7 @@ impl Locator {
             }
             let path = rest.strip_prefix('.').unwrap_or(rest);
             let Node::Map { entries, .. } = node else {
-                return line;
+                return (line, None);
             };
             // Keys may themselves contain `.` (an upstream named `feeds.v2`): take the
             // longest key that is followed by a separator or the end.
@@ -113,7 +133,7 @@ impl Locator {
                 })
                 .max_by_key(|(key, _, _)| key.len());
             let Some((key, key_line, value)) = found else {
-                return line;
+                return (line, None);
             };
             node = value;
             line = *key_line;

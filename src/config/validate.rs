@@ -505,40 +505,39 @@ fn check_rate_limit(field: &str, rl: &RateLimit, p: &mut Problems) {
 }
 
 fn limits(raw: raw::RawLimits, p: &mut Problems) -> Limits {
-    let mut at_least = |name: &str, value: Option<u64>, default: u64, min: u64, max: u64| {
+    let mut in_range = |name: &str, value: Option<u64>, default: u64, min: u64, max: u64| {
         let v = value.unwrap_or(default);
-        if v < min || v > max {
-            let range = if max == u64::MAX {
-                format!("at least {min}")
-            } else {
-                format!("between {min} and {max}")
-            };
-            p.add(
-                format!("limits.{name}"),
-                format!("{v} is out of range: must be {range}"),
-            );
-            return default;
-        }
-        v
+        let bound = if v < min {
+            format!("at least {min}")
+        } else if v > max {
+            format!("at most {max}")
+        } else {
+            return v;
+        };
+        p.add(
+            format!("limits.{name}"),
+            format!("is {v}; it must be {bound}"),
+        );
+        default
     };
-    let max_header_bytes = at_least(
+    let max_header_bytes = in_range(
         "max_header_bytes",
         raw.max_header_bytes,
         16384,
         1024,
         1 << 24,
     );
-    let max_uri_bytes = at_least("max_uri_bytes", raw.max_uri_bytes, 8192, 256, 1 << 24);
-    let max_body_bytes = at_least("max_body_bytes", raw.max_body_bytes, 10 << 20, 1, u64::MAX);
-    let max_connections = at_least("max_connections", raw.max_connections, 10_000, 1, 1 << 24);
-    let h2_max_concurrent_streams = at_least(
+    let max_uri_bytes = in_range("max_uri_bytes", raw.max_uri_bytes, 8192, 256, 1 << 24);
+    let max_body_bytes = in_range("max_body_bytes", raw.max_body_bytes, 10 << 20, 1, u64::MAX);
+    let max_connections = in_range("max_connections", raw.max_connections, 10_000, 1, 1 << 24);
+    let h2_max_concurrent_streams = in_range(
         "h2_max_concurrent_streams",
         raw.h2_max_concurrent_streams,
         100,
         1,
         u64::from(u32::MAX),
     );
-    let auth_failures_per_ip = at_least(
+    let auth_failures_per_ip = in_range(
         "auth_failures_per_ip",
         raw.auth_failures_per_ip,
         600,
