@@ -753,6 +753,8 @@ fn routes_are_checked() {
     refused(&p("/a/../b"), "routes[2].path", "# new", "dot segment");
     refused(&p("/a?b=1"), "routes[2].path", "# new", "query");
     refused(&p("/a b"), "routes[2].path", "# new", "' '");
+    refused(&p("/a%2Fb"), "routes[2].path", "# new", "%2F is refused");
+    refused(&p("/a%zz"), "routes[2].path", "# new", "escape");
     for good in [
         "/",
         "/a/",

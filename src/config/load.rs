@@ -183,8 +183,27 @@ fn from_serde(
         message = message.replacen(", expected", "; expected", 1);
     } else if e.inner().location().is_some() && is_syntax_error(&message) {
         message = format!("YAML syntax error: {message}");
+    } else {
+        message = plain_types(&message);
     }
     ConfigError::new(path, line, field, message)
+}
+
+/// serde names Rust types (`expected u64`, `expected struct RawConfig`); say what to
+/// write in YAML instead.
+fn plain_types(message: &str) -> String {
+    let Some((head, expected)) = message.split_once(", expected ") else {
+        return message.to_string();
+    };
+    let expected = match expected {
+        "u64" | "u32" | "usize" => "a whole number (0 or more)",
+        "a boolean" => "true or false",
+        "a sequence" => "a list, e.g. [a, b]",
+        "a map" => "a mapping (key: value)",
+        e if e.starts_with("struct ") => "a mapping (key: value)",
+        e => e,
+    };
+    format!("{head}, expected {expected}")
 }
 
 /// libyaml's own messages (scanner and parser) as opposed to serde's type errors.

@@ -213,7 +213,7 @@ impl<'de> Deserialize<'de> for Dur {
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
                 Err(E::custom(format!(
-                    "{v} has no unit; write {DURATION_FORM} (e.g. {v}s or {v}ms)"
+                    "{v} has no unit; write e.g. {v}s or {v}ms (durations look like 250ms, 30s, 5m, 1h)"
                 )))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {

@@ -855,6 +855,7 @@ pub(super) fn check_path(path: &str) -> Result<Vec<String>, String> {
                     "{path:?} contains {c:?}, which a request path cannot contain unencoded"
                 ));
             }
+            check_escapes(path, seg)?;
             continue;
         }
         let inner = seg
@@ -886,6 +887,26 @@ pub(super) fn check_path(path: &str) -> Result<Vec<String>, String> {
         params.push(name.to_string());
     }
     Ok(params)
+}
+
+/// `%` must start an escape, and escapes that keygate refuses in request paths
+/// (encoded `/`, `\\`, `.`, NUL) would make the route unreachable.
+fn check_escapes(path: &str, seg: &str) -> Result<(), String> {
+    let bytes = seg.as_bytes();
+    for (i, _) in seg.match_indices('%') {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .ok_or_else(|| format!("{path:?}: '%' must start an escape such as %20"))?;
+        let byte = u8::from_str_radix(std::str::from_utf8(hex).unwrap_or("00"), 16).unwrap_or(0);
+        if matches!(byte, b'/' | b'\\' | b'.' | 0) {
+            return Err(format!(
+                "{path:?}: %{} is refused in request paths, so this route could never match",
+                String::from_utf8_lossy(hex)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// RFC 3986 `pchar` (unreserved, sub-delims, `:`, `@`) plus `%` for encoded octets.
