@@ -248,9 +248,7 @@ fn check_ports(
     }
     for (field, addr) in others {
         let clash = seen.iter().find(|(_, a)| {
-            a.port() == addr.port()
-                && addr.port() != 0
-                && (a.ip() == addr.ip() || a.ip().is_unspecified() || addr.ip().is_unspecified())
+            a.port() == addr.port() && addr.port() != 0 && overlaps(a.ip(), addr.ip())
         });
         if let Some((other, a)) = clash {
             p.add(
@@ -262,6 +260,14 @@ fn check_ports(
         }
         seen.push((field, addr));
     }
+}
+
+/// Whether binding both addresses on one port would collide. `0.0.0.0` covers every
+/// IPv4 address; `[::]` covers every address of both families (Linux dual stack).
+fn overlaps(a: IpAddr, b: IpAddr) -> bool {
+    let covers =
+        |wide: IpAddr, other: IpAddr| wide.is_unspecified() && (wide.is_ipv6() || other.is_ipv4());
+    a == b || covers(a, b) || covers(b, a)
 }
 
 fn store(raw: raw::RawStore, p: &mut Problems) -> StoreConfig {
@@ -890,7 +896,7 @@ pub(super) fn check_path(path: &str) -> Result<Vec<String>, String> {
 }
 
 /// `%` must start an escape, and escapes that keygate refuses in request paths
-/// (encoded `/`, `\\`, `.`, NUL) would make the route unreachable.
+/// (encoded `/`, `\`, `.`, NUL) would make the route unreachable.
 fn check_escapes(path: &str, seg: &str) -> Result<(), String> {
     let bytes = seg.as_bytes();
     for (i, _) in seg.match_indices('%') {
