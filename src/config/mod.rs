@@ -10,8 +10,8 @@
 //! Relative paths in the file are relative to the working directory of the process,
 //! not to the config file, like the defaults `data/keygate.db` and `data/admin-token`.
 //!
-//! Layout: `raw` (serde types as written) → `validate` (defaults, checks) → the types
-//! below; `locate` maps a field path to its line; `load` reads the file and owns
+//! Layout: `raw` (serde types as written) → `validate` (defaults, checks; route rules
+//! in `routes`) → the types below; `locate` maps a field path to its line; `load` reads the file and owns
 //! [`ConfigError`].
 
 use std::collections::BTreeMap;
@@ -28,6 +28,7 @@ use crate::key::{Environment, RateLimit};
 mod load;
 mod locate;
 mod raw;
+mod routes;
 mod validate;
 
 pub use load::{ConfigError, load, parse};
