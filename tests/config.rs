@@ -81,8 +81,10 @@ fn every_file_in_config_dir_loads() {
         if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             // Relative paths in the files are relative to the working directory,
             // which cargo sets to the crate root.
-            if let Err(e) = config::load(&path) {
-                panic!("{e}");
+            let c = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            if let Err(conflict) = keygate::policy::routes::RouteTable::new(&c.routes) {
+                let field = format!("routes[{}].path", conflict.index);
+                panic!("{}", c.error_at(&field, conflict.message));
             }
             count += 1;
         }

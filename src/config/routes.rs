@@ -356,3 +356,29 @@ fn normalize_host(h: &str) -> Result<String, String> {
     }
     Ok(lower)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_path;
+
+    /// The patterns accepted here must be ones the route table's matchit accepts.
+    #[test]
+    fn accepted_patterns_are_valid_matchit_routes() {
+        for pattern in [
+            "/",
+            "/a/",
+            "/v1/feeds/{feed_id}/refresh",
+            "/a/{*rest}",
+            "/{x}/{y}/{*z}",
+            "/v1/a:b@c",
+            "/a%20b/{id}",
+            "/a-b_c.d~e!$&'()*+,;=",
+        ] {
+            check_path(pattern).unwrap_or_else(|e| panic!("{pattern}: {e}"));
+            let mut router = matchit::Router::new();
+            router
+                .insert(pattern, ())
+                .unwrap_or_else(|e| panic!("{pattern}: {e}"));
+        }
+    }
+}
