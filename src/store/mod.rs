@@ -11,8 +11,10 @@ use async_trait::async_trait;
 use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
 
 pub mod embedded;
+pub mod instrumented;
 
 pub use embedded::EmbeddedStore;
+pub use instrumented::Instrumented;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,7 +35,9 @@ pub enum StoreError {
 pub enum CreateOutcome {
     Created,
     /// The idempotency key was used before, for this key id.
-    IdempotencyReplay { existing_id: String },
+    IdempotencyReplay {
+        existing_id: String,
+    },
 }
 
 /// One page of a newest-first listing.
