@@ -119,6 +119,12 @@ impl GatewayBuilder {
         self.with(|c| c["routes"] = value)
     }
 
+    /// The YAML a start would write, with paths under `dir` and some free ports.
+    pub fn yaml(&self, dir: &Path) -> String {
+        let config = render(&self.config, dir, free_port(), free_port());
+        serde_yaml::to_string(&config).expect("config to YAML")
+    }
+
     pub async fn start(self) -> Gateway {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir for keygate"));
         Gateway::launch(dir, self.config).await

@@ -100,99 +100,106 @@ impl RawConn {
         }
     }
 
-    /// Reads one response (an interim 1xx counts as one). Bounded by `timeout`.
+    /// Reads one response (an interim 1xx counts as one). Bounded by `timeout`; on a
+    /// timeout nothing is consumed, so the read can be retried.
     pub async fn read_response(&mut self, timeout: Duration) -> Result<Reply, RawEnd> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let head_end = loop {
-            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                break i;
-            }
-            self.fill(deadline).await?;
-        };
-        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
-        self.buf.drain(..head_end + 4);
-        let mut lines = head.split("\r\n");
-        let status_line = lines.next().unwrap_or_default();
-        let mut parts = status_line.splitn(3, ' ');
-        let version = parts.next().unwrap_or_default().to_string();
-        let status: u16 = parts
-            .next()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line from keygate: {status_line:?}"));
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let mut reply = Reply {
-            status,
-            version: match version.as_str() {
-                "HTTP/1.0" => http::Version::HTTP_10,
-                _ => http::Version::HTTP_11,
-            },
-            headers,
-            body: Vec::new(),
-        };
-        if (100..200).contains(&status) || status == 204 || status == 304 {
-            return Ok(reply);
-        }
-        let chunked = reply
-            .header("transfer-encoding")
-            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-        if chunked {
-            reply.body = self.read_chunked(deadline).await?;
-        } else if let Some(len) = reply.header("content-length") {
-            let len: usize = len.parse().expect("content-length from keygate");
-            while self.buf.len() < len {
-                self.fill(deadline).await?;
-            }
-            reply.body = self.buf.drain(..len).collect();
-        } else {
-            // Delimited by close.
-            loop {
-                match self.fill(deadline).await {
-                    Ok(()) => {}
-                    Err(RawEnd::Closed) => break,
-                    Err(e) => return Err(e),
-                }
-            }
-            reply.body = std::mem::take(&mut self.buf);
-        }
-        Ok(reply)
-    }
-
-    async fn read_chunked(&mut self, deadline: tokio::time::Instant) -> Result<Vec<u8>, RawEnd> {
-        let mut body = Vec::new();
         loop {
-            let line_end = loop {
-                if let Some(i) = find(&self.buf, b"\r\n") {
-                    break i;
-                }
-                self.fill(deadline).await?;
-            };
-            let size_line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
-            self.buf.drain(..line_end + 2);
-            let size_hex = size_line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size_hex, 16).expect("chunk size from keygate");
-            if size == 0 {
-                // Trailers end with an empty line.
-                loop {
-                    if let Some(i) = find(&self.buf, b"\r\n") {
-                        let empty = i == 0;
-                        self.buf.drain(..i + 2);
-                        if empty {
-                            return Ok(body);
-                        }
-                    } else {
-                        self.fill(deadline).await?;
-                    }
-                }
+            if let Some((reply, used)) = parse_response(&self.buf, self.eof) {
+                self.buf.drain(..used);
+                return Ok(reply);
             }
-            while self.buf.len() < size + 2 {
-                self.fill(deadline).await?;
+            if self.eof {
+                return Err(RawEnd::Closed);
             }
-            body.extend(self.buf.drain(..size));
-            self.buf.drain(..2);
+            match self.fill(deadline).await {
+                Ok(()) | Err(RawEnd::Closed) => {}
+                Err(e) => return Err(e),
+            }
         }
+    }
+}
+
+/// Parses one complete response from the start of `buf`; `None` while incomplete.
+/// A body without length or chunking is complete only at `eof`.
+fn parse_response(buf: &[u8], eof: bool) -> Option<(Reply, usize)> {
+    let head_end = find(buf, b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    let version = parts.next().unwrap_or_default().to_string();
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line from keygate: {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let mut reply = Reply {
+        status,
+        version: match version.as_str() {
+            "HTTP/1.0" => http::Version::HTTP_10,
+            _ => http::Version::HTTP_11,
+        },
+        headers,
+        body: Vec::new(),
+    };
+    let body_start = head_end + 4;
+    if (100..200).contains(&status) || status == 204 || status == 304 {
+        return Some((reply, body_start));
+    }
+    let chunked = reply
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        let (body, used) = parse_chunked(&buf[body_start..])?;
+        reply.body = body;
+        return Some((reply, body_start + used));
+    }
+    if let Some(len) = reply.header("content-length") {
+        let len: usize = len.parse().expect("content-length from keygate");
+        if buf.len() < body_start + len {
+            return None;
+        }
+        reply.body = buf[body_start..body_start + len].to_vec();
+        return Some((reply, body_start + len));
+    }
+    if !eof {
+        return None;
+    }
+    reply.body = buf[body_start..].to_vec();
+    Some((reply, buf.len()))
+}
+
+/// Decodes a complete chunked body (with trailers); `None` while incomplete.
+fn parse_chunked(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let line_end = at + find(&buf[at..], b"\r\n")?;
+        let size_line = String::from_utf8_lossy(&buf[at..line_end]).into_owned();
+        let size_hex = size_line.split(';').next().unwrap_or("").trim();
+        let size = usize::from_str_radix(size_hex, 16)
+            .unwrap_or_else(|_| panic!("bad chunk size from keygate: {size_line:?}"));
+        at = line_end + 2;
+        if size == 0 {
+            // Trailers, then an empty line.
+            loop {
+                let end = at + find(&buf[at..], b"\r\n")?;
+                let empty = end == at;
+                at = end + 2;
+                if empty {
+                    return Some((body, at));
+                }
+            }
+        }
+        if buf.len() < at + size + 2 {
+            return None;
+        }
+        body.extend_from_slice(&buf[at..at + size]);
+        at += size + 2;
     }
 }
 
