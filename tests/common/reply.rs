@@ -83,6 +83,11 @@ impl Reply {
     /// message, `X-Request-Id`, and the `WWW-Authenticate` / `Retry-After` the code needs.
     pub fn assert_refusal(&self, status: u16, code: &str) -> &Self {
         self.assert_status(status);
+        let ctype = self.header("content-type").unwrap_or_default();
+        assert!(
+            ctype.starts_with("application/json"),
+            "a refusal is JSON, Content-Type {ctype:?}"
+        );
         let body = self.json();
         assert_eq!(
             body.pointer("/error/code").and_then(Value::as_str),
