@@ -457,8 +457,18 @@ pub struct AuditEvent {
 }
 
 /// New time-sortable id with a type prefix, e.g. `key_01J…`.
+///
+/// Ids come from one monotonic generator, so that two ids made in the same millisecond
+/// still sort in creation order (newest-first listings and cursors depend on it).
 pub fn new_id(kind: &str) -> String {
-    format!("{kind}_{}", ulid::Ulid::new().to_string().to_lowercase())
+    static IDS: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
+    let next = match IDS.lock().ok().and_then(|mut g| g.generate().ok()) {
+        Some(id) => id,
+        // Only on a poisoned lock or 2^80 ids in one millisecond: still unique, maybe
+        // unordered. (`Ulid::default()` would be the nil id, hence no `unwrap_or_default`.)
+        None => ulid::Ulid::new(),
+    };
+    format!("{kind}_{}", next.to_string().to_lowercase())
 }
 
 #[cfg(test)]

@@ -74,8 +74,11 @@ impl Metrics {
         )
         .expect("static metric definition");
         let store_latency = HistogramVec::new(
-            HistogramOpts::new("keygate_store_latency_seconds", "Key store operation latency.")
-                .buckets(BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "keygate_store_latency_seconds",
+                "Key store operation latency.",
+            )
+            .buckets(BUCKETS.to_vec()),
             &["op"],
         )
         .expect("static metric definition");
@@ -85,7 +88,10 @@ impl Metrics {
         )
         .expect("static metric definition");
         let rate_limited = IntCounterVec::new(
-            Opts::new("keygate_rate_limited_total", "Requests refused by rate limits."),
+            Opts::new(
+                "keygate_rate_limited_total",
+                "Requests refused by rate limits.",
+            ),
             &["route", "kind"],
         )
         .expect("static metric definition");

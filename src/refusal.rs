@@ -66,8 +66,9 @@ impl Refusal {
         use Refusal::*;
         match self {
             BadRequest(_) => StatusCode::BAD_REQUEST,
-            MissingApiKey | InvalidApiKey(_) | ExpiredApiKey | RevokedApiKey
-            | SuspendedApiKey => StatusCode::UNAUTHORIZED,
+            MissingApiKey | InvalidApiKey(_) | ExpiredApiKey | RevokedApiKey | SuspendedApiKey => {
+                StatusCode::UNAUTHORIZED
+            }
             IpNotAllowed
             | EnvironmentNotAllowed(_)
             | EndpointNotAllowed(_)

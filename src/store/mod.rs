@@ -33,7 +33,9 @@ pub enum StoreError {
 pub enum CreateOutcome {
     Created,
     /// The idempotency key was used before, for this key id.
-    IdempotencyReplay { existing_id: String },
+    IdempotencyReplay {
+        existing_id: String,
+    },
 }
 
 /// One page of a newest-first listing.
