@@ -460,6 +460,7 @@ pub async fn patch(
     }
     let mut f = body.fields(PATCH_FIELDS)?;
     let org = orgs::load(&ctx, &org_id).await?;
+    let _write = super::write_guard().await;
     let before = load_key(&ctx, &org.id, &id).await?;
     let now = Timestamp::now();
     require_editable(&before, now)?;
@@ -577,6 +578,7 @@ pub async fn regenerate(
         ));
     }
     let org = orgs::load(&ctx, &org_id).await?;
+    let _write = super::write_guard().await;
     let before = load_key(&ctx, &org.id, &id).await?;
     let now = Timestamp::now();
     require_editable(&before, now)?;
@@ -623,6 +625,7 @@ pub async fn revoke(
     caller.authorize(Action::RevokeKeys, Some(&org_id))?;
     body.fields(&[])?;
     let org = orgs::load(&ctx, &org_id).await?;
+    let _write = super::write_guard().await;
     let before = load_key(&ctx, &org.id, &id).await?;
     if before.deleted_at.is_some() {
         return Err(AdminError::Conflict {
@@ -661,6 +664,7 @@ pub async fn delete(
 ) -> Result<StatusCode, AdminError> {
     caller.authorize(Action::RevokeKeys, Some(&org_id))?;
     let org = orgs::load(&ctx, &org_id).await?;
+    let _write = super::write_guard().await;
     let before = load_key(&ctx, &org.id, &id).await?;
     if before.deleted_at.is_none() {
         let now = Timestamp::now();

@@ -64,6 +64,17 @@ pub struct AdminContext {
     pub ready: Arc<AtomicBool>,
 }
 
+/// Serializes the read-modify-write of stored keys, orgs and principals in this process.
+/// Without it, an edit that read a key just before a concurrent revoke or delete would
+/// write the key back as it was, undoing the revoke. (Across replicas the store itself
+/// would have to provide this; the `KeyStore` trait has no compare-and-swap yet.)
+static WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Held from reading a record until its new version is stored.
+pub(crate) async fn write_guard() -> tokio::sync::MutexGuard<'static, ()> {
+    WRITES.lock().await
+}
+
 /// Prometheus text exposition format, version 0.0.4.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

@@ -127,8 +127,9 @@ pub async fn patch(
     if body.0.contains_key("id") {
         return Err(AdminError::invalid("id", "an org's id cannot be changed"));
     }
-    let mut org = load(&ctx, &org_id).await?;
     let mut f = body.fields(PATCH_FIELDS)?;
+    let _write = super::write_guard().await;
+    let mut org = load(&ctx, &org_id).await?;
     let mut changed = Vec::new();
     match f.patch::<String>("name")? {
         Patch::Absent => {}

@@ -264,6 +264,7 @@ pub async fn patch(
         }
     }
     let mut f = body.fields(PATCH_FIELDS)?;
+    let _write = super::write_guard().await;
     let before = load_visible(&ctx, &caller, &id).await?;
     manages(&caller, &before)?;
     let mut p = before.clone();
@@ -324,6 +325,7 @@ pub async fn delete(
     AdminPath(id): AdminPath<String>,
 ) -> Result<StatusCode, AdminError> {
     caller.authorize(Action::ManagePrincipals, None)?;
+    let _write = super::write_guard().await;
     let before = load_visible(&ctx, &caller, &id).await?;
     manages(&caller, &before)?;
     if before.id == caller.id() {
@@ -353,6 +355,7 @@ pub async fn rotate_token(
     body: JsonObject,
 ) -> Result<Response, AdminError> {
     body.fields(&[])?;
+    let _write = super::write_guard().await;
     let mut p = load_visible(&ctx, &caller, &id).await?;
     if p.id != caller.id() {
         manages(&caller, &p)?;

@@ -135,3 +135,62 @@ async fn owners_patch_orgs_as_merge_patches() {
     assert_eq!(r.status, 404);
     assert!(h.store.all_audit().iter().any(|e| e.action == "org.update"));
 }
+
+#[tokio::test]
+async fn the_audit_log_says_who_did_what_newest_first() {
+    let h = Harness::start().await;
+    h.org("acme", json!({})).await;
+    h.org("beta", json!({})).await;
+    let (admin_id, admin) = h.principal("admin", json!(["acme"]), false).await;
+    let (key, secret) = h
+        .key("acme", &admin, json!({ "name": "k", "scopes": ["read"] }))
+        .await;
+    let kp = format!("/v1/orgs/acme/keys/{}", key["id"].as_str().unwrap());
+    h.patch(&kp, &admin, json!({ "name": "k2" })).await;
+    let regenerated = h.post(&format!("{kp}/regenerate"), &admin, json!({})).await;
+    let new_secret = regenerated.body["secret"].as_str().unwrap().to_string();
+    h.post(&format!("{kp}/revoke"), &admin, json!({})).await;
+    h.read_key("beta").await;
+
+    let r = h.get("/v1/orgs/acme/audit", &admin).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let actions: Vec<&str> = r.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "key.revoke",
+            "key.regenerate",
+            "key.update",
+            "key.create",
+            "principal.create",
+            "org.create"
+        ]
+    );
+    assert_eq!(r.body["data"][0]["actor"], admin_id.as_str());
+    assert_eq!(r.body["data"][0]["target"], key["id"]);
+    assert_eq!(r.body["data"][2]["details"]["fields"], json!(["name"]));
+    for s in [&secret, &new_secret, &admin] {
+        assert!(!r.text.contains(s.as_str()));
+    }
+
+    let r = h.get("/v1/orgs/acme/audit?limit=4", &admin).await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 4);
+    let cursor = r.body["next_cursor"].as_str().unwrap().to_string();
+    let r = h
+        .get(
+            &format!("/v1/orgs/acme/audit?limit=4&cursor={cursor}"),
+            &admin,
+        )
+        .await;
+    assert_eq!(r.body["data"].as_array().unwrap().len(), 2);
+    assert!(r.body["next_cursor"].is_null());
+    let r = h.get("/v1/orgs/acme/audit?cursor=key_x", &admin).await;
+    assert_eq!((r.status, r.field()), (422, "cursor"));
+    assert_eq!(h.get("/v1/orgs/beta/audit", &admin).await.status, 403);
+    assert_eq!(h.get("/v1/orgs/nope/audit", &h.owner).await.status, 404);
+}
