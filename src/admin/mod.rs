@@ -9,6 +9,7 @@
 //!   the field; [`validate`]: field rules shared by the resources.
 //! - [`error`]: the one error type and its one mapping to responses.
 //! - [`bootstrap`]: the first owner principal and its token file.
+//! - `openapi.json`: the OpenAPI 3 document served at `/openapi.json`.
 //!
 //! The admin side writes keys, the data plane reads them: after every key change this
 //! module calls `KeyResolver::invalidate_key`, so the next data-plane request sees it.
@@ -84,6 +85,7 @@ pub fn router(ctx: Arc<AdminContext>) -> Router {
     let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
         .route("/v1/orgs", post(orgs::create).get(orgs::list))
         .route("/v1/orgs/{org}", get(orgs::get).patch(orgs::patch))
         .route("/v1/orgs/{org}/keys", post(keys::create).get(keys::list))
@@ -138,6 +140,18 @@ async fn readyz(State(ctx): State<Arc<AdminContext>>) -> Response {
         )
             .into_response()
     }
+}
+
+/// The OpenAPI 3 document of this API, kept next to the handlers it describes (a test
+/// checks that every documented operation is routed).
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    let mut response = OPENAPI.into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 async fn render_metrics(State(metrics): State<Arc<Metrics>>) -> Response {
