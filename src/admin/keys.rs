@@ -104,7 +104,9 @@ pub struct KeyView {
     pub deleted_at: Option<Timestamp>,
     /// When the previous secret stops working, during a regenerate grace.
     pub grace_ends_at: Option<Timestamp>,
-    pub status: KeyStatus,
+    /// `active`, `expired`, `revoked`, `suspended`, or `deleted` for a deleted key, so
+    /// that a deleted key is never shown as working.
+    pub status: &'static str,
 }
 
 impl KeyView {
@@ -129,7 +131,11 @@ impl KeyView {
             revoked_at: k.revoked_at,
             deleted_at: k.deleted_at,
             grace_ends_at: k.previous_secret.as_ref().map(|p| p.expires_at),
-            status,
+            status: if k.deleted_at.is_some() {
+                "deleted"
+            } else {
+                status.as_str()
+            },
         }
     }
 }
@@ -365,7 +371,7 @@ pub async fn list(
         let page_len = page.items.len();
         for (i, key) in page.items.iter().enumerate() {
             let view = statuses.view(key).await?;
-            if wanted.is_none_or(|w| w == view.status) {
+            if wanted.is_none_or(|w| w.as_str() == view.status) {
                 data.push(view);
             }
             if data.len() == limit {

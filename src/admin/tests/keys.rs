@@ -528,6 +528,7 @@ async fn deleted_keys_leave_lists_but_stay_readable_by_id() {
     let r = h.get(&p, &h.owner).await;
     assert_eq!(r.status, 200);
     assert!(r.body["deleted_at"].is_string());
+    assert_eq!(r.body["status"], "deleted");
     let r = h.patch(&p, &h.owner, json!({ "name": "x" })).await;
     assert_eq!((r.status, r.code()), (409, "key_deleted"));
     let r = h.post(&format!("{p}/revoke"), &h.owner, json!({})).await;
