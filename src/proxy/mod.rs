@@ -1,1 +1,54 @@
-//! Proxy (placeholder).
+//! The data plane: accept → PROXY header → TLS → HTTP (1.1 or h2) → pipeline →
+//! forward → respond.
+//!
+//! - `listener`: connection cap, PROXY protocol, idle timeout.
+//! - `tls`: rustls server config, self-signed development certificates, reload.
+//! - `server`: the accept loop and hyper's connection settings (limits, timeouts).
+//! - `pipeline`: one request's checks, in SPEC §3 order, top to bottom.
+//! - `forward`: pooled upstream clients and the header rewrite.
+//! - `respond`: the one refusal → response mapping.
+//!
+//! This module never imports `admin` or a store backend: it reads keys through
+//! [`KeyResolver`](crate::auth::KeyResolver) only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use ipnet::IpNet;
+
+use crate::auth::{AuthFailureLimiter, KeyResolver};
+use crate::config::{IdentityHeaders, Limits};
+use crate::key::KeyFormat;
+use crate::metrics::Metrics;
+use crate::policy::{RouteTable, ScopeSet};
+
+pub mod forward;
+pub mod listener;
+pub mod pipeline;
+pub mod respond;
+pub mod server;
+pub mod tls;
+
+/// Error type of response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every response body: a refusal's JSON or the upstream's stream.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Everything a data-plane request needs, built once by `app` and shared.
+pub struct DataPlane {
+    pub routes: RouteTable,
+    pub scopes: ScopeSet,
+    pub key_format: KeyFormat,
+    pub resolver: Arc<KeyResolver>,
+    pub failures: AuthFailureLimiter,
+    /// By upstream name; every route's upstream is here (config validation).
+    pub upstreams: HashMap<String, forward::Upstream>,
+    pub identity: IdentityHeaders,
+    pub trusted_proxies: Vec<IpNet>,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    /// Whether the listener terminates TLS (for `X-Forwarded-Proto`).
+    pub tls: bool,
+}

@@ -1,0 +1,411 @@
+//! Forwarding to upstreams: one pooled hyper client per upstream (HTTP, or HTTPS
+//! verified against the system roots plus `ca_file`, with an optional client
+//! certificate), the header rewrite of SPEC §3 "Headers", and the mapping of upstream
+//! failures to 502/504.
+//!
+//! Bodies stream both ways; the request body is wrapped in a length limit so that a
+//! streamed body over `max_body_bytes` aborts the upstream request. hyper's pool
+//! retries a request on another connection only when it was never written.
+
+use std::error::Error as StdError;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri, Version};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::{IdentityHeaders, UpstreamConfig};
+use crate::key::{Environment, KeyRecord};
+use crate::proxy::{Body, tls};
+use crate::refusal::Refusal;
+
+/// The request body as sent upstream: the client's, capped at `max_body_bytes`.
+pub type UpstreamBody = Limited<Incoming>;
+
+/// Where one environment of an upstream lives.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    scheme: Scheme,
+    authority: Authority,
+}
+
+pub struct Upstream {
+    pub name: String,
+    live: Origin,
+    test: Option<Origin>,
+    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    /// Time allowed until response headers.
+    timeout: Duration,
+    pub preserve_host: bool,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> anyhow::Result<Self> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(client_tls(cfg)?)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Ok(Upstream {
+            name: cfg.name.clone(),
+            live: origin(&cfg.url).with_context(|| format!("upstreams.{}.url", cfg.name))?,
+            test: cfg
+                .test_url
+                .as_ref()
+                .map(origin)
+                .transpose()
+                .with_context(|| format!("upstreams.{}.test_url", cfg.name))?,
+            client,
+            timeout: cfg.timeout,
+            preserve_host: cfg.preserve_host,
+        })
+    }
+
+    pub fn has_test(&self) -> bool {
+        self.test.is_some()
+    }
+
+    /// The origin for keys of `env` (test keys only ever reach `test_url`).
+    pub fn origin(&self, env: Environment) -> Option<&Origin> {
+        match env {
+            Environment::Live => Some(&self.live),
+            Environment::Test => self.test.as_ref(),
+        }
+    }
+
+    /// Sends the request and waits for response headers, at most `timeout`.
+    pub async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+        max_body: u64,
+    ) -> Result<(Response<Incoming>, Duration), Refusal> {
+        let started = Instant::now();
+        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => Err(Refusal::UpstreamTimeout),
+            Ok(Ok(resp)) => Ok((resp, started.elapsed())),
+            Ok(Err(e)) => {
+                if caused_by_body_limit(&e) {
+                    return Err(Refusal::BodyTooLarge(max_body));
+                }
+                tracing::warn!(upstream = %self.name, error = %e, "upstream request failed");
+                Err(Refusal::UpstreamUnavailable)
+            }
+        }
+    }
+}
+
+fn caused_by_body_limit(e: &(dyn StdError + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn origin(uri: &Uri) -> anyhow::Result<Origin> {
+    Ok(Origin {
+        scheme: uri.scheme().cloned().ok_or_else(|| anyhow!("no scheme"))?,
+        authority: uri.authority().cloned().ok_or_else(|| anyhow!("no host"))?,
+    })
+}
+
+fn client_tls(cfg: &UpstreamConfig) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(ca) = &cfg.ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+            .with_context(|| format!("reading ca_file {}", ca.display()))?
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("parsing ca_file {}", ca.display()))?;
+        if certs.is_empty() {
+            return Err(anyhow!("ca_file {}: no certificate found", ca.display()));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .with_context(|| format!("ca_file {}: unusable certificate", ca.display()))?;
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots);
+    let mut config = match (&cfg.client_cert, &cfg.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .with_context(|| format!("reading client_cert {}", cert.display()))?
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("parsing client_cert {}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .with_context(|| format!("reading client_key {}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .context("client certificate and key")?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Method-override headers: removed so that the scope checked is the scope used.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Drops hop-by-hop headers, `Upgrade`, and every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Whether a client header name spoofs an identity header: same name ignoring case
+/// and treating `_` as `-`.
+fn spoofs(name: &HeaderName, identity: &IdentityHeaders) -> bool {
+    let n = name.as_str().as_bytes();
+    [
+        &identity.org,
+        &identity.key_id,
+        &identity.scopes,
+        &identity.environment,
+    ]
+    .iter()
+    .any(|id| {
+        let id = id.as_str().as_bytes();
+        id.len() == n.len()
+            && id.iter().zip(n).all(|(a, b)| {
+                let b = if *b == b'_' { b'-' } else { *b };
+                a.eq_ignore_ascii_case(&b)
+            })
+    })
+}
+
+/// Everything the header rewrite needs to know about this request.
+pub struct Forwarding<'a> {
+    pub key: &'a KeyRecord,
+    pub identity: &'a IdentityHeaders,
+    pub peer: std::net::IpAddr,
+    pub peer_trusted: bool,
+    /// The client's Host (or h2 `:authority`).
+    pub client_host: Option<&'a str>,
+    pub tls: bool,
+    pub request_id: &'a HeaderValue,
+    pub preserve_host: bool,
+}
+
+/// Rewrites client headers into upstream headers (SPEC §3 "Headers"), in order:
+/// spoofed identity headers out, hop-by-hop out, then keygate's own in.
+pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<(), Refusal> {
+    let spoofed: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| spoofs(n, f.identity))
+        .cloned()
+        .collect();
+    for n in spoofed {
+        h.remove(n);
+    }
+    strip_hop_by_hop(h);
+    h.remove(header::AUTHORIZATION);
+    for n in METHOD_OVERRIDES {
+        h.remove(n);
+    }
+
+    let peer = HeaderValue::from(PeerIp(f.peer));
+    if f.peer_trusted {
+        let mut joined = Vec::new();
+        for v in h.get_all("x-forwarded-for") {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(v.as_bytes());
+        }
+        if !joined.is_empty() {
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(peer.as_bytes());
+        let v = HeaderValue::from_bytes(&joined)
+            .map_err(|_| Refusal::BadRequest("malformed X-Forwarded-For header"))?;
+        h.insert("x-forwarded-for", v);
+    } else {
+        h.insert("x-forwarded-for", peer);
+        h.remove("x-forwarded-proto");
+        h.remove("x-forwarded-host");
+        h.remove(header::FORWARDED);
+    }
+    if !h.contains_key("x-forwarded-proto") {
+        let proto = if f.tls { "https" } else { "http" };
+        h.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+    }
+    if !h.contains_key("x-forwarded-host")
+        && let Some(host) = f.client_host
+        && let Ok(v) = HeaderValue::from_str(host)
+    {
+        h.insert("x-forwarded-host", v);
+    }
+    if f.preserve_host {
+        if let Some(host) = f.client_host
+            && let Ok(v) = HeaderValue::from_str(host)
+        {
+            h.insert(header::HOST, v);
+        }
+    } else {
+        // The client fills in the upstream's own host from the URI.
+        h.remove(header::HOST);
+    }
+    h.insert("x-request-id", f.request_id.clone());
+
+    let k = f.key;
+    let value = |s: &str| {
+        HeaderValue::from_str(s).map_err(|_| Refusal::BadRequest("identity not representable"))
+    };
+    h.insert(f.identity.org.clone(), value(&k.org)?);
+    h.insert(f.identity.key_id.clone(), value(&k.id)?);
+    h.insert(f.identity.scopes.clone(), value(&k.scopes.join(","))?);
+    h.insert(
+        f.identity.environment.clone(),
+        HeaderValue::from_static(k.environment.as_str()),
+    );
+    Ok(())
+}
+
+struct PeerIp(std::net::IpAddr);
+
+impl From<PeerIp> for HeaderValue {
+    fn from(p: PeerIp) -> HeaderValue {
+        // An IP address always renders as a valid header value.
+        HeaderValue::from_str(&p.0.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+    }
+}
+
+/// The upstream URI: the origin for the key's environment, the client's raw path, and
+/// the query with the credential removed.
+pub fn upstream_uri(origin: &Origin, path: &str, query: Option<&str>) -> Result<Uri, Refusal> {
+    let mut pq = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+    pq.push_str(path);
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    Uri::builder()
+        .scheme(origin.scheme.clone())
+        .authority(origin.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| Refusal::BadRequest("the request target cannot be forwarded"))
+}
+
+/// Builds the upstream request from the client's parts and body.
+pub fn upstream_request(
+    mut parts: http::request::Parts,
+    body: Incoming,
+    uri: Uri,
+    max_body: u64,
+) -> Request<UpstreamBody> {
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.extensions = http::Extensions::new();
+    Request::from_parts(parts, Limited::new(body, max_body as usize))
+}
+
+/// The client's response: upstream status and headers less hop-by-hop ones, streamed body.
+pub fn client_response(resp: Response<Incoming>) -> Response<Body> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> IdentityHeaders {
+        IdentityHeaders {
+            org: HeaderName::from_static("x-org-id"),
+            key_id: HeaderName::from_static("x-api-key-id"),
+            scopes: HeaderName::from_static("x-api-key-scopes"),
+            environment: HeaderName::from_static("x-api-key-environment"),
+        }
+    }
+
+    #[test]
+    fn spoofing_variants() {
+        let id = identity();
+        for n in ["x-org-id", "x_org_id", "x-org_id", "x-api-key-scopes"] {
+            assert!(
+                spoofs(&HeaderName::from_bytes(n.as_bytes()).unwrap(), &id),
+                "{n}"
+            );
+        }
+        for n in ["x-org", "x-org-idx", "org-id"] {
+            assert!(
+                !spoofs(&HeaderName::from_bytes(n.as_bytes()).unwrap(), &id),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
+    fn connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}
