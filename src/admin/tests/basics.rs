@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use reqwest::Method;
 use serde_json::json;
 
-use super::{Harness, MemStore};
+use super::Harness;
 use crate::admin::auth::{AdminToken, is_admin_token};
 use crate::admin::{BootstrapOutcome, bootstrap, metrics_router};
 use crate::key::Environment;
 use crate::metrics::Metrics;
-use crate::store::KeyStore;
+use crate::store::{EmbeddedStore, KeyStore};
 
 #[tokio::test]
 async fn healthz_readyz_and_metrics_need_no_token() {
@@ -131,7 +131,7 @@ async fn admin_tokens_are_checked_and_api_keys_refused() {
 
 #[tokio::test]
 async fn unknown_paths_methods_bodies_and_outages_get_json_errors() {
-    let h = Harness::start().await;
+    let h = Harness::start_mem().await;
     let r = h.get("/v1/nothing", &h.owner).await;
     assert_eq!((r.status, r.code()), (404, "not_found"));
     let r = h.call(Method::PUT, "/v1/orgs", &h.owner, None).await;
@@ -163,11 +163,11 @@ async fn unknown_paths_methods_bodies_and_outages_get_json_errors() {
         .await;
     assert_eq!((r.status, r.code()), (413, "body_too_large"));
 
-    h.store.down.store(true, Ordering::SeqCst);
+    h.mem.as_ref().unwrap().down.store(true, Ordering::SeqCst);
     let r = h.get("/v1/orgs", &h.owner).await;
     assert_eq!((r.status, r.code()), (503, "store_unavailable"));
     assert!(r.headers.contains_key("retry-after"));
-    h.store.down.store(false, Ordering::SeqCst);
+    h.mem.as_ref().unwrap().down.store(false, Ordering::SeqCst);
 }
 
 /// Captures everything logged while it is the default subscriber.
@@ -200,8 +200,8 @@ async fn bootstrap_writes_a_private_token_file_and_logs_only_its_path() {
     // The test runtime is single-threaded, so the whole bootstrap runs under it.
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let store = MemStore::default();
     let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("keygate.db")).unwrap();
     let file = dir.path().join("nested/deeper/admin-token");
     let outcome = bootstrap(&store, &file).await.unwrap();
     let BootstrapOutcome::Created {
@@ -249,8 +249,8 @@ async fn bootstrap_writes_a_private_token_file_and_logs_only_its_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn of_concurrent_bootstraps_exactly_one_wins() {
-    let store = Arc::new(MemStore::default());
     let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(&dir.path().join("keygate.db")).unwrap());
     let mut tasks = Vec::new();
     for i in 0..8 {
         let store = store.clone();

@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 
 use super::Harness;
 use crate::key::{KeyHash, KeyStatus};
-use crate::store::KeyStore;
 
 fn path(org: &str, id: &Value) -> String {
     format!("/v1/orgs/{org}/keys/{}", id.as_str().unwrap())
@@ -66,7 +65,7 @@ async fn a_created_key_shows_its_secret_once_and_never_its_hash() {
         h.get(&path("acme", &key["id"]), &h.owner).await.text,
         h.get("/v1/orgs/acme/keys", &h.owner).await.text,
         h.get("/v1/orgs/acme/audit", &h.owner).await.text,
-        serde_json::to_string(&h.store.all_audit()).unwrap(),
+        serde_json::to_string(&h.all_audit().await).unwrap(),
     ] {
         assert!(!text.contains(&hash), "hash leaked: {text}");
         assert!(!text.contains("secret_hash") && !text.contains("previous_secret"));
@@ -74,11 +73,11 @@ async fn a_created_key_shows_its_secret_once_and_never_its_hash() {
     for text in [
         h.get(&path("acme", &key["id"]), &h.owner).await.text,
         h.get("/v1/orgs/acme/keys", &h.owner).await.text,
-        serde_json::to_string(&h.store.all_audit()).unwrap(),
+        serde_json::to_string(&h.all_audit().await).unwrap(),
     ] {
         assert!(!text.contains(&secret), "secret shown again: {text}");
     }
-    assert!(h.store.all_audit().iter().any(|e| e.action == "key.create"));
+    assert!(h.all_audit().await.iter().any(|e| e.action == "key.create"));
 }
 
 #[tokio::test]
@@ -305,8 +304,8 @@ async fn revoke_is_immediate_idempotent_and_invalidates() {
         .await;
     assert_eq!((r.status, r.body["revoked_at"].clone()), (200, revoked_at));
     let revokes = h
-        .store
         .all_audit()
+        .await
         .iter()
         .filter(|e| e.action == "key.revoke")
         .count();
@@ -422,7 +421,7 @@ async fn edits_are_json_merge_patches_and_final_keys_refuse_them() {
         .post(&format!("{p}/regenerate"), &h.owner, json!({}))
         .await;
     assert_eq!(r.status, 409);
-    assert!(h.store.all_audit().iter().any(|e| e.action == "key.update"));
+    assert!(h.all_audit().await.iter().any(|e| e.action == "key.update"));
 }
 
 #[tokio::test]
@@ -498,7 +497,7 @@ async fn regenerate_keeps_one_previous_secret_for_its_grace() {
     assert_eq!(r.status, 200);
     h.post(&format!("{p}/revoke"), &h.owner, json!({})).await;
     assert_eq!(stored(&h, &fourth).await, None);
-    let audit = serde_json::to_string(&h.store.all_audit()).unwrap();
+    let audit = serde_json::to_string(&h.all_audit().await).unwrap();
     for s in [&first, &second, &third, &fourth] {
         assert!(!audit.contains(s.as_str()));
     }
@@ -535,8 +534,8 @@ async fn deleted_keys_leave_lists_but_stay_readable_by_id() {
     assert_eq!((r.status, r.code()), (409, "key_deleted"));
     assert_eq!(h.delete(&p, &h.owner).await.status, 204);
     let deletes = h
-        .store
         .all_audit()
+        .await
         .iter()
         .filter(|e| e.action == "key.delete")
         .count();
@@ -674,4 +673,41 @@ async fn creator_policy_suspends_keys_of_disabled_and_deleted_creators() {
         .unwrap()
         .unwrap();
     assert!(loose.suspended_at.is_none());
+}
+
+/// The property the resolver invalidation exists for: after each admin change, the very
+/// next data-plane lookup (through the real `KeyResolver` cache) sees it.
+#[tokio::test]
+async fn the_next_data_plane_lookup_sees_every_key_change() {
+    let h = Harness::start().await;
+    h.org("acme", json!({})).await;
+    let (key, first) = h.read_key("acme").await;
+    let p = path("acme", &key["id"]);
+    let lookup = |secret: &str| {
+        let resolver = h.resolver.clone();
+        let hash = KeyHash::of(secret);
+        async move { resolver.resolve(&hash).await.unwrap() }
+    };
+    assert_eq!(lookup(&first).await.unwrap().name, "k");
+
+    h.patch(&p, &h.owner, json!({ "name": "edited" })).await;
+    assert_eq!(lookup(&first).await.unwrap().name, "edited");
+
+    let r = h
+        .post(&format!("{p}/regenerate"), &h.owner, json!({}))
+        .await;
+    let second = r.body["secret"].as_str().unwrap().to_string();
+    assert!(
+        lookup(&first).await.is_none(),
+        "the old secret still resolves"
+    );
+    assert!(lookup(&second).await.is_some());
+
+    h.post(&format!("{p}/revoke"), &h.owner, json!({})).await;
+    assert!(lookup(&second).await.unwrap().revoked_at.is_some());
+
+    let (other, third) = h.read_key("acme").await;
+    assert!(lookup(&third).await.unwrap().deleted_at.is_none());
+    h.delete(&path("acme", &other["id"]), &h.owner).await;
+    assert!(lookup(&third).await.unwrap().deleted_at.is_some());
 }

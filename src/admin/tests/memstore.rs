@@ -34,11 +34,6 @@ impl MemStore {
         }
         Ok(self.state.lock().unwrap())
     }
-
-    /// Every audit event, for assertions.
-    pub fn all_audit(&self) -> Vec<AuditEvent> {
-        self.state.lock().unwrap().audit.clone()
-    }
 }
 
 fn page<T: Clone>(

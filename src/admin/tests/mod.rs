@@ -1,25 +1,20 @@
 //! Integration-style tests of the admin API: the real `router` served on
 //! 127.0.0.1:0, called over HTTP with reqwest.
 //!
-//! The store is the TEST-ONLY [`memstore::MemStore`] until the embedded store lands.
+//! The store is the embedded one (redb, in a temp directory); the TEST-ONLY
+//! [`memstore::MemStore`] serves the tests that need a store outage.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use http::HeaderName;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{AdminContext, BootstrapOutcome, bootstrap, router};
 use crate::auth::KeyResolver;
-use crate::config::{
-    AdminConfig, CacheConfig, Config, IdentityHeaders, KeysConfig, Limits, ListenConfig,
-    ProxyProtocol, RouteConfig, StoreBackend, StoreConfig, TlsMode, UpstreamConfig,
-};
-use crate::key::{KeyFormat, RateLimit};
+use crate::config::{CacheConfig, Config};
+use crate::key::{AuditEvent, KeyFormat};
 use crate::metrics::Metrics;
 use crate::store::KeyStore;
 
@@ -42,106 +37,23 @@ pub fn cache_config() -> CacheConfig {
     }
 }
 
-fn route(
-    name: &str,
-    method: Method,
-    path: &str,
-    scope: &str,
-    resource: Option<&str>,
-) -> RouteConfig {
-    RouteConfig {
-        name: name.into(),
-        methods: vec![method],
-        path: path.into(),
-        host: None,
-        upstream: "feeds".into(),
-        scope: scope.into(),
-        resource: resource.map(str::to_string),
-        query_key: false,
-        environments: None,
-        rate_limit: None,
-    }
-}
-
 /// A config like SPEC §8's example: scopes read/write, resource types feed and flow.
+const TEST_CONFIG: &str = r#"
+listen: { address: "127.0.0.1:0", tls: none }
+admin: { address: "127.0.0.1:0" }
+store: { backend: embedded, path: data/keygate.db }
+keys: { prefix: mtf }
+upstreams:
+  feeds: { url: "http://127.0.0.1:8081" }
+  flows: { url: "http://127.0.0.1:8082" }
+routes:
+  - { name: list-feeds,   methods: [GET],  path: /v1/feeds,                     upstream: feeds, scope: read }
+  - { name: refresh-feed, methods: [POST], path: "/v1/feeds/{feed_id}/refresh", upstream: feeds, scope: write, resource: "feed:{feed_id}" }
+  - { name: execute-flow, methods: [POST], path: "/flows/{flow_id}/execute",    upstream: flows, scope: write, resource: "flow:{flow_id}" }
+"#;
+
 pub fn test_config() -> Config {
-    let upstream = UpstreamConfig {
-        name: "feeds".into(),
-        url: "http://127.0.0.1:1".parse().unwrap(),
-        test_url: None,
-        connect_timeout: Duration::from_secs(2),
-        timeout: Duration::from_secs(30),
-        ca_file: None,
-        client_cert: None,
-        client_key: None,
-        preserve_host: false,
-    };
-    Config {
-        source: PathBuf::from("test.yaml"),
-        listen: ListenConfig {
-            address: "127.0.0.1:0".parse().unwrap(),
-            tls: TlsMode::None,
-            proxy_protocol: ProxyProtocol::Off,
-        },
-        admin: AdminConfig {
-            address: "127.0.0.1:0".parse().unwrap(),
-            bootstrap_token_file: PathBuf::from("data/admin-token"),
-            tls: None,
-            insecure: false,
-        },
-        metrics: None,
-        store: StoreConfig {
-            backend: StoreBackend::Embedded {
-                path: PathBuf::from("data/keygate.db"),
-            },
-            timeout: Duration::from_millis(250),
-        },
-        cache: cache_config(),
-        keys: KeysConfig {
-            prefix: "mtf".into(),
-        },
-        trusted_proxies: vec![],
-        identity_headers: IdentityHeaders {
-            org: HeaderName::from_static("x-org-id"),
-            key_id: HeaderName::from_static("x-api-key-id"),
-            scopes: HeaderName::from_static("x-api-key-scopes"),
-            environment: HeaderName::from_static("x-api-key-environment"),
-        },
-        scopes: BTreeMap::from([
-            ("read".to_string(), vec![]),
-            ("write".to_string(), vec!["read".to_string()]),
-        ]),
-        rate_limit: RateLimit::default(),
-        limits: Limits {
-            max_header_bytes: 16384,
-            max_uri_bytes: 8192,
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            tls_handshake_timeout: Duration::from_secs(10),
-            max_body_bytes: 10 << 20,
-            max_connections: 100,
-            h2_max_concurrent_streams: 100,
-            auth_failures_per_ip: 600,
-        },
-        upstreams: BTreeMap::from([("feeds".to_string(), upstream)]),
-        routes: vec![
-            route("list-feeds", Method::GET, "/v1/feeds", "read", None),
-            route(
-                "refresh-feed",
-                Method::POST,
-                "/v1/feeds/{feed_id}/refresh",
-                "write",
-                Some("feed:{feed_id}"),
-            ),
-            route(
-                "execute-flow",
-                Method::POST,
-                "/flows/{flow_id}/execute",
-                "write",
-                Some("flow:{flow_id}"),
-            ),
-        ],
-    }
+    crate::config::parse("admin-test.yaml", TEST_CONFIG).unwrap()
 }
 
 /// A response: status, headers, body as JSON (or `Value::String` when not JSON).
@@ -167,10 +79,14 @@ impl Resp {
 pub struct Harness {
     pub base: String,
     pub client: reqwest::Client,
-    pub store: Arc<MemStore>,
+    pub store: Arc<dyn KeyStore>,
+    /// Set when the store is the in-memory one (`start_mem`).
+    pub mem: Option<Arc<MemStore>>,
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
     pub key_format: KeyFormat,
+    /// The data plane's view of keys: what the next request would see.
+    pub resolver: Arc<KeyResolver>,
     /// The bootstrap owner's token, read from the bootstrap file.
     pub owner: String,
     pub owner_id: String,
@@ -185,9 +101,25 @@ impl Drop for Harness {
 }
 
 impl Harness {
+    /// With the embedded store, in a temp directory.
     pub async fn start() -> Harness {
-        let store = Arc::new(MemStore::default());
         let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(crate::store::EmbeddedStore::open(&dir.path().join("keygate.db")).unwrap());
+        Harness::start_with(store, None, dir).await
+    }
+
+    /// With the TEST-ONLY in-memory store, whose outages a test can switch on.
+    pub async fn start_mem() -> Harness {
+        let mem = Arc::new(MemStore::default());
+        Harness::start_with(mem.clone(), Some(mem), tempfile::tempdir().unwrap()).await
+    }
+
+    async fn start_with(
+        store: Arc<dyn KeyStore>,
+        mem: Option<Arc<MemStore>>,
+        dir: tempfile::TempDir,
+    ) -> Harness {
         let token_file = dir.path().join("data/admin-token");
         let owner_id = match bootstrap(store.as_ref(), &token_file).await.unwrap() {
             BootstrapOutcome::Created { principal_id, .. } => principal_id,
@@ -198,17 +130,17 @@ impl Harness {
             .trim()
             .to_string();
         let metrics = Arc::new(Metrics::new());
-        let store_dyn: Arc<dyn KeyStore> = store.clone();
         let resolver = Arc::new(KeyResolver::new(
-            store_dyn.clone(),
+            store.clone(),
             &cache_config(),
+            Duration::from_millis(250),
             metrics.clone(),
         ));
         let ready = Arc::new(AtomicBool::new(false));
         let key_format = KeyFormat::new("mtf").unwrap();
         let ctx = Arc::new(AdminContext {
-            store: store_dyn,
-            resolver,
+            store: store.clone(),
+            resolver: resolver.clone(),
             metrics: metrics.clone(),
             key_format: key_format.clone(),
             config: Arc::new(test_config()),
@@ -224,14 +156,37 @@ impl Harness {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
             store,
+            mem,
             metrics,
             ready,
             key_format,
+            resolver,
             owner,
             owner_id,
             _dir: dir,
             server,
         }
+    }
+
+    /// Every audit event of every org (events without an org are not listable).
+    pub async fn all_audit(&self) -> Vec<AuditEvent> {
+        let mut all = Vec::new();
+        for org in self.store.list_orgs().await.unwrap() {
+            let mut after: Option<String> = None;
+            for _ in 0..1000 {
+                let page = self
+                    .store
+                    .list_audit(&org.id, after.as_deref(), 200)
+                    .await
+                    .unwrap();
+                all.extend(page.items);
+                match page.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+        }
+        all
     }
 
     pub async fn raw(

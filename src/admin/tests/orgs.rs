@@ -44,7 +44,7 @@ async fn owners_create_and_read_orgs() {
         .await;
     assert_eq!((r.status, r.code()), (409, "org_exists"));
 
-    let events = h.store.all_audit();
+    let events = h.all_audit().await;
     assert!(
         events
             .iter()
@@ -133,7 +133,7 @@ async fn owners_patch_orgs_as_merge_patches() {
         .patch("/v1/orgs/nope", &h.owner, json!({ "name": "x" }))
         .await;
     assert_eq!(r.status, 404);
-    assert!(h.store.all_audit().iter().any(|e| e.action == "org.update"));
+    assert!(h.all_audit().await.iter().any(|e| e.action == "org.update"));
 }
 
 #[tokio::test]

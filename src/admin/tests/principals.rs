@@ -42,7 +42,7 @@ async fn a_principal_token_is_shown_once_and_works_until_disabled_or_deleted() {
     assert!(!list.text.contains(&token) && !list.text.contains("token_hash"));
     assert_eq!(ids(&list).len(), 2);
     assert_eq!(h.get("/v1/orgs", &token).await.status, 200);
-    let audit = serde_json::to_string(&h.store.all_audit()).unwrap();
+    let audit = serde_json::to_string(&h.all_audit().await).unwrap();
     assert!(!audit.contains(&token) && audit.contains("principal.create"));
 
     let pp = format!("/v1/principals/{id}");
