@@ -308,7 +308,8 @@ pub struct KeyRecord {
     /// Deleted keys stop working and leave listings, but stay readable by id.
     #[serde(default)]
     pub deleted_at: Option<Timestamp>,
-    /// Set when the creator was deleted under `key_policy: creator`: suspended for good.
+    /// Set under `key_policy: creator` while the creator is disabled, and for good once it
+    /// is deleted; the admin side keeps it in step (`admin::creator`).
     #[serde(default)]
     pub suspended_at: Option<Timestamp>,
     /// SHA-256 of the current secret.
@@ -318,8 +319,8 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
-    /// Status from the record alone (creator-based suspension is decided by the caller,
-    /// who knows the creator principal).
+    /// Status from the record alone: creator-based suspension is already written into
+    /// `suspended_at` by the admin side.
     pub fn status_at(&self, now: Timestamp) -> KeyStatus {
         if self.revoked_at.is_some() {
             KeyStatus::Revoked

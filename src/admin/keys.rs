@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use super::AdminContext;
 use super::audit;
 use super::auth::{Action, Caller};
+use super::creator;
 use super::error::AdminError;
 use super::input::{AdminPath, JsonObject, Patch, QueryParams};
 use super::orgs::{self, patch_rate_limit};
@@ -38,8 +39,6 @@ const DEFAULT_PAGE: usize = 50;
 /// With a `status` filter, store pages read per request at most; the cursor then
 /// continues where the scan stopped.
 const MAX_SCAN_PAGES: usize = 50;
-/// Bound on the pages walked when invalidating a whole org (500 keys a page).
-const MAX_INVALIDATE_PAGES: usize = 100_000;
 
 const CREATE_FIELDS: &[&str] = &[
     "name",
@@ -140,8 +139,9 @@ impl KeyView {
     }
 }
 
-/// A key's status including `key_policy: creator`: under that policy a key is suspended
-/// while its creator is disabled, and when the creator is deleted or missing.
+/// A key's status as admins see it. Creator suspension is written into keys (see
+/// [`super::creator`]); it is also derived here, so a key never shows as active while
+/// its creator is away, even if a sync was interrupted.
 pub fn effective_status(
     key: &KeyRecord,
     org: &Org,
@@ -149,8 +149,7 @@ pub fn effective_status(
     now: Timestamp,
 ) -> KeyStatus {
     let status = key.status_at(now);
-    let creator_gone = creator.is_none_or(|c| c.disabled || c.deleted_at.is_some());
-    if status == KeyStatus::Active && org.key_policy == KeyPolicy::Creator && creator_gone {
+    if status == KeyStatus::Active && creator::suspends(org.key_policy, creator) {
         KeyStatus::Suspended
     } else {
         status
@@ -691,26 +690,6 @@ pub async fn delete(
     }
     ctx.resolver.invalidate_key(&before).await;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Drops every key of an org from the resolver cache (after an org change).
-pub async fn invalidate_org_keys(ctx: &AdminContext, org: &str) -> Result<(), AdminError> {
-    let mut after: Option<String> = None;
-    for _ in 0..MAX_INVALIDATE_PAGES {
-        let page = ctx.store.list_keys(org, after.as_deref(), 500).await?;
-        for key in &page.items {
-            ctx.resolver.invalidate_key(key).await;
-        }
-        match page.next {
-            Some(n) => after = Some(n),
-            None => return Ok(()),
-        }
-    }
-    tracing::warn!(
-        org,
-        "stopped invalidating an org's keys after too many pages"
-    );
-    Ok(())
 }
 
 #[cfg(test)]

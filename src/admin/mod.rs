@@ -9,6 +9,7 @@
 //!   the field; [`validate`]: field rules shared by the resources.
 //! - [`error`]: the one error type and its one mapping to responses.
 //! - [`bootstrap`]: the first owner principal and its token file.
+//! - [`creator`]: `key_policy: creator`, written into keys as `suspended_at`.
 //! - `openapi.json`: the OpenAPI 3 document served at `/openapi.json`.
 //!
 //! The admin side writes keys, the data plane reads them: after every key change this
@@ -36,6 +37,7 @@ use crate::store::KeyStore;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod creator;
 pub mod error;
 pub mod input;
 pub mod keys;

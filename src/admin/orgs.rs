@@ -1,8 +1,8 @@
 //! Orgs: `POST /v1/orgs`, `GET /v1/orgs`, `GET /v1/orgs/{org}`, `PATCH /v1/orgs/{org}`.
 //!
 //! Only owners create or edit orgs; everyone sees the orgs in its own list. An org
-//! change (key policy, lifetime, rate limit) drops the org's keys from the resolver
-//! cache so that the data plane reads them again with the new org settings.
+//! change re-decides its keys' creator suspensions and drops them all from the resolver
+//! cache, so that the data plane reads them again with the new org settings.
 
 use std::sync::Arc;
 
@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use super::AdminContext;
 use super::audit;
 use super::auth::{Action, Caller};
+use super::creator;
 use super::error::AdminError;
 use super::input::{AdminPath, JsonObject, Patch, decode, merge_patch};
-use super::keys::invalidate_org_keys;
 use super::validate;
 use crate::key::{KeyPolicy, Org, RateLimit};
 
@@ -175,9 +175,10 @@ pub async fn patch(
     if changed.is_empty() {
         return Ok(Json(org));
     }
-    org.updated_at = Timestamp::now();
+    let now = Timestamp::now();
+    org.updated_at = now;
     ctx.store.update_org(&org).await?;
-    invalidate_org_keys(&ctx, &org.id).await?;
+    creator::sync_org(&ctx, &org, now).await?;
     audit::record(
         ctx.store.as_ref(),
         caller.id(),

@@ -6,12 +6,10 @@
 //! role above manager. Nobody disables or deletes itself (the last owner could lock
 //! everyone out). A principal invisible to the caller is 404, so it does not leak.
 //!
-//! Disabling, enabling and deleting a principal drop the keys it created from the
-//! resolver cache (`key_policy: creator` suspends them); deleting also marks them
-//! `suspended_at` for good in orgs with that policy. Tokens appear only in the create
-//! and rotate responses.
+//! Disabling, enabling and deleting a principal re-decide the suspension of the keys it
+//! created (`key_policy: creator`, see [`super::creator`]). Tokens appear only in the
+//! create and rotate responses.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -26,10 +24,11 @@ use serde_json::{Value, json};
 use super::AdminContext;
 use super::audit;
 use super::auth::{Action, AdminToken, Caller};
+use super::creator;
 use super::error::AdminError;
 use super::input::{AdminPath, JsonObject, Patch};
 use super::validate;
-use crate::key::{KeyPolicy, OrgScope, Principal, Role, new_id};
+use crate::key::{OrgScope, Principal, Role, new_id};
 
 const CREATE_FIELDS: &[&str] = &["name", "role", "orgs", "api_access"];
 const PATCH_FIELDS: &[&str] = &["name", "disabled", "api_access"];
@@ -304,7 +303,7 @@ pub async fn patch(
     }
     ctx.store.put_principal(&p).await?;
     if p.disabled != before.disabled {
-        invalidate_created_keys(&ctx, &p.id).await?;
+        creator::sync_creator(&ctx, &p, Timestamp::now()).await?;
     }
     record(
         &ctx,
@@ -341,7 +340,7 @@ pub async fn delete(
     // Re-keyed to a hash nobody holds, so the old token leaves the token index.
     p.token_hash = AdminToken::generate().hash;
     ctx.store.put_principal(&p).await?;
-    suspend_created_keys(&ctx, &p.id, now).await?;
+    creator::sync_creator(&ctx, &p, now).await?;
     record(&ctx, &caller, &before, "principal.delete", json!({})).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -365,44 +364,4 @@ pub async fn rotate_token(
     ctx.store.put_principal(&p).await?;
     record(&ctx, &caller, &p, "principal.rotate_token", json!({})).await;
     Ok(with_token(StatusCode::OK, &p, token.token))
-}
-
-/// After a creator is disabled or enabled: the data plane must re-read its keys' status.
-async fn invalidate_created_keys(ctx: &AdminContext, principal: &str) -> Result<(), AdminError> {
-    for key in ctx.store.keys_created_by(principal).await? {
-        ctx.resolver.invalidate_key(&key).await;
-    }
-    Ok(())
-}
-
-/// After a creator is deleted: its keys in `key_policy: creator` orgs are suspended for
-/// good; every one of its keys is dropped from the cache.
-async fn suspend_created_keys(
-    ctx: &AdminContext,
-    principal: &str,
-    now: Timestamp,
-) -> Result<(), AdminError> {
-    let mut policies: HashMap<String, KeyPolicy> = HashMap::new();
-    for key in ctx.store.keys_created_by(principal).await? {
-        if !policies.contains_key(&key.org) {
-            let policy = ctx
-                .store
-                .get_org(&key.org)
-                .await?
-                .map(|o| o.key_policy)
-                .unwrap_or_default();
-            policies.insert(key.org.clone(), policy);
-        }
-        let by_creator = policies.get(&key.org) == Some(&KeyPolicy::Creator);
-        let live = key.deleted_at.is_none() && key.revoked_at.is_none();
-        if by_creator && live && key.suspended_at.is_none() {
-            let mut suspended = key.clone();
-            suspended.suspended_at = Some(now);
-            suspended.previous_secret = None;
-            suspended.updated_at = now;
-            ctx.store.update_key(&suspended).await?;
-        }
-        ctx.resolver.invalidate_key(&key).await;
-    }
-    Ok(())
 }

@@ -610,7 +610,7 @@ async fn creator_policy_suspends_keys_of_disabled_and_deleted_creators() {
     h.org("acme", json!({ "key_policy": "creator" })).await;
     h.org("loose", json!({})).await;
     let (mgr, mgr_token) = h.principal("manager", json!(["acme", "loose"]), true).await;
-    let (key, _) = h
+    let (key, secret) = h
         .key(
             "acme",
             &mgr_token,
@@ -643,6 +643,14 @@ async fn creator_policy_suspends_keys_of_disabled_and_deleted_creators() {
     );
     assert_eq!(h.get(&p, &h.owner).await.body["status"], "suspended");
     assert_eq!(h.get(&lp, &h.owner).await.body["status"], "active");
+    // The data plane sees it from the key record alone, at the next lookup.
+    let seen = h
+        .resolver
+        .resolve(&KeyHash::of(&secret))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.status_at(Timestamp::now()), KeyStatus::Suspended);
     let r = h.get("/v1/orgs/acme/keys?status=suspended", &h.owner).await;
     assert_eq!(r.body["data"].as_array().unwrap().len(), 1);
 
@@ -653,6 +661,13 @@ async fn creator_policy_suspends_keys_of_disabled_and_deleted_creators() {
     )
     .await;
     assert_eq!(h.get(&p, &h.owner).await.body["status"], "active");
+    let seen = h
+        .resolver
+        .resolve(&KeyHash::of(&secret))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.status_at(Timestamp::now()), KeyStatus::Active);
 
     let r = h.delete(&format!("/v1/principals/{mgr}"), &h.owner).await;
     assert_eq!(r.status, 204);
@@ -710,4 +725,52 @@ async fn the_next_data_plane_lookup_sees_every_key_change() {
     assert!(lookup(&third).await.unwrap().deleted_at.is_none());
     h.delete(&path("acme", &other["id"]), &h.owner).await;
     assert!(lookup(&third).await.unwrap().deleted_at.is_some());
+}
+
+#[tokio::test]
+async fn changing_an_orgs_key_policy_re_decides_its_suspensions() {
+    let h = Harness::start().await;
+    h.org("acme", json!({})).await;
+    let (mgr, mgr_token) = h.principal("manager", json!(["acme"]), true).await;
+    let (key, secret) = h
+        .key(
+            "acme",
+            &mgr_token,
+            json!({ "name": "k", "scopes": ["read"] }),
+        )
+        .await;
+    let p = path("acme", &key["id"]);
+    let status = |h: &Harness| {
+        let resolver = h.resolver.clone();
+        let hash = KeyHash::of(&secret);
+        async move {
+            let k = resolver.resolve(&hash).await.unwrap().unwrap();
+            k.status_at(Timestamp::now())
+        }
+    };
+    h.patch(
+        &format!("/v1/principals/{mgr}"),
+        &h.owner,
+        json!({ "disabled": true }),
+    )
+    .await;
+    assert_eq!(
+        status(&h).await,
+        KeyStatus::Active,
+        "key_policy org keeps it"
+    );
+
+    h.patch(
+        "/v1/orgs/acme",
+        &h.owner,
+        json!({ "key_policy": "creator" }),
+    )
+    .await;
+    assert_eq!(status(&h).await, KeyStatus::Suspended);
+    assert_eq!(h.get(&p, &h.owner).await.body["status"], "suspended");
+
+    h.patch("/v1/orgs/acme", &h.owner, json!({ "key_policy": "org" }))
+        .await;
+    assert_eq!(status(&h).await, KeyStatus::Active);
+    assert_eq!(h.get(&p, &h.owner).await.body["status"], "active");
 }
