@@ -22,7 +22,7 @@ use crate::policy::{RouteTable, ScopeSet};
 use crate::proxy::forward::Upstream;
 use crate::proxy::{self, DataPlane, tls};
 use crate::store::instrumented::Instrumented;
-use crate::store::{EmbeddedStore, KeyStore};
+use crate::store::{EmbeddedStore, InvalidationBus, KeyStore, LocalBus};
 
 /// rustls must have exactly one process-wide provider; keygate uses aws-lc-rs.
 pub fn install_crypto_provider() {
@@ -64,21 +64,30 @@ fn build_upstreams(config: &Config) -> Result<HashMap<String, Upstream>, ConfigE
         .collect()
 }
 
-fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<Arc<dyn KeyStore>> {
-    let inner: Arc<dyn KeyStore> = match &config.store.backend {
-        StoreBackend::Embedded { path } => Arc::new(
-            EmbeddedStore::open(path)
-                .with_context(|| format!("opening the embedded store {}", path.display()))?,
+/// The store, and the invalidation bus that goes with it.
+type StoreParts = (Arc<dyn KeyStore>, Arc<dyn InvalidationBus>);
+
+fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<StoreParts> {
+    let (inner, bus): StoreParts = match &config.store.backend {
+        StoreBackend::Embedded { path } => (
+            Arc::new(
+                EmbeddedStore::open(path)
+                    .with_context(|| format!("opening the embedded store {}", path.display()))?,
+            ),
+            Arc::new(LocalBus),
         ),
         StoreBackend::Redis { .. } => {
             bail!("store.backend: redis is not available in this build yet; use embedded")
         }
     };
-    Ok(Arc::new(Instrumented::new(
-        inner,
-        metrics.clone(),
-        config.store.timeout,
-    )))
+    Ok((
+        Arc::new(Instrumented::new(
+            inner,
+            metrics.clone(),
+            config.store.timeout,
+        )),
+        bus,
+    ))
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -100,13 +109,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         bail!("admin.tls is not available in this build yet; keep the admin port on loopback");
     }
 
-    let store = open_store(&config, &metrics)?;
+    let (store, bus) = open_store(&config, &metrics)?;
     let resolver = Arc::new(KeyResolver::new(
         store.clone(),
+        bus,
         &config.cache,
         config.store.timeout,
         metrics.clone(),
     ));
+    tokio::spawn(resolver.clone().listen());
     let dp = Arc::new(DataPlane {
         routes,
         scopes: ScopeSet::new(&config.scopes),
