@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 /// One request as the upstream received it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Recorded {
     pub method: String,
     /// The request-target exactly as received: path and query.
@@ -36,6 +36,27 @@ pub struct Recorded {
     pub body_complete: bool,
     /// Set when reading the body failed: the request was aborted mid-body.
     pub body_error: Option<String>,
+}
+
+impl std::fmt::Debug for Recorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v)))
+            .collect();
+        let shown = &self.body[..self.body.len().min(200)];
+        f.debug_struct("Recorded")
+            .field("method", &self.method)
+            .field("target", &self.target)
+            .field("version", &self.version)
+            .field("headers", &headers)
+            .field("body_len", &self.body.len())
+            .field("body_start", &String::from_utf8_lossy(shown))
+            .field("body_complete", &self.body_complete)
+            .field("body_error", &self.body_error)
+            .finish()
+    }
 }
 
 impl Recorded {
