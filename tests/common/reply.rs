@@ -3,13 +3,26 @@
 
 use serde_json::Value;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Reply {
     pub status: u16,
     pub version: http::Version,
     /// Header names lowercased, duplicates kept, in order.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = &self.body[..self.body.len().min(500)];
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("version", &self.version)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .field("body_start", &String::from_utf8_lossy(shown))
+            .finish()
+    }
 }
 
 impl Reply {
