@@ -9,6 +9,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod gateway;
+pub mod pki;
 pub mod raw;
 pub mod reply;
 pub mod upstream;

@@ -36,6 +36,10 @@ pub struct Recorded {
     pub body_complete: bool,
     /// Set when reading the body failed: the request was aborted mid-body.
     pub body_error: Option<String>,
+    /// TLS upstreams: the SNI the client sent.
+    pub sni: Option<String>,
+    /// TLS upstreams: the client certificate (DER) the client presented.
+    pub client_cert: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Recorded {
@@ -55,6 +59,8 @@ impl std::fmt::Debug for Recorded {
             .field("body_start", &String::from_utf8_lossy(shown))
             .field("body_complete", &self.body_complete)
             .field("body_error", &self.body_error)
+            .field("sni", &self.sni)
+            .field("client_cert", &self.client_cert.as_ref().map(Vec::len))
             .finish()
     }
 }
@@ -148,6 +154,15 @@ type Body = BoxBody<Bytes, Infallible>;
 impl RecordingUpstream {
     /// Starts an upstream on 127.0.0.1:0; `name` appears in its default response body.
     pub fn start(name: &str) -> Self {
+        Self::start_inner(name, None)
+    }
+
+    /// Starts an HTTPS upstream (HTTP/1.1 over TLS with this server config).
+    pub fn start_tls(name: &str, tls: Arc<rustls::ServerConfig>) -> Self {
+        Self::start_inner(name, Some(tls))
+    }
+
+    fn start_inner(name: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let state = Arc::new(State {
             name: name.to_string(),
             mode: Mutex::new(Mode::Ok),
@@ -172,7 +187,7 @@ impl RecordingUpstream {
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(std_listener).expect("tokio listener");
                     tokio::select! {
-                        _ = accept_loop(listener, st) => {}
+                        _ = accept_loop(listener, st, tls) => {}
                         _ = rx => {}
                     }
                 });
@@ -190,6 +205,11 @@ impl RecordingUpstream {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://localhost:<port>`, so that the client sends SNI.
+    pub fn https_url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
     }
 
     pub fn name(&self) -> &str {
@@ -272,7 +292,19 @@ impl Drop for RecordingUpstream {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>) {
+/// What the connection told about the client, recorded with each request.
+#[derive(Clone, Default)]
+struct ConnMeta {
+    sni: Option<String>,
+    client_cert: Option<Vec<u8>>,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -284,13 +316,37 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
             let _ = stream.set_zero_linger();
         }
         let st = state.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(req, st.clone()));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            match acceptor {
+                None => serve(TokioIo::new(stream), st, ConnMeta::default()).await,
+                Some(acceptor) => {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let conn = tls.get_ref().1;
+                    let meta = ConnMeta {
+                        sni: conn.server_name().map(str::to_string),
+                        client_cert: conn
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| c.to_vec()),
+                    };
+                    serve(TokioIo::new(tls), st, meta).await
+                }
+            }
         });
     }
+}
+
+async fn serve<I>(io: I, state: Arc<State>, meta: ConnMeta)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| handle(req, state.clone(), meta.clone()));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, svc)
+        .await;
 }
 
 /// The error a service returns to make hyper drop the connection without an answer.
@@ -305,7 +361,11 @@ impl std::fmt::Display for Hangup {
 
 impl std::error::Error for Hangup {}
 
-async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Body>, Hangup> {
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<State>,
+    meta: ConnMeta,
+) -> Result<Response<Body>, Hangup> {
     let (parts, mut body) = req.into_parts();
     let recorded = Recorded {
         method: parts.method.to_string(),
@@ -323,6 +383,8 @@ async fn handle(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bo
         body: Vec::new(),
         body_complete: false,
         body_error: None,
+        sni: meta.sni,
+        client_cert: meta.client_cert,
     };
     let index = {
         let mut all = state.requests.lock().unwrap();
