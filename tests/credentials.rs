@@ -327,3 +327,125 @@ async fn forwarded_request_carries_no_credential() {
     }
     assert!(!seen.target.contains(&key.secret));
 }
+
+#[tokio::test]
+async fn percent_encoded_api_key_parameter_never_reaches_the_upstream() {
+    let env = Env::start().await;
+    let key = env.write_key().await;
+    // `api%5Fkey` decodes to `api_key`: still a credential, never forwarded.
+    for (path, header) in [
+        (format!("/flows/abc/execute?api%5Fkey={}", key.secret), true),
+        (
+            format!("/flows/abc/execute?api%5fkey={}&x=1", key.secret),
+            false,
+        ),
+        (format!("/v1/feeds?api%5Fkey={}", key.secret), true),
+    ] {
+        let method = if path.starts_with("/flows") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let token = header.then_some(key.secret.as_str());
+        let r = env.gw.call(method, &path, token).await;
+        assert!(
+            r.status == 200 || r.status == 401,
+            "{method} {path}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+    for seen in env.up.requests() {
+        assert!(
+            !seen.target.contains(&key.secret),
+            "the token reached the upstream in the query: {}",
+            seen.target
+        );
+    }
+}
+
+async fn regenerate(env: &Env, id: &str, grace: u64) -> String {
+    let path = format!("/v1/orgs/{ORG}/keys/{id}/regenerate");
+    let r = env
+        .gw
+        .admin_call("POST", &path, Some(json!({ "grace_seconds": grace })))
+        .await;
+    assert_eq!(r.status, 200, "regenerate: {}", r.text());
+    let v = r.json();
+    assert_eq!(v["key"]["id"], id, "same id after regenerate");
+    v["secret"].as_str().expect("secret").to_string()
+}
+
+#[tokio::test]
+async fn regenerate_replaces_the_secret_with_optional_grace() {
+    let env = Env::start().await;
+    let key = env.read_key().await;
+    // Without grace the old secret stops at once.
+    let second = regenerate(&env, &key.id, 0).await;
+    env.gw
+        .get("/v1/feeds", Some(&second))
+        .await
+        .assert_status(200);
+    env.clear();
+    let r = env.gw.get("/v1/feeds", Some(&key.secret)).await;
+    r.assert_status(401);
+    env.assert_nothing_forwarded();
+
+    // With grace both work, until a revoke ends the grace.
+    let third = regenerate(&env, &key.id, 600).await;
+    env.gw
+        .get("/v1/feeds", Some(&third))
+        .await
+        .assert_status(200);
+    env.gw
+        .get("/v1/feeds", Some(&second))
+        .await
+        .assert_status(200);
+    env.gw.revoke_key(ORG, &key.id).await;
+    env.clear();
+    env.gw
+        .get("/v1/feeds", Some(&third))
+        .await
+        .assert_refusal(401, "revoked_api_key");
+    // The previous secret's grace ended with the revoke: refused either as revoked
+    // or as no longer valid.
+    let r = env.gw.get("/v1/feeds", Some(&second)).await;
+    let code = r.error_code().unwrap_or_default();
+    assert!(
+        code == "revoked_api_key" || code == "invalid_api_key",
+        "previous secret after revoke: {} {}",
+        r.status,
+        r.text()
+    );
+    r.assert_refusal(401, &code);
+    env.assert_nothing_forwarded();
+}
+
+#[tokio::test]
+async fn last_used_at_follows_use() {
+    let env = Env::start().await;
+    let key = env.read_key().await;
+    let path = format!("/v1/orgs/{ORG}/keys/{}", key.id);
+    let before = env.gw.admin_call("GET", &path, None).await.json();
+    assert!(
+        before["last_used_at"].is_null(),
+        "an unused key has no last_used_at: {before}"
+    );
+    env.gw
+        .get("/v1/feeds", Some(&key.secret))
+        .await
+        .assert_status(200);
+    // Kept within 10 s of the truth.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+    loop {
+        let v = env.gw.admin_call("GET", &path, None).await.json();
+        if v["last_used_at"].is_string() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "last_used_at still unset 12 s after use: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -284,3 +284,84 @@ async fn continue_is_sent_only_after_authorization() {
     r.assert_status(200);
     assert_eq!(env.up.last().body, b"hello");
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connection_is_closed() {
+    let env = Env::start_with(|b| b.limit("idle_timeout", "1s")).await;
+    let key = env.read_key().await;
+    let mut conn = env.gw.raw_conn().await;
+    assert!(
+        conn.send(&raw_request("GET", "/echo/x", &[&bearer(&key.secret)], b""))
+            .await
+    );
+    conn.read_response(Duration::from_secs(5))
+        .await
+        .expect("response")
+        .assert_status(200);
+    assert!(
+        conn.wait_closed(Duration::from_secs(8)).await.is_ok(),
+        "an idle keep-alive connection was kept open for 8 s with idle_timeout 1s"
+    );
+}
+
+#[tokio::test]
+async fn malformed_requests_are_400() {
+    let env = limited().await;
+    let key = env.read_key().await;
+    let auth = bearer(&key.secret);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "HTTP/1.1 without Host",
+            format!("GET /echo/x HTTP/1.1\r\n{auth}\r\n\r\n").into_bytes(),
+        ),
+        (
+            "two Host headers",
+            raw_request(
+                "GET",
+                "/echo/x",
+                &["Host: a.test", "Host: b.test", &auth],
+                b"",
+            ),
+        ),
+        (
+            "space in a header name",
+            raw_request("GET", "/echo/x", &[&auth, "Bad Header: x"], b""),
+        ),
+        ("garbage request line", b"GET\r\n\r\n".to_vec()),
+        (
+            "invalid chunk size",
+            raw_request(
+                "POST",
+                "/echo/x",
+                &[&auth, "Transfer-Encoding: chunked"],
+                b"zz\r\nhello\r\n0\r\n\r\n",
+            ),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, bytes) in cases {
+        let mut conn = env.gw.raw_conn().await;
+        let _ = conn.send(&bytes).await;
+        match conn.read_response(Duration::from_secs(5)).await {
+            Ok(r) if r.status == 400 => {
+                r.assert_parser_refusal(400, "bad_request");
+            }
+            Ok(r) => failures.push(format!("{what}: {} {}", r.status, r.text())),
+            Err(RawEnd::Closed) => {}
+            Err(RawEnd::TimedOut) => failures.push(format!("{what}: no answer")),
+        }
+    }
+    // A chunked body that turns out malformed may already be on its way; it must
+    // not arrive complete.
+    let complete: Vec<_> = env
+        .up
+        .requests()
+        .into_iter()
+        .filter(|r| r.body_complete)
+        .collect();
+    assert!(
+        failures.is_empty() && complete.is_empty(),
+        "malformed requests not refused with 400:\n{}\nforwarded: {complete:?}",
+        failures.join("\n")
+    );
+}
