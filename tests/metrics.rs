@@ -134,3 +134,79 @@ async fn metrics_need_no_token() {
         assert!(text.contains(name), "{name} missing from /metrics");
     }
 }
+
+#[tokio::test]
+async fn metric_families_are_exposed_after_traffic() {
+    let env = Env::start().await;
+    let key = env.read_key().await;
+    for _ in 0..2 {
+        env.gw
+            .get("/v1/feeds", Some(&key.secret))
+            .await
+            .assert_status(200);
+    }
+    env.gw
+        .get("/v1/feeds", Some(&unknown_token("kg", "live")))
+        .await
+        .assert_refusal(401, "invalid_api_key");
+
+    let families = [
+        "keygate_requests_total",
+        "keygate_request_duration_seconds",
+        "keygate_upstream_duration_seconds",
+        "keygate_auth_cache_total",
+        "keygate_store_operations_total",
+        "keygate_store_latency_seconds",
+        "keygate_store_up",
+        "keygate_connections_active",
+        "keygate_build_info",
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let text = loop {
+        let text = env.gw.metrics().await;
+        let missing: Vec<_> = families
+            .iter()
+            .filter(|f| !text.contains(&format!("# TYPE {f} ")))
+            .collect();
+        if missing.is_empty() {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "families missing from /metrics: {missing:?}\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(has_sample(
+        &text,
+        "keygate_upstream_duration_seconds_count",
+        &[("upstream", "feeds")]
+    ));
+    assert!(has_sample(
+        &text,
+        "keygate_request_duration_seconds_count",
+        &[("route", "list-feeds")]
+    ));
+    assert!(has_sample(&text, "keygate_store_up", &[]));
+    assert!(
+        samples(&text, "keygate_auth_cache_total")
+            .iter()
+            .any(|l| l.contains("result=\"hit\"") || l.contains("result=\"miss\""))
+    );
+
+    // Every sample line is `name{labels} value` with a numeric value.
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let value = line.rsplit(' ').next().unwrap_or("");
+        assert!(
+            value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
+            "not a sample line: {line:?}"
+        );
+        assert!(
+            line.starts_with("keygate_") || line.starts_with("process_"),
+            "{line:?}"
+        );
+    }
+}
