@@ -272,6 +272,12 @@ async fn too_many_auth_failures_spares_known_good_keys() {
         .await
         .assert_status(200);
 
+    // The failures of one run must fall into one UTC minute, should the limiter count
+    // in fixed windows.
+    let second_of_minute = jiff::Timestamp::now().as_second().rem_euclid(60);
+    if second_of_minute >= 57 {
+        tokio::time::sleep(Duration::from_secs((61 - second_of_minute) as u64)).await;
+    }
     let mut statuses = Vec::new();
     for _ in 0..LIMIT + 4 {
         let r = env

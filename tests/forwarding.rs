@@ -202,6 +202,8 @@ async fn upstream_connections_are_pooled() {
             .get("/echo/x", Some(&key.secret))
             .await
             .assert_status(200);
+        // Lets the finished connection settle back into the pool.
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(env.up.count(), 6);
     assert!(

@@ -144,6 +144,8 @@ pub struct Gateway {
     pub admin_token: String,
     /// Log files of every start, oldest first.
     logs: Vec<PathBuf>,
+    /// The config file of the running start.
+    config_path: PathBuf,
     client: reqwest::Client,
     client_h1: reqwest::Client,
     admin_client: reqwest::Client,
@@ -195,6 +197,7 @@ impl Gateway {
             tls,
             admin_token: String::new(),
             logs: Vec::new(),
+            config_path: PathBuf::new(),
             client: insecure_client(false),
             client_h1: insecure_client(true),
             admin_client: reqwest::Client::builder()
@@ -238,6 +241,7 @@ impl Gateway {
                 .spawn()
                 .expect("spawn keygate");
             self.logs.push(log_path);
+            self.config_path = config_path;
             self.child = Some(child);
             self.listen = format!("127.0.0.1:{lp}").parse().expect("addr");
             self.admin = format!("127.0.0.1:{ap}").parse().expect("addr");
@@ -334,6 +338,13 @@ impl Gateway {
             .join("\n--- restart ---\n")
     }
 
+    /// Whether the child process is still alive.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// SIGKILL, then reap.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -368,6 +379,25 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Changes the config file in place (same ports and paths) and sends SIGHUP.
+    pub fn reload_config(&mut self, f: impl FnOnce(&mut Value)) {
+        f(&mut self.template);
+        let config = render(
+            &self.template,
+            self.dir.path(),
+            self.listen.port(),
+            self.admin.port(),
+        );
+        let tmp = self.config_path.with_extension("yaml.tmp");
+        std::fs::write(
+            &tmp,
+            serde_yaml::to_string(&config).expect("config to YAML"),
+        )
+        .expect("write config");
+        std::fs::rename(&tmp, &self.config_path).expect("replace config");
+        self.signal("HUP");
     }
 
     /// Starts keygate again on the same data directory (new ports).
