@@ -353,13 +353,14 @@ impl Gateway {
         }
     }
 
-    /// Sends a signal by name (`TERM`, `HUP`) with the system `kill`.
+    /// Sends a signal by name (`TERM`, `HUP`) with the shell's `kill` builtin, which
+    /// every `sh` has (a `kill` binary may not be installed).
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{sig} {}", self.pid()))
             .status()
-            .expect("run kill");
+            .expect("run sh -c kill");
         assert!(status.success(), "kill -{sig} failed");
     }
 
