@@ -6,6 +6,20 @@
 //! Each test starts its own gateway and upstreams ([`Env`]): a start takes a fraction of
 //! a second, and isolation keeps per-address counters (failed authentications) and
 //! "nothing reached the upstream" checks exact.
+//!
+//! ```ignore
+//! let env = Env::start_with(|b| b.limit("max_body_bytes", 1024)).await;
+//! let key = env.read_key().await;
+//! env.gw.get("/v1/feeds", Some(&key.secret)).await.assert_status(200);
+//! env.gw.get("/v1/feeds", None).await.assert_refusal(401, "missing_api_key");
+//! assert_eq!(env.up.last().header_one("x-org-id"), ORG);
+//! ```
+//!
+//! Test files, one concern each: `credentials` (401s, query keys, revocation, guessing),
+//! `permissions` (IP, environment, endpoint, resource, scope, order), `routes`,
+//! `paths`, `headers`, `limits` (413/414/431, framing, slow clients, 100 Continue),
+//! `forwarding` (502/504, streaming, pooling), `upstream_tls`, `tls`, `proxy_protocol`,
+//! `persistence`, `reload`, `metrics`, `logs`; `harness` checks this module itself.
 #![allow(dead_code, unused_imports)]
 
 pub mod gateway;
