@@ -109,7 +109,7 @@
     if (!res.ok) {
       const err = (data && data.error) || {};
       const e = new ApiError(res.status, err.code || 'http_' + res.status, err.message || res.statusText || 'request failed', err.field);
-      if (res.status === 401 && token()) signOut('The admin token was refused: ' + e.message);
+      if (res.status === 401 && token()) signOut('The admin token was refused: ' + e.message, 'error');
       throw e;
     }
     return data;
@@ -151,6 +151,7 @@
       box.append(h('strong', { text: String(e && e.message ? e.message : e) }));
     }
     box.hidden = false;
+    box.scrollIntoView({ block: 'nearest' });
   }
   function clearFormError(box, fieldInputs) {
     box.hidden = true;
@@ -181,9 +182,13 @@
     if (secs < 86400 * 30) return Math.floor(secs / 86400) + ' days ago';
     return formatTime(iso);
   }
+  function formatDate(iso) {
+    const full = formatTime(iso);
+    return full ? full.slice(0, 10) : full;
+  }
   function timeCell(iso, empty, rel) {
     if (!iso) return h('td', { className: 'muted', text: empty });
-    return h('td', {}, h('time', { datetime: iso, title: iso, text: rel ? relative(iso) : formatTime(iso) }));
+    return h('td', {}, h('time', { datetime: iso, title: formatTime(iso) + ' (' + iso + ')', text: rel ? relative(iso) : formatDate(iso) }));
   }
 
   // ---------------------------------------------------------------- sign in / out
@@ -193,9 +198,8 @@
     try {
       await loadOrgs();
     } catch (e) {
-      if (e instanceof ApiError && e.status === 401) {
-        showBanner('Sign-in failed: ' + e.message, 'error');
-      } else {
+      // A 401 has already signed out, with the server's reason in the banner.
+      if (!(e instanceof ApiError && e.status === 401)) {
         sessionStorage.removeItem(TOKEN_KEY);
         showError(e);
       }
@@ -204,7 +208,7 @@
     hideBanner();
   }
 
-  function signOut(message) {
+  function signOut(message, kind) {
     sessionStorage.removeItem(TOKEN_KEY);
     sessionStorage.removeItem(ORG_KEY);
     dismissSecret();
@@ -219,11 +223,11 @@
     $('org-select').textContent = '';
     $('session').hidden = true;
     $('keys-card').hidden = true;
-    $('usage-card').hidden = true;
+    $('usage-body').textContent = '';
     $('no-orgs').hidden = true;
     $('sign-in').hidden = false;
     $('token').value = '';
-    if (message) showBanner(message, 'info');
+    if (message) showBanner(message, kind || 'info');
     else hideBanner();
     $('token').focus();
   }
@@ -314,7 +318,7 @@
       h('div', { className: 'chips' }, (key.scopes || []).map((sc) => h('span', { className: 'chip', text: sc }))),
       restrictions.length ? h('div', { className: 'muted small restr', title: restrictions.join(' · '), text: restrictions.join(' · ') }) : null);
     const expires = key.expires_at
-      ? h('td', {}, h('time', { datetime: key.expires_at, title: key.expires_at, className: expiresSoon(key) ? 'soon' : '', text: formatTime(key.expires_at) }))
+      ? h('td', {}, h('time', { datetime: key.expires_at, title: formatTime(key.expires_at) + ' (' + key.expires_at + ')', className: expiresSoon(key) ? 'soon' : '', text: formatDate(key.expires_at) }))
       : h('td', { className: 'muted', text: 'Never' });
     const status = h('td', {}, h('span', { className: 'status ' + key.status, text: key.status }),
       key.grace_ends_at && !final ? h('div', { className: 'muted small', title: key.grace_ends_at, text: 'old secret until ' + formatTime(key.grace_ends_at) }) : null);
@@ -331,7 +335,7 @@
       access,
       h('td', {}, h('code', { className: 'prefix', title: 'The first characters of the key; the rest is never shown again', text: key.prefix + '…' })),
       timeCell(key.created_at, '—', false),
-      timeCell(key.last_used_at, 'Never used', true),
+      timeCell(key.last_used_at, 'Never', true),
       expires,
       status,
       actions);
@@ -458,6 +462,7 @@
       radio.disabled = Boolean(editing);
     }
     $('env-fixed').hidden = !editing;
+    $('env-hint').hidden = Boolean(editing);
     const keepOption = $('f-expiry').querySelector('option[value="keep"]');
     keepOption.hidden = !editing;
     keepOption.disabled = !editing;
@@ -655,15 +660,12 @@
     state.usageKey = key;
     $('usage-title').textContent = 'Usage · ' + key.name;
     $('usage-subtitle').textContent = key.prefix + '… · ' + key.id;
-    $('usage-card').hidden = false;
+    $('usage-dialog').showModal();
     loadUsage();
-    $('usage-card').scrollIntoView({ block: 'start' });
   }
 
   function closeUsage() {
-    state.usageKey = null;
-    $('usage-card').hidden = true;
-    $('usage-body').textContent = '';
+    if ($('usage-dialog').open) $('usage-dialog').close();
   }
 
   async function loadUsage() {
@@ -794,7 +796,10 @@
   function usageTotals(totals) {
     const list = h('dl', { id: 'usage-totals', className: 'totals' });
     const add = (name, value) => list.append(h('div', {}, h('dt', { text: name.replace(/_/g, ' ') }), h('dd', { text: value })));
-    for (const [name, value] of Object.entries(totals)) {
+    const first = ['requests', 'successes', 'client_errors', 'denials', 'rate_limited', 'upstream_errors'];
+    const rank = (name) => (first.includes(name) ? first.indexOf(name) : first.length);
+    const entries = Object.entries(totals).sort((a, b) => rank(a[0]) - rank(b[0]));
+    for (const [name, value] of entries) {
       if (value && typeof value === 'object' && !Array.isArray(value)) {
         for (const [inner, v] of Object.entries(value)) add(name + ': ' + inner, String(v));
       } else {
@@ -809,6 +814,9 @@
     for (const item of items) {
       if (item && typeof item === 'object') for (const k of Object.keys(item)) if (!columns.includes(k)) columns.push(k);
     }
+    // Names (route, resource) before their counts, whatever order the server used.
+    const isCount = (c) => items.every((item) => !item || typeof item[c] !== 'string');
+    columns.sort((a, b) => Number(isCount(a)) - Number(isCount(b)));
     const table = h('table', { className: 'small-table' },
       h('caption', { text: title }),
       h('thead', {}, h('tr', {}, columns.map((c) => h('th', { scope: 'col', text: c.replace(/_/g, ' ') })))),
@@ -862,6 +870,11 @@
     });
     $('usage-range').addEventListener('change', loadUsage);
     $('usage-close').addEventListener('click', closeUsage);
+    // Also closed with Escape: forget the key so a late answer is dropped.
+    $('usage-dialog').addEventListener('close', () => {
+      state.usageKey = null;
+      $('usage-body').textContent = '';
+    });
   }
 
   function start() {
@@ -869,7 +882,7 @@
     if (token()) {
       $('sign-in').hidden = true;
       loadOrgs().catch((e) => {
-        if (!(e instanceof ApiError && e.status === 401)) signOut(e instanceof ApiError ? e.describe() : String(e));
+        if (!(e instanceof ApiError && e.status === 401)) signOut(e instanceof ApiError ? e.describe() : String(e), 'error');
       });
     } else {
       signOut(null);
