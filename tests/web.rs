@@ -591,17 +591,36 @@ async fn walk_through(gw: &Keygate, b: &Browser) -> Result<()> {
         "edit kept ip_allow: {v}"
     );
 
-    // Regenerate with no grace: the new secret works, the old one stops at once.
+    // Regenerate with a 1-hour grace: both secrets work, and the row says until when.
+    b.click(&format!("{row} button[data-action=\"regenerate\"]"))
+        .await?;
+    b.select("#regen-grace", "3600").await?;
+    b.screenshot("regenerate.png").await?;
+    b.click("#regen-submit").await?;
+    let graced = b.secret_from_panel().await?;
+    ensure!(graced != secret);
+    for (which, s) in [("old", &secret), ("new", &graced)] {
+        let (status, body) = gw.call_with(s, "/v1/feeds").await?;
+        ensure!(
+            status == 200,
+            "{which} secret during grace: {status} {body}"
+        );
+    }
+    b.text_contains(&row, "old secret until").await?;
+    b.dismiss_secret(&graced).await?;
+
+    // Regenerate at once: only the newest secret works; any grace ends.
     b.click(&format!("{row} button[data-action=\"regenerate\"]"))
         .await?;
     b.select("#regen-grace", "0").await?;
     b.click("#regen-submit").await?;
     let new_secret = b.secret_from_panel().await?;
-    ensure!(new_secret != secret);
     let (s, _) = gw.call_with(&new_secret, "/v1/feeds").await?;
     ensure!(s == 200, "new secret: {s}");
-    let (s, body) = gw.call_with(&secret, "/v1/feeds").await?;
-    ensure!(s == 401, "old secret after regenerate: {s} {body}");
+    for old in [&secret, &graced] {
+        let (s, body) = gw.call_with(old, "/v1/feeds").await?;
+        ensure!(s == 401, "an earlier secret after regenerate: {s} {body}");
+    }
     b.dismiss_secret(&new_secret).await?;
 
     // Usage: a chart when the endpoint answers, a clear message when it is 404.
@@ -660,6 +679,9 @@ async fn walk_through(gw: &Keygate, b: &Browser) -> Result<()> {
     ensure!(s == 200, "cancel left the key working: {s}");
     b.click(&format!("{row} button[data-action=\"revoke\"]"))
         .await?;
+    b.text_contains("#confirm-dialog", "cannot be undone")
+        .await?;
+    b.screenshot("revoke-confirm.png").await?;
     b.click("#confirm-ok").await?;
     b.until(
         "the row shows revoked",
