@@ -273,18 +273,34 @@ impl Browser {
             .with_context(|| format!("waiting for `{selector}`"))
     }
 
+    /// Clicks `selector`, finding it again if the list was re-rendered in between
+    /// (stale element) or something still covered it (a closing dialog).
     async fn click(&self, selector: &str) -> Result<()> {
-        self.css(selector)
-            .await?
-            .click()
-            .await
-            .with_context(|| format!("clicking `{selector}`"))
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let attempt = match self.css(selector).await {
+                Ok(e) => e.click().await.map_err(anyhow::Error::from),
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(e.context(format!("clicking `{selector}`")));
+                }
+                Err(_) => tokio::time::sleep(POLL).await,
+            }
+        }
     }
 
     async fn fill(&self, selector: &str, text: &str) -> Result<()> {
         let e = self.css(selector).await?;
         e.clear().await?;
         e.send_keys(text).await?;
+        let value = e.prop("value").await?.unwrap_or_default();
+        ensure!(
+            value == text,
+            "`{selector}` holds {value:?} after typing {text:?}"
+        );
         Ok(())
     }
 
@@ -464,6 +480,13 @@ async fn walk_through(gw: &Keygate, b: &Browser) -> Result<()> {
 
     // Sign in: the token goes to sessionStorage only, never into the URL.
     b.client.goto(&format!("{}/", gw.admin)).await?;
+    // Everything the page renders from here on is checked against its CSP.
+    b.js(
+        "window.cspViolations = []; document.addEventListener('securitypolicyviolation', \
+         e => window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));",
+        vec![],
+    )
+    .await?;
     b.fill("#token", &gw.token).await?;
     b.click("#sign-in-submit").await?;
     b.text_contains("#keys-table", "billing-export").await?;
@@ -740,6 +763,9 @@ async fn walk_through(gw: &Keygate, b: &Browser) -> Result<()> {
         .admin_call(Method::GET, &format!("/v1/orgs/acme/keys/{id}"), None)
         .await?;
     ensure!(s == 200 && v["status"] == "deleted", "{s} {v}");
+
+    let violations = b.js("return window.cspViolations", vec![]).await?;
+    ensure!(violations == json!([]), "CSP violations: {violations}");
 
     // Sign out forgets the token.
     b.click("#sign-out").await?;
