@@ -186,7 +186,7 @@ ref = re.search(r"<!-- config-reference:start -->(.*?)<!-- config-reference:end 
 if not ref:
     print("docs/operators.md has no config-reference markers")
     sys.exit(1)
-documented = set(re.findall(r"^\| `([a-z_\[\]A-Z.]+)`", ref.group(1), re.M))
+documented = set(re.findall(r"^\| `([a-zA-Z0-9_.\[\]]+)`", ref.group(1), re.M))
 missing, extra = sorted(expected - documented), sorted(documented - expected)
 for f in missing:
     print(f"not documented in docs/operators.md: {f}")
