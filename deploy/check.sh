@@ -72,7 +72,24 @@ EOF
 step "dashboard JSON" python3 -m json.tool deploy/grafana/keygate-dashboard.json /dev/null
 
 # ---- keygate check-config -----------------------------------------------------------
-for cfg in config/*.yaml deploy/compose/keygate.yaml; do
+# Every file in config/, and every YAML file under deploy/ that is a keygate config
+# (one mapping with a top-level `listen`).
+keygate_configs=()
+while IFS= read -r f; do keygate_configs+=("$f"); done < <(
+  python3 - "${yaml_files[@]}" <<'EOF'
+import sys, yaml
+for path in sys.argv[1:]:
+    try:
+        docs = list(yaml.safe_load_all(open(path)))
+    except yaml.YAMLError:
+        docs = []
+    if path.startswith("config/") or (
+        len(docs) == 1 and isinstance(docs[0], dict) and "listen" in docs[0]
+    ):
+        print(path)
+EOF
+)
+for cfg in "${keygate_configs[@]}"; do
   step "check-config $cfg" "$KEYGATE" check-config --config "$cfg"
 done
 
