@@ -1,5 +1,5 @@
 //! The `keygate` binary: CLI parsing, logging, config loading; everything else is in
-//! the library (`keygate::app`).
+//! the library (`keygate::app`, and `keygate::cli` for `keygate keys …`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -31,12 +31,21 @@ enum Command {
         #[arg(long, short, env = "KEYGATE_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Manage an org's API keys through the admin API (KEYGATE_ADMIN_URL,
+    /// KEYGATE_ADMIN_TOKEN).
+    Keys(keygate::cli::KeysArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The keys client logs nothing: no logger, so no log level can ever show a header
+    // holding the admin token.
+    if let Command::Keys(args) = cli.command {
+        return keygate::cli::run(args);
+    }
     init_logging();
     match cli.command {
+        Command::Keys(_) => unreachable!("handled above"),
         Command::CheckConfig { config } => {
             let loaded = match keygate::config::load(&config) {
                 Ok(c) => c,
