@@ -33,7 +33,7 @@ enum Command {
     },
     /// Manage an org's API keys through the admin API (KEYGATE_ADMIN_URL,
     /// KEYGATE_ADMIN_TOKEN).
-    Keys(keygate::cli::KeysArgs),
+    Keys(Box<keygate::cli::KeysArgs>),
 }
 
 fn main() -> ExitCode {
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
     // The keys client logs nothing: no logger, so no log level can ever show a header
     // holding the admin token.
     if let Command::Keys(args) = cli.command {
-        return keygate::cli::run(args);
+        return keygate::cli::run(*args);
     }
     init_logging();
     match cli.command {

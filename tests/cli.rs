@@ -153,15 +153,12 @@ routes:
         out
     }
 
-    /// Status of a data-plane `GET /v1/feeds` with this bearer token.
+    /// Status of a data-plane `POST /v1/feeds/abc/refresh` (scope write, resource
+    /// `feed:abc`) with this bearer token.
     fn data_plane_status(&self, key: &str) -> u16 {
-        http(
-            "GET",
-            &format!("{}/v1/feeds", self.data_url),
-            Some(key),
-            None,
-        )
-        .0
+        let url = format!("{}/v1/feeds/abc/refresh", self.data_url);
+        let (status, _) = http("POST", &url, Some(key), None);
+        status
     }
 }
 

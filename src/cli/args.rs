@@ -22,6 +22,9 @@ pub const WINDOWS: &[&str] = &[
     "per_month",
 ];
 
+/// Help heading of the options every subcommand takes.
+const GLOBAL: &str = "Global options";
+
 const AFTER_HELP: &str = "\
 The admin token is read from KEYGATE_ADMIN_TOKEN, or from the file named by
 --admin-token-file (never from the command line, where `ps` would show it).
@@ -48,17 +51,24 @@ pub struct GlobalArgs {
         env = "KEYGATE_ADMIN_URL",
         default_value = DEFAULT_ADMIN_URL,
         global = true,
-        value_name = "URL"
+        value_name = "URL",
+        help_heading = GLOBAL
     )]
     pub admin_url: String,
     /// Read the admin token from FILE (otherwise from KEYGATE_ADMIN_TOKEN).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub admin_token_file: Option<PathBuf>,
-    /// The org whose keys to manage.
-    #[arg(long, env = "KEYGATE_ORG", global = true, value_name = "ORG")]
+    /// The org whose keys to manage (required).
+    #[arg(
+        long,
+        env = "KEYGATE_ORG",
+        global = true,
+        value_name = "ORG",
+        help_heading = GLOBAL
+    )]
     pub org: Option<String>,
     /// Print the admin API's JSON as it came, for scripts.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
 }
 
@@ -128,6 +138,7 @@ pub struct CreateArgs {
         value_delimiter = ','
     )]
     pub scopes: Vec<String>,
+    /// Free text for people.
     #[arg(long)]
     pub description: Option<String>,
     /// live (default) or test.
@@ -196,8 +207,10 @@ pub struct ListArgs {
 pub struct EditArgs {
     /// Key id (key_…).
     pub id: String,
+    /// New name (1 to 100 characters).
     #[arg(long)]
     pub name: Option<String>,
+    /// New description.
     #[arg(long, conflicts_with = "no_description")]
     pub description: Option<String>,
     /// Remove the description.
@@ -284,6 +297,7 @@ pub struct UsageArgs {
     /// End of the period (RFC 3339).
     #[arg(long, value_name = "TIME")]
     pub to: Option<String>,
+    /// Series by hour or by day.
     #[arg(long, value_enum)]
     pub granularity: Option<GranularityArg>,
     /// json (shown as tables, or as is with --json) or csv (printed as is).

@@ -262,7 +262,7 @@ impl AdminClient {
                 location.map(|l| format!(" to {l}")).unwrap_or_default()
             )));
         }
-        Err(CliError::Refused(refusal(status, &body)))
+        Err(CliError::Refused(Box::new(refusal(status, &body))))
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> CliError {

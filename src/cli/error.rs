@@ -23,7 +23,7 @@ pub enum CliError {
     /// Bad or missing options, found after clap had parsed them.
     Usage(String),
     /// The admin API answered with an error status.
-    Refused(Refusal),
+    Refused(Box<Refusal>),
     /// No answer: connection refused, DNS failure, TLS failure or timeout.
     Unreachable { url: String, detail: String },
     /// An answer this CLI cannot use (not JSON, wrong shape, a redirect).
@@ -117,7 +117,7 @@ mod tests {
         };
         let rows = [
             (CliError::usage("x"), EXIT_USAGE),
-            (CliError::Refused(refusal), EXIT_REFUSED),
+            (CliError::Refused(Box::new(refusal)), EXIT_REFUSED),
             (
                 CliError::Unreachable {
                     url: "http://127.0.0.1:1".into(),
@@ -143,7 +143,7 @@ mod tests {
             key_id: None,
             hint: None,
         };
-        let text = CliError::Refused(r).to_string();
+        let text = CliError::Refused(Box::new(r)).to_string();
         assert!(text.starts_with("error: HTTP 422 invalid_field: unknown scope"));
         assert!(text.contains("field: scopes[0]"));
         assert!(!text.contains('\u{1b}'));

@@ -374,7 +374,10 @@ async fn regenerate(s: &Session, id: &str, grace: Option<u64>) -> Result<(), Cli
     }
     let v = answer.json("regenerate")?;
     let previous = match v["key"]["grace_ends_at"].as_str() {
-        Some(t) => format!("The previous secret keeps working until {}.", clean(t)),
+        Some(t) => format!(
+            "The previous secret keeps working until {}.",
+            output::precise_time(t)
+        ),
         None => "The previous secret no longer works.".to_string(),
     };
     let headline = format!("Regenerated key {}. {previous}", clean(id));
@@ -484,8 +487,8 @@ async fn usage(s: &Session, a: UsageArgs) -> Result<(), CliError> {
             if get_key(s, &a.id).await.is_ok() {
                 r.hint = Some(format!(
                     "key {} exists, so the admin API at {} does not serve key usage \
-                     (GET /v1/orgs/{{org}}/keys/{{id}}/usage); this keygate server is older \
-                     than this CLI",
+                     (GET /v1/orgs/{{org}}/keys/{{id}}/usage): this keygate server does not \
+                     provide usage reports yet",
                     clean(&a.id),
                     s.client.shown_base()
                 ));

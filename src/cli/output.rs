@@ -50,15 +50,34 @@ fn text(v: &Value, field: &str) -> Option<String> {
     v.get(field).and_then(Value::as_str).map(clean)
 }
 
-/// An RFC 3339 timestamp as `2026-01-31 09:30Z`; `none` when null; unparsable text is
-/// shown as it came.
-fn time(v: &Value, field: &str, none: &str) -> String {
+/// An RFC 3339 timestamp as `2026-01-31 09:30Z` (`precise`: `09:30:12Z`); `none` when
+/// null; unparsable text is shown as it came.
+fn time_of(v: &Value, field: &str, none: &str, precise: bool) -> String {
     match v.get(field).and_then(Value::as_str) {
         None => none.to_string(),
+        Some(s) if precise => precise_time(s),
         Some(s) => match s.parse::<Timestamp>() {
             Ok(t) => t.strftime("%Y-%m-%d %H:%MZ").to_string(),
             Err(_) => clean(s),
         },
+    }
+}
+
+/// To the minute, for tables.
+fn time(v: &Value, field: &str, none: &str) -> String {
+    time_of(v, field, none, false)
+}
+
+/// To the second, for one key's details.
+fn precise(v: &Value, field: &str, none: &str) -> String {
+    time_of(v, field, none, true)
+}
+
+/// An RFC 3339 timestamp to the second, as `2026-01-31 09:30:12Z`.
+pub fn precise_time(s: &str) -> String {
+    match s.parse::<Timestamp>() {
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M:%SZ").to_string(),
+        Err(_) => clean(s),
     }
 }
 
@@ -180,11 +199,11 @@ pub fn key_details(k: &Value) -> String {
         ("endpoints", list(k, "endpoints", ", ", ANY)),
         ("ip_allow", list(k, "ip_allow", ", ", ANY)),
         ("rate_limit", rate_limit(k)),
-        ("created_at", time(k, "created_at", "-")),
+        ("created_at", precise(k, "created_at", "-")),
         ("created_by", text(k, "created_by").unwrap_or_default()),
-        ("updated_at", time(k, "updated_at", "-")),
-        ("last_used_at", time(k, "last_used_at", "never")),
-        ("expires_at", time(k, "expires_at", "never")),
+        ("updated_at", precise(k, "updated_at", "-")),
+        ("last_used_at", precise(k, "last_used_at", "never")),
+        ("expires_at", precise(k, "expires_at", "never")),
     ];
     for (field, label) in [
         ("revoked_at", "revoked_at"),
@@ -192,7 +211,7 @@ pub fn key_details(k: &Value) -> String {
         ("grace_ends_at", "grace_ends_at"),
     ] {
         if k.get(field).is_some_and(|v| !v.is_null()) {
-            rows.push((label, time(k, field, "-")));
+            rows.push((label, precise(k, field, "-")));
         }
     }
     let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
@@ -412,7 +431,7 @@ mod tests {
         revoked["revoked_at"] = json!("2026-02-01T00:00:00Z");
         assert_eq!(
             value(&key_details(&revoked), "revoked_at"),
-            "2026-02-01 00:00Z"
+            "2026-02-01 00:00:00Z"
         );
     }
 
