@@ -38,15 +38,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The keys client logs nothing: no logger, so no log level can ever show a header
-    // holding the admin token.
-    if let Command::Keys(args) = cli.command {
-        return keygate::cli::run(*args);
-    }
-    init_logging();
     match cli.command {
-        Command::Keys(_) => unreachable!("handled above"),
+        // The keys client logs nothing: no logger, so no log level can ever show a
+        // header holding the admin token.
+        Command::Keys(args) => keygate::cli::run(*args),
         Command::CheckConfig { config } => {
+            init_logging();
             let loaded = match keygate::config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -67,6 +64,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve { config } => {
+            init_logging();
             let loaded = match keygate::config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {

@@ -195,7 +195,7 @@ pub struct ListArgs {
     /// Keys per page (the admin API allows 1 to 200; default 50).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: Option<u32>,
-    /// Follow next_cursor and list every page.
+    /// Follow next_cursor and list every page (with --json: one object holding them all).
     #[arg(long)]
     pub all: bool,
     /// Start after this cursor (the next_cursor of an earlier page).
