@@ -112,6 +112,7 @@ store: {{ backend: embedded, path: "{dir}/keygate.db" }}
 keys: {{ prefix: kg }}
 upstreams:
   demo: {{ url: "http://{upstream}", test_url: "http://{upstream}", connect_timeout: 2s, timeout: 5s }}
+scopes: {{ read: [], write: [read], billing: [] }}
 routes:
   - {{ name: list-feeds, methods: [GET], path: /v1/feeds, upstream: demo, scope: read }}
   - {{ name: refresh-feed, methods: [POST], path: "/v1/feeds/{{feed_id}}/refresh", upstream: demo, scope: write, resource: "feed:{{feed_id}}" }}
@@ -537,6 +538,29 @@ async fn walk_through(gw: &Keygate, b: &Browser) -> Result<()> {
     b.click("#scope-options input[value=\"read\"]").await?; // untick the default
     b.click("#scope-options input[value=\"write\"]").await?;
     b.select("#f-expiry", "90").await?;
+    // A scope the server does not know (as from a config change) is refused with 422;
+    // the page then offers exactly the scopes the server named.
+    b.js(
+        "const box = document.getElementById('scope-options'); \
+         const ghost = document.createElement('input'); \
+         ghost.type = 'checkbox'; ghost.value = 'ghost'; ghost.checked = true; box.append(ghost);",
+        vec![],
+    )
+    .await?;
+    b.click("#key-submit").await?;
+    b.text_contains("#key-form-error", "unknown scope `ghost`")
+        .await?;
+    b.css("#scope-options input[value=\"billing\"]").await?;
+    let offered = b
+        .js(
+            "return Array.from(document.querySelectorAll('#scope-options input')).map(i => i.value + (i.checked ? '*' : ''))",
+            vec![],
+        )
+        .await?;
+    ensure!(
+        offered == json!(["read", "write*", "billing"]),
+        "scopes offered: {offered}"
+    );
     b.click("#f-ip-on").await?;
     b.fill("#f-ip", "not-an-address").await?;
     b.click("#key-submit").await?;

@@ -557,10 +557,22 @@
       }
       await loadKeys(false);
     } catch (e) {
+      learnScopes(e);
       formError($('key-form-error'), e, inputs);
     } finally {
       submit.disabled = false;
     }
+  }
+
+  /** There is no endpoint listing scopes; an unknown-scope 422 names the known ones. */
+  function learnScopes(e) {
+    if (!(e instanceof ApiError) || !e.field || !e.field.startsWith('scopes')) return;
+    const known = /known scopes: ([\w.:, -]+)$/.exec(e.message);
+    if (!known) return;
+    const names = known[1].split(',').map((n) => n.trim()).filter(Boolean);
+    const checked = Array.from(document.querySelectorAll('#scope-options input:checked')).map((i) => i.value);
+    state.scopes = new Set(names);
+    renderScopeOptions(checked.filter((c) => names.includes(c)));
   }
 
   // ---------------------------------------------------------------- regenerate
