@@ -529,6 +529,20 @@ async fn walk_through(gw: &Keygate, b: &Browser) -> Result<()> {
         .await?;
     b.click("#key-submit").await?;
     let throwaway = b.secret_from_panel().await?;
+    // Copy: the clipboard when the browser allows it, else the text is left selected.
+    b.click("#copy-secret").await?;
+    let copied = b.text_contains("#copy-status", "C").await?;
+    ensure!(
+        copied.contains("Copied") || copied.contains("Ctrl+C"),
+        "copy status: {copied}"
+    );
+    let selected = b
+        .js("const i = document.getElementById('secret-value'); return i.value.substring(i.selectionStart, i.selectionEnd)", vec![])
+        .await?;
+    ensure!(
+        selected == json!(throwaway),
+        "the secret is selected after Copy"
+    );
     b.screenshot("create-secret.png").await?;
     b.dismiss_secret(&throwaway).await?;
 

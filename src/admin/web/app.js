@@ -179,6 +179,7 @@
     if (secs < 60) return 'just now';
     if (secs < 3600) return Math.floor(secs / 60) + ' min ago';
     if (secs < 86400) return Math.floor(secs / 3600) + ' h ago';
+    if (secs < 86400 * 2) return 'yesterday';
     if (secs < 86400 * 30) return Math.floor(secs / 86400) + ' days ago';
     return formatTime(iso);
   }
@@ -260,7 +261,8 @@
     state.org = state.orgs.find((o) => o.id === id) || null;
     if (!state.org) return;
     sessionStorage.setItem(ORG_KEY, state.org.id);
-    dismissSecret();
+    // A secret panel stays across an org switch: it names its key and org, and the
+    // secret would otherwise be lost to a stray click.
     closeUsage();
     const title = [state.org.name || state.org.id];
     if (state.org.max_key_lifetime_days) title.push('keys live at most ' + state.org.max_key_lifetime_days + ' days');
@@ -364,7 +366,7 @@
         ' keygate stores only a hash of it; if it is lost, regenerate the key.'),
       h('div', { className: 'secret-row' }, value, copy),
       h('div', { className: 'secret-foot' },
-        h('span', { className: 'muted small', text: key.name + ' · ' + key.id + ' · ' + key.environment }),
+        h('span', { className: 'muted small', text: key.name + ' · ' + key.id + ' · ' + key.environment + ' · org ' + key.org }),
         status, done));
     copy.addEventListener('click', async () => {
       value.focus();
