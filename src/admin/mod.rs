@@ -11,6 +11,7 @@
 //! - [`bootstrap`]: the first owner principal and its token file.
 //! - [`creator`]: `key_policy: creator`, written into keys as `suspended_at`.
 //! - `openapi.json`: the OpenAPI 3 document served at `/openapi.json`.
+//! - [`web`]: the "API keys" page at `/`, a static client of this API.
 //!
 //! The admin side writes keys, the data plane reads them: after every key change this
 //! module calls `KeyResolver::invalidate_key`, so the next data-plane request sees it.
@@ -44,6 +45,7 @@ pub mod keys;
 pub mod orgs;
 pub mod principals;
 pub mod validate;
+pub mod web;
 
 #[cfg(test)]
 mod tests;
@@ -88,6 +90,7 @@ pub fn router(ctx: Arc<AdminContext>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
+        .merge(web::router())
         .route("/v1/orgs", post(orgs::create).get(orgs::list))
         .route("/v1/orgs/{org}", get(orgs::get).patch(orgs::patch))
         .route("/v1/orgs/{org}/keys", post(keys::create).get(keys::list))
