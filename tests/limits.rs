@@ -365,3 +365,22 @@ async fn malformed_requests_are_400() {
         failures.join("\n")
     );
 }
+
+#[tokio::test]
+async fn body_limit_applies_over_http2() {
+    let env = limited().await;
+    let key = env.read_key().await;
+    let r = env
+        .gw
+        .send(
+            env.gw
+                .client()
+                .post(env.gw.url("/echo/x"))
+                .bearer_auth(&key.secret)
+                .body(vec![b'x'; MAX_BODY * 4]),
+        )
+        .await;
+    assert_eq!(r.version, http::Version::HTTP_2);
+    r.assert_refusal(413, "body_too_large");
+    env.assert_nothing_forwarded();
+}
