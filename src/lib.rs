@@ -19,6 +19,7 @@
 //!   decision. No IO.
 //! - [`proxy`]: listener, TLS, HTTP server, pipeline, forwarding, responses.
 //! - [`admin`]: the admin API, bootstrap, `/metrics`, `/healthz`, `/readyz`.
+//! - [`limits`]: rate limits and quotas: window resolution, the limiter, `RateLimit-*`.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: wiring only: builds everything from a `Config` and runs it.
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod key;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
