@@ -123,7 +123,7 @@ impl LocalLimiter {
         let spans = Window::ALL.map(|w| w.span(now));
         let mut shard = self.shard(key_id);
         shard.ops = shard.ops.wrapping_add(1);
-        if shard.ops % SWEEP_EVERY == 0 {
+        if shard.ops.is_multiple_of(SWEEP_EVERY) {
             shard.keys.retain(|_, c| c.live(&spans));
         }
         if !shard.keys.contains_key(key_id) {
