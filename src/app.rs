@@ -22,6 +22,7 @@ use crate::admin::{self, AdminContext};
 use crate::auth::{AuthFailureLimiter, KeyResolver};
 use crate::config::{Config, ConfigError, StoreBackend};
 use crate::key::KeyFormat;
+use crate::limits::{Limiter, LocalLimiter, OrgCache, RateLimits, SystemClock};
 use crate::metrics::Metrics;
 use crate::policy::{RouteTable, ScopeSet};
 use crate::proxy::forward::Upstream;
@@ -107,6 +108,9 @@ struct Shared {
     resolver: Arc<KeyResolver>,
     failures: Arc<AuthFailureLimiter>,
     metrics: Arc<Metrics>,
+    /// Rate-limit counters and cached orgs: a reload must not reset a window.
+    limiter: Arc<dyn Limiter>,
+    orgs: Arc<OrgCache>,
 }
 
 /// The data plane for `config`: route table, upstream clients, policy tables.
@@ -122,6 +126,13 @@ fn build_data_plane(config: &Config, shared: &Shared, tls: bool) -> anyhow::Resu
         identity: config.identity_headers.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         limits: config.limits.clone(),
+        rate_limits: RateLimits::new(
+            shared.limiter.clone(),
+            config.rate_limit.clone(),
+            shared.orgs.clone(),
+            Arc::new(SystemClock),
+            shared.metrics.clone(),
+        ),
         metrics: shared.metrics.clone(),
         tls,
     })
@@ -151,6 +162,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         resolver: resolver.clone(),
         failures: Arc::new(AuthFailureLimiter::new(config.limits.auth_failures_per_ip)),
         metrics: metrics.clone(),
+        limiter: Arc::new(LocalLimiter::new()),
+        orgs: Arc::new(OrgCache::new(store.clone(), config.cache.stale_if_error)),
     };
     let dp = build_data_plane(&config, &shared, data_tls.is_some())?;
     let key_format = dp.key_format.clone();

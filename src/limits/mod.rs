@@ -36,7 +36,6 @@ use crate::key::{KeyRecord, RateLimit};
 use crate::metrics::Metrics;
 use crate::policy::Route;
 use crate::refusal::Refusal;
-use crate::store::KeyStore;
 
 pub mod local;
 pub mod orgs;
@@ -67,7 +66,8 @@ pub struct RateLimits {
     limiter: Arc<dyn Limiter>,
     /// `rate_limit` of the config: the last fallback of each window.
     global: RateLimit,
-    orgs: OrgCache,
+    /// Shared by every data plane a config reload builds, like the limiter.
+    orgs: Arc<OrgCache>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
@@ -76,7 +76,7 @@ impl RateLimits {
     pub fn new(
         limiter: Arc<dyn Limiter>,
         global: RateLimit,
-        orgs: OrgCache,
+        orgs: Arc<OrgCache>,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -87,23 +87,6 @@ impl RateLimits {
             clock,
             metrics,
         }
-    }
-
-    /// The usual set-up: the system clock, orgs read through `store`.
-    pub fn with_store(
-        limiter: Arc<dyn Limiter>,
-        global: RateLimit,
-        store: Arc<dyn KeyStore>,
-        stale_if_error: std::time::Duration,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self::new(
-            limiter,
-            global,
-            OrgCache::new(store, stale_if_error),
-            Arc::new(SystemClock),
-            metrics,
-        )
     }
 
     async fn plan<'r>(&self, key: &KeyRecord, route: &'r Route) -> Result<Plan<'r>, Refusal> {
@@ -166,27 +149,27 @@ pub fn set_headers(headers: &mut HeaderMap, quota: &Quota) {
     headers.insert("ratelimit-reset", HeaderValue::from(quota.reset.as_secs()));
 }
 
-/// The `RateLimit-*` headers of a response to a request whose key authenticated:
-/// `quota` from the limiter if it was reached; otherwise, for a 403, a look at the
-/// counters. Other responses without a decision (a 400 after authorization, a 503)
-/// carry none, since no limit was looked at.
-pub async fn annotate(
+/// Adds the `RateLimit-*` headers to a response, if its request's key authenticated
+/// (`key` is the key the request named; a 401 means it did not authenticate): `quota`
+/// from the limiter if it was reached; otherwise, for a 403, a look at the counters.
+/// Other responses without a decision (a 400 after authorization, a 503) get none,
+/// since no limit was looked at.
+pub async fn annotate<B>(
     limits: &RateLimits,
-    headers: &mut HeaderMap,
-    status: http::StatusCode,
+    resp: &mut http::Response<B>,
     key: Option<&KeyRecord>,
     route: Option<&Route>,
     quota: Option<Quota>,
 ) {
     let quota = match (quota, key, route) {
-        (Some(q), _, _) => Some(q),
-        (None, Some(key), Some(route)) if status == http::StatusCode::FORBIDDEN => {
+        (Some(q), Some(_), _) => Some(q),
+        (None, Some(key), Some(route)) if resp.status() == http::StatusCode::FORBIDDEN => {
             limits.peek(key, route).await
         }
         _ => None,
     };
     if let Some(q) = quota {
-        set_headers(headers, &q);
+        set_headers(resp.headers_mut(), &q);
     }
 }
 
@@ -196,7 +179,7 @@ mod tests {
 
     use super::*;
     use crate::key::{Environment, KeyHash, KeyPolicy, Org};
-    use crate::store::EmbeddedStore;
+    use crate::store::{EmbeddedStore, KeyStore};
 
     fn org(limit: Option<RateLimit>) -> Org {
         Org {
@@ -266,7 +249,7 @@ mod tests {
         let limits = RateLimits::new(
             Arc::new(LocalLimiter::new()),
             per_minute(100),
-            OrgCache::new(store.clone(), Duration::from_secs(60)),
+            Arc::new(OrgCache::new(store.clone(), Duration::from_secs(60))),
             clock.clone(),
             metrics.clone(),
         );
@@ -304,11 +287,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn KeyStore> =
             Arc::new(EmbeddedStore::open(&dir.path().join("k.db")).unwrap());
-        let limits = RateLimits::with_store(
+        let limits = RateLimits::new(
             Arc::new(LocalLimiter::new()),
             RateLimit::default(),
-            store,
-            Duration::from_secs(60),
+            Arc::new(OrgCache::new(store, Duration::from_secs(60))),
+            Arc::new(SystemClock),
             Arc::new(Metrics::new()),
         );
         let mut q = None;

@@ -20,6 +20,7 @@ use ipnet::IpNet;
 use crate::auth::{AuthFailureLimiter, KeyResolver};
 use crate::config::{IdentityHeaders, Limits};
 use crate::key::KeyFormat;
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::policy::{RouteTable, ScopeSet};
 
@@ -46,6 +47,8 @@ pub struct DataPlane {
     pub identity: IdentityHeaders,
     pub trusted_proxies: Vec<IpNet>,
     pub limits: Limits,
+    /// [limits] Rate limits and quotas: this config's global limits, the shared counters.
+    pub rate_limits: RateLimits,
     pub metrics: Arc<Metrics>,
     /// Whether the listener terminates TLS (for `X-Forwarded-Proto`).
     pub tls: bool,
