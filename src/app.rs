@@ -30,6 +30,7 @@ use crate::proxy::{self, DataPlane};
 use crate::store::instrumented::Instrumented;
 use crate::store::{EmbeddedStore, InvalidationBus, KeyStore, LocalBus};
 use crate::tls;
+use crate::usage::UsageRecorder;
 
 /// rustls must have exactly one process-wide provider; keygate uses aws-lc-rs.
 pub fn install_crypto_provider() {
@@ -111,6 +112,7 @@ struct Shared {
     /// Rate-limit counters and cached orgs: a reload must not reset a window.
     limiter: Arc<dyn Limiter>,
     orgs: Arc<OrgCache>,
+    usage: Arc<UsageRecorder>,
 }
 
 /// The data plane for `config`: route table, upstream clients, policy tables.
@@ -133,6 +135,7 @@ fn build_data_plane(config: &Config, shared: &Shared, tls: bool) -> anyhow::Resu
             Arc::new(SystemClock),
             shared.metrics.clone(),
         ),
+        usage: shared.usage.clone(),
         metrics: shared.metrics.clone(),
         tls,
     })
@@ -164,7 +167,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         limiter: Arc::new(LocalLimiter::new()),
         orgs: Arc::new(OrgCache::new(store.clone(), config.cache.stale_if_error)),
+        usage: Arc::new(UsageRecorder::new(store.clone(), Arc::new(SystemClock))),
     };
+    let usage_task = tokio::spawn(shared.usage.clone().run());
     let dp = build_data_plane(&config, &shared, data_tls.is_some())?;
     let key_format = dp.key_format.clone();
     let current = Arc::new(ArcSwap::from_pointee(dp));
@@ -267,6 +272,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    // Usage of the requests just drained (after any flush under way).
+    let usage = reload.shared.usage.clone();
+    if tokio::time::timeout(USAGE_FLUSH_DEADLINE, usage.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: the last usage counts could not be written in time");
+    }
+    usage_task.abort();
     Ok(())
 }
 
@@ -319,6 +333,9 @@ async fn serve_router(
     }
     let _ = tokio::time::timeout(proxy::server::DRAIN_DEADLINE, graceful.shutdown()).await;
 }
+
+/// How long shutdown waits for the last usage flush.
+const USAGE_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// TLS handshake deadline on the admin and metrics ports.
 const ADMIN_HANDSHAKE: Duration = Duration::from_secs(10);

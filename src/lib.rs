@@ -21,6 +21,7 @@
 //! - [`admin`]: the admin API, bootstrap, `/metrics`, `/healthz`, `/readyz`.
 //! - [`limits`]: rate limits and quotas: window resolution, the limiter, `RateLimit-*`.
 //! - [`tls`]: rustls server configs, certificates, reload.
+//! - [`usage`]: per-key usage counters and `last_used_at`, written in batches.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: wiring only: builds everything from a `Config` and runs it.
 #![forbid(unsafe_code)]
@@ -37,3 +38,4 @@ pub mod proxy;
 pub mod refusal;
 pub mod store;
 pub mod tls;
+pub mod usage;

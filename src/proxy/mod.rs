@@ -23,6 +23,7 @@ use crate::key::KeyFormat;
 use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::policy::{RouteTable, ScopeSet};
+use crate::usage::UsageRecorder;
 
 pub mod forward;
 pub mod listener;
@@ -49,6 +50,8 @@ pub struct DataPlane {
     pub limits: Limits,
     /// [limits] Rate limits and quotas: this config's global limits, the shared counters.
     pub rate_limits: RateLimits,
+    /// [limits] Per-key usage counters and last_used_at, flushed in batches.
+    pub usage: Arc<UsageRecorder>,
     pub metrics: Arc<Metrics>,
     /// Whether the listener terminates TLS (for `X-Forwarded-Proto`).
     pub tls: bool,

@@ -24,6 +24,7 @@ use crate::policy::{self, Access, Route, ip, path};
 use crate::proxy::forward::{self, Forwarding};
 use crate::proxy::{Body, DataPlane, respond};
 use crate::refusal::Refusal;
+use crate::usage;
 
 /// What the listener knows about the connection.
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +47,8 @@ struct Trace {
     upstream_time: Option<Duration>,
     /// [limits] The rate-limit decision, for the `RateLimit-*` headers.
     quota: Option<limits::Quota>,
+    /// [limits] The route's resource for this request, for usage.
+    resource: Option<String>,
 }
 
 /// Serves one request; never fails (every failure is a response).
@@ -67,6 +70,19 @@ pub async fn handle(
     // [limits] `RateLimit-*` on responses to requests whose key authenticated.
     let (key, route) = (trace.key.as_deref(), trace.route.as_deref());
     limits::annotate(&dp.rate_limits, &mut resp, key, route, trace.quota).await;
+    // [limits] Usage and last_used_at of the key the request named.
+    if let (Some(key), Some(route)) = (key, route) {
+        let refusal = (outcome != "allowed").then_some(outcome);
+        dp.usage.record(
+            &key.id,
+            &usage::Outcome {
+                route: &route.name,
+                resource: trace.resource.as_deref(),
+                status: resp.status(),
+                refusal,
+            },
+        );
+    }
 
     let route = trace.route.as_ref().map_or(NO_ROUTE, |r| r.name.as_str());
     let status = resp.status();
@@ -140,6 +156,7 @@ async fn run(
         (m.route.clone(), resource)
     };
     trace.route = Some(route.clone());
+    trace.resource.clone_from(&resource);
 
     let peer_ip = ip::canonical(conn.peer.ip());
     let peer_trusted = ip::is_trusted(peer_ip, &dp.trusted_proxies);
