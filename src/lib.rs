@@ -24,11 +24,14 @@
 //! - [`usage`]: per-key usage counters and `last_used_at`, written in batches.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: wiring only: builds everything from a `Config` and runs it.
+//! - [`cli`]: `keygate keys …`, a client of the admin API over HTTP (imports no other
+//!   keygate module).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod key;
 pub mod limits;
