@@ -22,6 +22,7 @@ use crate::admin::{self, AdminContext};
 use crate::auth::{AuthFailureLimiter, KeyResolver};
 use crate::config::{Config, ConfigError, StoreBackend};
 use crate::key::KeyFormat;
+use crate::limits::{Limiter, LocalLimiter, OrgCache, RateLimits, SystemClock};
 use crate::metrics::Metrics;
 use crate::policy::{RouteTable, ScopeSet};
 use crate::proxy::forward::Upstream;
@@ -29,6 +30,7 @@ use crate::proxy::{self, DataPlane};
 use crate::store::instrumented::Instrumented;
 use crate::store::{EmbeddedStore, InvalidationBus, KeyStore, LocalBus};
 use crate::tls;
+use crate::usage::UsageRecorder;
 
 /// rustls must have exactly one process-wide provider; keygate uses aws-lc-rs.
 pub fn install_crypto_provider() {
@@ -107,6 +109,10 @@ struct Shared {
     resolver: Arc<KeyResolver>,
     failures: Arc<AuthFailureLimiter>,
     metrics: Arc<Metrics>,
+    /// Rate-limit counters and cached orgs: a reload must not reset a window.
+    limiter: Arc<dyn Limiter>,
+    orgs: Arc<OrgCache>,
+    usage: Arc<UsageRecorder>,
 }
 
 /// The data plane for `config`: route table, upstream clients, policy tables.
@@ -122,6 +128,14 @@ fn build_data_plane(config: &Config, shared: &Shared, tls: bool) -> anyhow::Resu
         identity: config.identity_headers.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         limits: config.limits.clone(),
+        rate_limits: RateLimits::new(
+            shared.limiter.clone(),
+            config.rate_limit.clone(),
+            shared.orgs.clone(),
+            Arc::new(SystemClock),
+            shared.metrics.clone(),
+        ),
+        usage: shared.usage.clone(),
         metrics: shared.metrics.clone(),
         tls,
     })
@@ -151,7 +165,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         resolver: resolver.clone(),
         failures: Arc::new(AuthFailureLimiter::new(config.limits.auth_failures_per_ip)),
         metrics: metrics.clone(),
+        limiter: Arc::new(LocalLimiter::new()),
+        orgs: Arc::new(OrgCache::new(store.clone(), config.cache.stale_if_error)),
+        usage: Arc::new(UsageRecorder::new(store.clone(), Arc::new(SystemClock))),
     };
+    let usage_task = tokio::spawn(shared.usage.clone().run());
     let dp = build_data_plane(&config, &shared, data_tls.is_some())?;
     let key_format = dp.key_format.clone();
     let current = Arc::new(ArcSwap::from_pointee(dp));
@@ -254,6 +272,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    // Usage of the requests just drained (after any flush under way).
+    let usage = reload.shared.usage.clone();
+    if tokio::time::timeout(USAGE_FLUSH_DEADLINE, usage.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: the last usage counts could not be written in time");
+    }
+    usage_task.abort();
     Ok(())
 }
 
@@ -306,6 +333,9 @@ async fn serve_router(
     }
     let _ = tokio::time::timeout(proxy::server::DRAIN_DEADLINE, graceful.shutdown()).await;
 }
+
+/// How long shutdown waits for the last usage flush.
+const USAGE_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// TLS handshake deadline on the admin and metrics ports.
 const ADMIN_HANDSHAKE: Duration = Duration::from_secs(10);

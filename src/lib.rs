@@ -19,7 +19,9 @@
 //!   decision. No IO.
 //! - [`proxy`]: listener, TLS, HTTP server, pipeline, forwarding, responses.
 //! - [`admin`]: the admin API, bootstrap, `/metrics`, `/healthz`, `/readyz`.
+//! - [`limits`]: rate limits and quotas: window resolution, the limiter, `RateLimit-*`.
 //! - [`tls`]: rustls server configs, certificates, reload.
+//! - [`usage`]: per-key usage counters and `last_used_at`, written in batches.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: wiring only: builds everything from a `Config` and runs it.
 //! - [`cli`]: `keygate keys …`, a client of the admin API over HTTP (imports no other
@@ -32,9 +34,11 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod key;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod refusal;
 pub mod store;
 pub mod tls;
+pub mod usage;

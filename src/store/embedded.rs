@@ -25,6 +25,9 @@
 //! | `principal_tokens` | SHA-256 → principal id | admin-token lookup |
 //! | `audit` | event id → JSON `AuditEvent` | every event, with or without an org |
 //! | `org_audit` | (org, event id) → () | per-org audit listings |
+//! | `usage` | (key id, hour) → JSON `UsageCounts` | usage per key and UTC hour (Unix seconds) |
+//! | `usage_hours` | (hour, key id) → () | pruning usage older than 90 days |
+//! | `usage_batches` | batch id → Unix seconds applied | applying a retried batch once |
 //!
 //! Ids are `<kind>_<lowercase ULID>`, so byte order is creation order and a reverse range
 //! scan of an `(org, id)` index is a newest-first listing.
@@ -42,7 +45,10 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{CreateOutcome, KeyStore, Page, StoreError};
+use jiff::Timestamp;
+
+use super::usage::RESOURCES_PER_HOUR;
+use super::{CreateOutcome, KeyStore, Page, StoreError, UsageBatch, UsageCounts, UsageRow};
 use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
 
 /// Bumped whenever the table layout or record encoding changes incompatibly.
@@ -63,6 +69,11 @@ const PRINCIPALS: TableDefinition<&str, &[u8]> = TableDefinition::new("principal
 const PRINCIPAL_TOKENS: TableDefinition<&[u8; 32], &str> = TableDefinition::new("principal_tokens");
 const AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("audit");
 const ORG_AUDIT: TableDefinition<(&str, &str), ()> = TableDefinition::new("org_audit");
+const USAGE: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("usage");
+const USAGE_HOURS: TableDefinition<(i64, &str), ()> = TableDefinition::new("usage_hours");
+const USAGE_BATCHES: TableDefinition<&str, i64> = TableDefinition::new("usage_batches");
+/// How long a usage batch id is remembered (a retry comes within seconds or minutes).
+const BATCH_MEMORY_SECS: i64 = 86_400;
 
 /// An `(owner, id)` index: org → keys, principal → keys, org → audit events.
 type Index = (&'static str, &'static str);
@@ -192,6 +203,9 @@ fn prepare_tables(db: &Database) -> Result<(), StoreError> {
         txn.open_table(PRINCIPAL_TOKENS).map_err(db_error)?;
         txn.open_table(AUDIT).map_err(db_error)?;
         txn.open_table(ORG_AUDIT).map_err(db_error)?;
+        txn.open_table(USAGE).map_err(db_error)?;
+        txn.open_table(USAGE_HOURS).map_err(db_error)?;
+        txn.open_table(USAGE_BATCHES).map_err(db_error)?;
         Ok(())
     })
 }
@@ -459,8 +473,7 @@ impl KeyStore for EmbeddedStore {
     }
 
     async fn update_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
-        let key = key.clone();
-        let json = encode("key", &key)?;
+        let mut key = key.clone();
         self.write(move |txn| {
             let mut keys = txn.open_table(KEYS).map_err(db_error)?;
             let Some(old) = get_json::<KeyRecord>(&keys, "key", &key.id)? else {
@@ -469,6 +482,10 @@ impl KeyStore for EmbeddedStore {
                     key.id
                 )));
             };
+            // last_used_at is written by the data plane (`touch_keys`) between an admin's
+            // read and write: the admin's copy must not move it back.
+            key.last_used_at = key.last_used_at.max(old.last_used_at);
+            let json = encode("key", &key)?;
             let mut hashes = txn.open_table(KEY_HASHES).map_err(db_error)?;
             for h in old.hashes().filter(|h| !key.hashes().any(|n| n == *h)) {
                 // Only drop an entry that is ours: never unindex another key's secret.
@@ -748,6 +765,122 @@ impl KeyStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn add_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+        let batch = batch.clone();
+        self.write(move |txn| {
+            let mut batches = txn.open_table(USAGE_BATCHES).map_err(db_error)?;
+            if batches.get(batch.id.as_str()).map_err(db_error)?.is_some() {
+                return Ok(());
+            }
+            let mut usage = txn.open_table(USAGE).map_err(db_error)?;
+            let mut hours = txn.open_table(USAGE_HOURS).map_err(db_error)?;
+            for row in &batch.rows {
+                let at = (row.key_id.as_str(), row.hour.as_second());
+                let stored: Option<UsageCounts> = match usage.get(at).map_err(db_error)? {
+                    Some(v) => Some(decode(
+                        &format!("usage of key {} at {}", row.key_id, row.hour),
+                        v.value(),
+                    )?),
+                    None => None,
+                };
+                let mut counts = stored.unwrap_or_default();
+                counts.add(&row.counts);
+                counts.cap_resources(RESOURCES_PER_HOUR);
+                let json = encode("usage", &counts)?;
+                usage.insert(at, json.as_slice()).map_err(db_error)?;
+                hours.insert((at.1, at.0), ()).map_err(db_error)?;
+            }
+            batches
+                .insert(batch.id.as_str(), Timestamp::now().as_second())
+                .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn usage(
+        &self,
+        key_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let key_id = key_id.to_string();
+        self.read(move |txn| {
+            let usage = txn.open_table(USAGE).map_err(db_error)?;
+            let mut rows = Vec::new();
+            let range = (key_id.as_str(), from.as_second())..(key_id.as_str(), to.as_second());
+            for entry in usage.range(range).map_err(db_error)? {
+                let (k, v) = entry.map_err(db_error)?;
+                let hour = Timestamp::from_second(k.value().1).map_err(|_| {
+                    StoreError::Corrupt(format!("usage of key {key_id} has a bad hour"))
+                })?;
+                rows.push(UsageRow {
+                    key_id: key_id.clone(),
+                    hour,
+                    counts: decode(&format!("usage of key {key_id} at {hour}"), v.value())?,
+                });
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn prune_usage(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let before = before.as_second();
+        let forget_before = Timestamp::now().as_second() - BATCH_MEMORY_SECS;
+        self.write(move |txn| {
+            let mut hours = txn.open_table(USAGE_HOURS).map_err(db_error)?;
+            let mut old = Vec::new();
+            for entry in hours
+                .range((i64::MIN, "")..(before, ""))
+                .map_err(db_error)?
+            {
+                let (k, _) = entry.map_err(db_error)?;
+                let (hour, key) = k.value();
+                old.push((hour, key.to_string()));
+            }
+            let mut usage = txn.open_table(USAGE).map_err(db_error)?;
+            for (hour, key) in &old {
+                usage.remove((key.as_str(), *hour)).map_err(db_error)?;
+                hours.remove((*hour, key.as_str())).map_err(db_error)?;
+            }
+            let mut batches = txn.open_table(USAGE_BATCHES).map_err(db_error)?;
+            let mut forgotten = Vec::new();
+            for entry in batches.iter().map_err(db_error)? {
+                let (id, at) = entry.map_err(db_error)?;
+                if at.value() < forget_before {
+                    forgotten.push(id.value().to_string());
+                }
+            }
+            for id in &forgotten {
+                batches.remove(id.as_str()).map_err(db_error)?;
+            }
+            Ok(old.len() as u64)
+        })
+        .await
+    }
+
+    async fn touch_keys(&self, seen: &[(String, Timestamp)]) -> Result<(), StoreError> {
+        let seen = seen.to_vec();
+        self.write(move |txn| {
+            let mut keys = txn.open_table(KEYS).map_err(db_error)?;
+            for (id, at) in &seen {
+                let Some(mut key) = get_json::<KeyRecord>(&keys, "key", id)? else {
+                    continue;
+                };
+                if key.last_used_at.is_some_and(|t| t >= *at) {
+                    continue;
+                }
+                key.last_used_at = Some(*at);
+                let json = encode("key", &key)?;
+                keys.insert(id.as_str(), json.as_slice())
+                    .map_err(db_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -862,6 +995,165 @@ mod tests {
             }
         }
         panic!("listing did not end");
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn usage_row(key: &str, hour: &str, requests: u64, resources: &[(&str, u64)]) -> UsageRow {
+        UsageRow {
+            key_id: key.to_string(),
+            hour: ts(hour),
+            counts: UsageCounts {
+                requests,
+                successes: requests,
+                routes: [("r".to_string(), requests)].into_iter().collect(),
+                resources: resources.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+                ..UsageCounts::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn usage_adds_up_per_key_and_hour_and_a_batch_applies_once() {
+        let (_dir, _path, s) = store();
+        let first = UsageBatch {
+            id: "usb_1".into(),
+            rows: vec![
+                usage_row("key_a", "2024-05-01T10:00:00Z", 3, &[("flow:x", 3)]),
+                usage_row("key_a", "2024-05-01T11:00:00Z", 1, &[]),
+                usage_row("key_b", "2024-05-01T10:00:00Z", 7, &[]),
+            ],
+        };
+        s.add_usage(&first).await.unwrap();
+        // A retried batch (same id) is not counted again.
+        s.add_usage(&first).await.unwrap();
+        let second = UsageBatch {
+            id: "usb_2".into(),
+            rows: vec![usage_row(
+                "key_a",
+                "2024-05-01T10:00:00Z",
+                2,
+                &[("flow:x", 1), ("flow:y", 1)],
+            )],
+        };
+        s.add_usage(&second).await.unwrap();
+
+        let rows = s
+            .usage(
+                "key_a",
+                ts("2024-05-01T00:00:00Z"),
+                ts("2024-05-02T00:00:00Z"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].hour, ts("2024-05-01T10:00:00Z"));
+        assert_eq!(rows[0].counts.requests, 5);
+        assert_eq!(rows[0].counts.routes["r"], 5);
+        assert_eq!(rows[0].counts.resources["flow:x"], 4);
+        assert_eq!(rows[0].counts.resources["flow:y"], 1);
+        assert_eq!(rows[1].counts.requests, 1);
+        // `to` is exclusive; other keys are not mixed in.
+        let rows = s
+            .usage(
+                "key_a",
+                ts("2024-05-01T10:00:00Z"),
+                ts("2024-05-01T11:00:00Z"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(
+            s.usage(
+                "key_c",
+                ts("2024-01-01T00:00:00Z"),
+                ts("2025-01-01T00:00:00Z")
+            )
+            .await
+            .unwrap()
+            .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_hour_keeps_its_top_resources_and_the_rest_under_other() {
+        let (_dir, _path, s) = store();
+        let many: Vec<(String, u64)> = (0..150).map(|i| (format!("feed:{i}"), i + 1)).collect();
+        let refs: Vec<(&str, u64)> = many.iter().map(|(r, n)| (r.as_str(), *n)).collect();
+        let total: u64 = refs.iter().map(|(_, n)| n).sum();
+        s.add_usage(&UsageBatch {
+            id: "usb_1".into(),
+            rows: vec![usage_row("key_a", "2024-05-01T10:00:00Z", total, &refs)],
+        })
+        .await
+        .unwrap();
+        let rows = s
+            .usage(
+                "key_a",
+                ts("2024-05-01T00:00:00Z"),
+                ts("2024-05-02T00:00:00Z"),
+            )
+            .await
+            .unwrap();
+        let res = &rows[0].counts.resources;
+        assert_eq!(res.len(), 101);
+        assert!(res.contains_key("feed:149") && !res.contains_key("feed:0"));
+        assert_eq!(res.values().sum::<u64>(), total);
+        assert_eq!(res["other"], (1..=50).sum::<u64>());
+    }
+
+    #[tokio::test]
+    async fn old_usage_is_pruned() {
+        let (_dir, _path, s) = store();
+        s.add_usage(&UsageBatch {
+            id: "usb_1".into(),
+            rows: vec![
+                usage_row("key_a", "2024-01-01T10:00:00Z", 1, &[]),
+                usage_row("key_b", "2024-01-01T11:00:00Z", 1, &[]),
+                usage_row("key_a", "2024-04-01T10:00:00Z", 1, &[]),
+            ],
+        })
+        .await
+        .unwrap();
+        let pruned = s.prune_usage(ts("2024-01-01T11:00:00Z")).await.unwrap();
+        assert_eq!(pruned, 1);
+        let all = |k: &'static str| {
+            let s = &s;
+            async move {
+                s.usage(k, ts("2000-01-01T00:00:00Z"), ts("2100-01-01T00:00:00Z"))
+                    .await
+                    .unwrap()
+                    .len()
+            }
+        };
+        assert_eq!(all("key_a").await, 1);
+        assert_eq!(all("key_b").await, 1);
+        assert_eq!(s.prune_usage(ts("2024-01-01T11:00:00Z")).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn touch_moves_last_used_forward_only_and_an_edit_cannot_move_it_back() {
+        let (_dir, _path, s) = store();
+        let k = key(1, "acme", "s1");
+        s.create_key(&k, None).await.unwrap();
+        let t1 = ts("2024-05-01T10:00:00Z");
+        let t0 = ts("2024-05-01T09:00:00Z");
+        s.touch_keys(&[(k.id.clone(), t1), ("key_unknown".into(), t1)])
+            .await
+            .unwrap();
+        s.touch_keys(&[(k.id.clone(), t0)]).await.unwrap();
+        let stored = s.key_by_id(&k.id).await.unwrap().unwrap();
+        assert_eq!(stored.last_used_at, Some(t1));
+        assert_eq!(stored.name, k.name);
+        // An admin edit made from a copy read before the touch keeps the later time.
+        let mut edited = k.clone();
+        edited.name = "renamed".into();
+        s.update_key(&edited).await.unwrap();
+        let stored = s.key_by_id(&k.id).await.unwrap().unwrap();
+        assert_eq!(stored.name, "renamed");
+        assert_eq!(stored.last_used_at, Some(t1));
     }
 
     #[tokio::test]
