@@ -308,7 +308,8 @@ pub struct KeyRecord {
     /// Deleted keys stop working and leave listings, but stay readable by id.
     #[serde(default)]
     pub deleted_at: Option<Timestamp>,
-    /// Set when the creator was deleted under `key_policy: creator`: suspended for good.
+    /// Set under `key_policy: creator` while the creator is disabled, and for good once it
+    /// is deleted; the admin side keeps it in step (`admin::creator`).
     #[serde(default)]
     pub suspended_at: Option<Timestamp>,
     /// SHA-256 of the current secret.
@@ -318,8 +319,8 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
-    /// Status from the record alone (creator-based suspension is decided by the caller,
-    /// who knows the creator principal).
+    /// Status from the record alone: creator-based suspension is already written into
+    /// `suspended_at` by the admin side.
     pub fn status_at(&self, now: Timestamp) -> KeyStatus {
         if self.revoked_at.is_some() {
             KeyStatus::Revoked
@@ -457,8 +458,18 @@ pub struct AuditEvent {
 }
 
 /// New time-sortable id with a type prefix, e.g. `key_01J…`.
+///
+/// Ids come from one monotonic generator, so that two ids made in the same millisecond
+/// still sort in creation order (newest-first listings and cursors depend on it).
 pub fn new_id(kind: &str) -> String {
-    format!("{kind}_{}", ulid::Ulid::new().to_string().to_lowercase())
+    static IDS: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
+    let next = match IDS.lock().ok().and_then(|mut g| g.generate().ok()) {
+        Some(id) => id,
+        // Only on a poisoned lock or 2^80 ids in one millisecond: still unique, maybe
+        // unordered. (`Ulid::default()` would be the nil id, hence no `unwrap_or_default`.)
+        None => ulid::Ulid::new(),
+    };
+    format!("{kind}_{}", next.to_string().to_lowercase())
 }
 
 #[cfg(test)]

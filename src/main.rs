@@ -1,1 +1,100 @@
-fn main() {}
+//! The `keygate` binary: CLI parsing, logging, config loading; everything else is in
+//! the library (`keygate::app`).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Config used when `--config` is not given.
+const DEFAULT_CONFIG: &str = "config/keygate.yaml";
+
+#[derive(Parser)]
+#[command(name = "keygate", version, about = "API-key authentication gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (data plane and admin port).
+    Serve {
+        /// YAML config file.
+        #[arg(long, short, env = "KEYGATE_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0, or print FILE:LINE: FIELD: problem and exit 1.
+    CheckConfig {
+        /// YAML config file.
+        #[arg(long, short, env = "KEYGATE_CONFIG", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::CheckConfig { config } => {
+            let loaded = match keygate::config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if let Err(e) = keygate::app::check(&loaded) {
+                eprintln!("{e:#}");
+                return ExitCode::FAILURE;
+            }
+            println!(
+                "{}: ok ({} routes, {} upstreams)",
+                config.display(),
+                loaded.routes.len(),
+                loaded.upstreams.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Serve { config } => {
+            let loaded = match keygate::config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(keygate::app::run(loaded)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("keygate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// Human-readable logs on a terminal, JSON lines otherwise; level from `RUST_LOG`
+/// (default `info`).
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}

@@ -4,11 +4,20 @@
 //! (`ttl ≤ max_staleness ≤ stale_if_error`), and so on.
 //!
 //! Errors name the file, the line and the field (`config/keygate.yaml:14: routes[2].upstream: …`).
-//! This module does no IO beyond reading the file, and never starts anything.
+//! This module does no IO beyond reading the file and checking that the files it names
+//! (certificates, keys, CA bundles) are readable, and never starts anything.
+//!
+//! Relative paths in the file are relative to the working directory of the process,
+//! not to the config file, like the defaults `data/keygate.db` and `data/admin-token`.
+//!
+//! Layout: `raw` (serde types as written) → `validate` (defaults, checks; route rules
+//! in `routes`) → the types below; `locate` maps a field path to its line; `load` reads the file and owns
+//! [`ConfigError`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, Method, Uri};
@@ -17,8 +26,14 @@ use ipnet::IpNet;
 use crate::key::{Environment, RateLimit};
 
 mod load;
+mod locate;
+mod raw;
+mod routes;
+mod validate;
 
 pub use load::{ConfigError, load, parse};
+pub use locate::Locator;
+pub use validate::parse_ip_net;
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
@@ -40,6 +55,10 @@ pub struct Config {
     pub limits: Limits,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    /// Field path → line in `source`, so that problems found after loading (route
+    /// conflicts, certificate contents) can be reported like any other: see
+    /// [`Config::error_at`].
+    pub locator: Arc<Locator>,
 }
 
 #[derive(Debug, Clone)]

@@ -153,7 +153,8 @@ fn client_tls(cfg: &UpstreamConfig) -> anyhow::Result<rustls::ClientConfig> {
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("TLS protocol versions")?
         .with_root_certificates(roots);
-    let mut config = match (&cfg.client_cert, &cfg.client_key) {
+    // ALPN is left to the connector builder (it sets http/1.1 from enable_http1).
+    let config = match (&cfg.client_cert, &cfg.client_key) {
         (Some(cert), Some(key)) => {
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
                 .with_context(|| format!("reading client_cert {}", cert.display()))?
@@ -167,7 +168,6 @@ fn client_tls(cfg: &UpstreamConfig) -> anyhow::Result<rustls::ClientConfig> {
         }
         _ => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
 

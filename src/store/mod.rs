@@ -11,8 +11,10 @@ use async_trait::async_trait;
 use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
 
 pub mod embedded;
+pub mod instrumented;
 
 pub use embedded::EmbeddedStore;
+pub use instrumented::Instrumented;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
