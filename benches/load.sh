@@ -27,6 +27,9 @@
 #   NGINX_ACCESS_LOG [on]  nginx as usually deployed logs every request, as keygate does
 #   BASE_PORT [18000]  ports BASE_PORT+1 … +7 on 127.0.0.1 are used
 #   KEEP_WORKDIR    set to keep the temporary directory (configs, logs) for inspection
+#   PERF            set to profile keygate with `perf record` during its plain-HTTP runs;
+#                   the data goes to PERF_DATA [/tmp/keygate-load.perf.data] and the
+#                   top of the flat profile is printed at the end
 set -euo pipefail
 
 DURATION=${DURATION:-15s}
@@ -46,6 +49,8 @@ KG_ADMIN_PORT=$((BASE_PORT + 5))
 KG_TLS_PORT=$((BASE_PORT + 6))
 KG_TLS_ADMIN_PORT=$((BASE_PORT + 7))
 REQ_PATH=/v1/feeds
+
+PERF_DATA=${PERF_DATA:-/tmp/keygate-load.perf.data}
 
 TLS=0
 ONLY=
@@ -98,6 +103,7 @@ command -v curl >/dev/null || need_apt+=(curl)
 command -v jq >/dev/null || need_apt+=(jq)
 command -v taskset >/dev/null || need_apt+=(util-linux)
 ((TLS)) && ! command -v openssl >/dev/null && need_apt+=(openssl)
+[[ -n ${PERF:-} ]] && ! command -v perf >/dev/null && need_apt+=(linux-perf)
 if ((${#need_apt[@]})); then
     log "installing ${need_apt[*]} with apt-get"
     SUDO=
@@ -385,7 +391,16 @@ run_pair() {
         fi
         if [[ -n $kg_pid ]]; then
             log "  round $r/$ROUNDS: keygate $kind"
+            local perf_pid=
+            if [[ -n ${PERF:-} && $kind == http ]]; then
+                perf record -q -F 499 -o "$PERF_DATA" -p "$kg_pid" >"$WORK/perf.log" 2>&1 &
+                perf_pid=$!
+            fi
             SECRET=$kg_secret measure "$kg_url" "$kg_pid" >>"$WORK/$kind.keygate"
+            if [[ -n $perf_pid ]]; then
+                kill -INT "$perf_pid" 2>/dev/null || true
+                wait "$perf_pid" || true
+            fi
         fi
     done
     local side
@@ -427,3 +442,12 @@ for kind in http https; do
 done
 bad=$(awk '$7 > 0 || $8 != "none"' <<<"$RESULTS")
 [[ -z $bad ]] || log "warning: some runs had non-2xx responses or socket errors (see above); their req/s do not measure allowed requests"
+if [[ -n ${PERF:-} && -s $PERF_DATA ]]; then
+    echo
+    echo "keygate CPU by shared object (perf, plain HTTP; data in $PERF_DATA):"
+    perf report -i "$PERF_DATA" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -8
+    echo
+    echo "keygate's hottest symbols:"
+    perf report -i "$PERF_DATA" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -30 |
+        cut -c1-150
+fi
