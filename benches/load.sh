@@ -27,9 +27,10 @@
 #   NGINX_ACCESS_LOG [on]  nginx as usually deployed logs every request, as keygate does
 #   BASE_PORT [18000]  ports BASE_PORT+1 … +7 on 127.0.0.1 are used
 #   KEEP_WORKDIR    set to keep the temporary directory (configs, logs) for inspection
-#   PERF            set to profile keygate with `perf record` during its plain-HTTP runs;
-#                   the data goes to PERF_DATA [/tmp/keygate-load.perf.data] and the
-#                   top of the flat profile is printed at the end
+#   PERF            set to profile both proxies with `perf record` during the plain-HTTP
+#                   runs; the data goes to PERF_DATA.nginx and PERF_DATA.keygate
+#                   [/tmp/keygate-load.perf.data.*], the top of each flat profile is
+#                   printed at the end
 set -euo pipefail
 
 DURATION=${DURATION:-15s}
@@ -376,6 +377,23 @@ if [[ $ONLY != keygate ]]; then
     check_allowed "http://127.0.0.1:$NGINX_PORT$REQ_PATH"
 fi
 
+# With PERF set, profiles process $2 (and its children) into $PERF_DATA.$1 until
+# perf_stop; the last round's profile is the one kept.
+PERF_PID=
+perf_start() {
+    [[ -n ${PERF:-} ]] || return 0
+    local pids
+    pids=$(pgrep -P "$2" | paste -sd, -)
+    perf record -q -F 499 -o "$PERF_DATA.$1" -p "$2${pids:+,$pids}" >"$WORK/perf.log" 2>&1 &
+    PERF_PID=$!
+}
+perf_stop() {
+    [[ -n $PERF_PID ]] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" || true
+    PERF_PID=
+}
+
 # --- runs --------------------------------------------------------------------------
 
 # Runs both sides ROUNDS times, alternating, so that a burst of other load on this
@@ -387,20 +405,15 @@ run_pair() {
     for ((r = 1; r <= ROUNDS; r++)); do
         if [[ -n $NGINX_PID ]]; then
             log "  round $r/$ROUNDS: nginx $kind"
+            [[ $kind == http ]] && perf_start nginx "$NGINX_PID"
             measure "$nginx_url" "$NGINX_PID" >>"$WORK/$kind.nginx"
+            perf_stop
         fi
         if [[ -n $kg_pid ]]; then
             log "  round $r/$ROUNDS: keygate $kind"
-            local perf_pid=
-            if [[ -n ${PERF:-} && $kind == http ]]; then
-                perf record -q -F 499 -o "$PERF_DATA" -p "$kg_pid" >"$WORK/perf.log" 2>&1 &
-                perf_pid=$!
-            fi
+            [[ $kind == http ]] && perf_start keygate "$kg_pid"
             SECRET=$kg_secret measure "$kg_url" "$kg_pid" >>"$WORK/$kind.keygate"
-            if [[ -n $perf_pid ]]; then
-                kill -INT "$perf_pid" 2>/dev/null || true
-                wait "$perf_pid" || true
-            fi
+            perf_stop
         fi
     done
     local side
@@ -442,12 +455,12 @@ for kind in http https; do
 done
 bad=$(awk '$7 > 0 || $8 != "none"' <<<"$RESULTS")
 [[ -z $bad ]] || log "warning: some runs had non-2xx responses or socket errors (see above); their req/s do not measure allowed requests"
-if [[ -n ${PERF:-} && -s $PERF_DATA ]]; then
+for side in nginx keygate; do
+    [[ -n ${PERF:-} && -s $PERF_DATA.$side ]] || continue
     echo
-    echo "keygate CPU by shared object (perf, plain HTTP; data in $PERF_DATA):"
-    perf report -i "$PERF_DATA" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -8
-    echo
-    echo "keygate's hottest symbols:"
-    perf report -i "$PERF_DATA" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -30 |
-        cut -c1-150
-fi
+    echo "$side, CPU by shared object (perf, plain HTTP; data in $PERF_DATA.$side):"
+    perf report -i "$PERF_DATA.$side" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -6
+    echo "$side, hottest symbols:"
+    perf report -i "$PERF_DATA.$side" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -20 |
+        cut -c1-120
+done
