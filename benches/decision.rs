@@ -481,9 +481,11 @@ fn benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("part");
     let token = plain.token.as_str();
-    group.bench_function("path_check", |b| {
-        b.iter(|| path::check(black_box(restricted.req.path)))
-    });
+    for (name, case) in [("plain", &plain), ("restricted", &restricted)] {
+        group.bench_function(format!("path_check/{name}"), |b| {
+            b.iter(|| path::check(black_box(case.req.path)))
+        });
+    }
     for (name, case) in [("plain", &plain), ("restricted", &restricted)] {
         group.bench_function(format!("route_lookup/{name}"), |b| {
             b.iter(|| {
