@@ -11,6 +11,14 @@
 //! - Concurrent store lookups are capped by a semaphore; past the cap a request gets
 //!   503 rather than queueing without bound.
 //!
+//! Invalidation across replicas: admin writes call [`KeyResolver::invalidate_key`],
+//! which drops the entries here and publishes the hashes on the
+//! [`InvalidationBus`]; [`KeyResolver::listen`] applies what other replicas publish.
+//! While the bus is not connected (or before it first connects), no entry is trusted:
+//! each is checked against the store before use, and after reconnecting every entry
+//! checked before the reconnect is checked again. Requests queued behind one check
+//! accept its result if the check started after they arrived.
+//!
 //! Invalidation race: a lookup that read the store before an admin change could insert
 //! the old record after the change's invalidation. Every entry records the invalidation
 //! generation at which its lookup started, and an entry older than the last
@@ -19,7 +27,7 @@
 //! This module never sees a raw token, only [`KeyHash`]es.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::ops::compute::Op;
@@ -28,7 +36,7 @@ use tokio::sync::Semaphore;
 use crate::config::CacheConfig;
 use crate::key::{KeyHash, KeyRecord};
 use crate::metrics::Metrics;
-use crate::store::{KeyStore, StoreError};
+use crate::store::{BusEvent, InvalidationBus, KeyStore, StoreError};
 
 /// Store lookups allowed in flight at once, across all hashes.
 pub const MAX_CONCURRENT_LOOKUPS: usize = 256;
@@ -42,7 +50,7 @@ pub struct Unavailable;
 #[derive(Debug)]
 struct Cached {
     record: Arc<KeyRecord>,
-    /// When the store last confirmed this record.
+    /// When the store lookup that confirmed this record started.
     checked: Instant,
     /// Invalidation generation when the lookup that produced it started.
     generation: u64,
@@ -50,7 +58,14 @@ struct Cached {
 
 pub struct KeyResolver {
     store: Arc<dyn KeyStore>,
+    bus: Arc<dyn InvalidationBus>,
     metrics: Arc<Metrics>,
+    /// Whether the invalidation bus is subscribed and its heartbeat seen.
+    connected: AtomicBool,
+    /// Entries whose check started before this (nanoseconds after `base`) must be
+    /// checked again before use: set when the bus (re)connects.
+    recheck_before: AtomicU64,
+    base: Instant,
     positive: moka::future::Cache<KeyHash, Arc<Cached>>,
     /// Hashes the store does not know, for `negative_ttl`.
     negative: moka::sync::Cache<KeyHash, ()>,
@@ -69,6 +84,7 @@ pub struct KeyResolver {
 impl KeyResolver {
     pub fn new(
         store: Arc<dyn KeyStore>,
+        bus: Arc<dyn InvalidationBus>,
         cache: &CacheConfig,
         lookup_wait: Duration,
         metrics: Arc<Metrics>,
@@ -88,7 +104,11 @@ impl KeyResolver {
             .build();
         KeyResolver {
             store,
+            bus,
             metrics,
+            connected: AtomicBool::new(false),
+            recheck_before: AtomicU64::new(0),
+            base: Instant::now(),
             positive,
             negative,
             invalidated,
@@ -106,20 +126,24 @@ impl KeyResolver {
         self: &Arc<Self>,
         hash: &KeyHash,
     ) -> Result<Option<Arc<KeyRecord>>, Unavailable> {
+        let arrived = Instant::now();
         if let Some(c) = self.positive.get(hash).await
             && self.is_current(hash, &c)
         {
-            let age = c.checked.elapsed();
-            if age < self.ttl {
-                self.count("hit");
-                return Ok(Some(c.record.clone()));
+            let age = arrived.saturating_duration_since(c.checked);
+            if self.trusted(&c) {
+                if age < self.ttl {
+                    self.count("hit");
+                    return Ok(Some(c.record.clone()));
+                }
+                if age < self.max_staleness {
+                    self.count("hit");
+                    self.spawn_recheck(*hash);
+                    return Ok(Some(c.record.clone()));
+                }
             }
-            if age < self.max_staleness {
-                self.count("hit");
-                self.spawn_recheck(*hash);
-                return Ok(Some(c.record.clone()));
-            }
-            return match self.load(*hash).await {
+            self.count("miss");
+            return match self.load(*hash, arrived).await {
                 Ok(r) => Ok(r),
                 Err(Unavailable) if age < self.stale_if_error => {
                     self.count("stale");
@@ -133,25 +157,31 @@ impl KeyResolver {
             return Ok(None);
         }
         self.count("miss");
-        self.load(*hash).await
+        self.load(*hash, arrived).await
     }
 
     /// The cached key for `hash`, without any store lookup (used when the client
     /// address is over its failed-authentication budget: known-good keys still work).
     pub async fn cached(&self, hash: &KeyHash) -> Option<Arc<KeyRecord>> {
         let c = self.positive.get(hash).await?;
-        (self.is_current(hash, &c) && c.checked.elapsed() < self.max_staleness)
+        (self.is_current(hash, &c) && self.trusted(&c) && c.checked.elapsed() < self.max_staleness)
             .then(|| c.record.clone())
     }
 
-    /// Drops every cached entry of this key (all its hashes) after an admin change, so
-    /// that the very next request on this replica sees the change.
+    /// Drops every cached entry of this key (all its hashes) after an admin change, here
+    /// at once and on every other replica through the bus.
     pub async fn invalidate_key(&self, key: &KeyRecord) {
-        for h in key.hashes() {
-            self.invalidate_hash(&h).await;
+        let hashes: Vec<KeyHash> = key.hashes().collect();
+        for h in &hashes {
+            self.invalidate_hash(h).await;
+        }
+        if let Err(e) = self.bus.publish(&hashes).await {
+            // Other replicas will see their bus as lost (missed heartbeat) and recheck.
+            tracing::warn!(error = %e, key_id = %key.id, "could not publish an invalidation");
         }
     }
 
+    /// Drops the local entries of one hash.
     pub async fn invalidate_hash(&self, hash: &KeyHash) {
         let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         self.invalidated
@@ -160,6 +190,44 @@ impl KeyResolver {
         self.positive.invalidate(hash).await;
         self.negative.invalidate(hash);
         self.metrics.invalidations.inc();
+    }
+
+    /// Applies the bus's events until it closes: other replicas' invalidations, and the
+    /// connected/lost state that decides whether cached entries may be trusted.
+    pub async fn listen(self: Arc<Self>) {
+        let mut events = self.bus.subscribe();
+        while let Some(event) = events.recv().await {
+            match event {
+                BusEvent::Invalidate(hashes) => {
+                    for h in &hashes {
+                        self.invalidate_hash(h).await;
+                    }
+                }
+                BusEvent::Connected => {
+                    self.recheck_before
+                        .store(self.nanos(Instant::now()), Ordering::Release);
+                    self.connected.store(true, Ordering::Release);
+                    tracing::info!("invalidation channel connected");
+                }
+                BusEvent::Lost => {
+                    self.connected.store(false, Ordering::Release);
+                    tracing::warn!(
+                        "invalidation channel lost: checking every key against the store until it is back"
+                    );
+                }
+            }
+        }
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether an entry may be served without a store check (bus connected, and the
+    /// entry checked since it connected).
+    fn trusted(&self, c: &Cached) -> bool {
+        self.connected.load(Ordering::Acquire)
+            && self.nanos(c.checked) >= self.recheck_before.load(Ordering::Acquire)
     }
 
     /// Whether no invalidation of `hash` happened after `c`'s lookup started.
@@ -180,13 +248,18 @@ impl KeyResolver {
     fn spawn_recheck(self: &Arc<Self>, hash: KeyHash) {
         let this = self.clone();
         tokio::spawn(async move {
-            let _ = this.load(hash).await;
+            let _ = this.load(hash, Instant::now()).await;
         });
     }
 
     /// Looks `hash` up in the store, at most one lookup per hash at a time, and updates
-    /// both caches. Callers that queued behind a lookup use its fresh result.
-    async fn load(self: &Arc<Self>, hash: KeyHash) -> Result<Option<Arc<KeyRecord>>, Unavailable> {
+    /// both caches. A caller that queued behind a lookup which started after it arrived
+    /// uses that lookup's result.
+    async fn load(
+        self: &Arc<Self>,
+        hash: KeyHash,
+        arrived: Instant,
+    ) -> Result<Option<Arc<KeyRecord>>, Unavailable> {
         let this = self.clone();
         let result = self
             .positive
@@ -194,17 +267,20 @@ impl KeyResolver {
             .and_try_compute_with(|current| async move {
                 if let Some(e) = current {
                     let c = e.into_value();
-                    if this.is_current(&hash, &c) && c.checked.elapsed() < this.ttl {
+                    let fresh = c.checked >= arrived
+                        || (this.trusted(&c) && c.checked.elapsed() < this.ttl);
+                    if this.is_current(&hash, &c) && fresh {
                         return Ok(Op::Nop);
                     }
                 } else if this.negative.contains_key(&hash) {
                     return Ok(Op::Nop);
                 }
                 let generation = this.generation.load(Ordering::Acquire);
+                let checked = Instant::now();
                 match this.fetch(&hash).await? {
                     Some(record) => Ok(Op::Put(Arc::new(Cached {
                         record: Arc::new(record),
-                        checked: Instant::now(),
+                        checked,
                         generation,
                     }))),
                     None => {

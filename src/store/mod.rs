@@ -10,9 +10,11 @@ use async_trait::async_trait;
 
 use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
 
+pub mod bus;
 pub mod embedded;
 pub mod instrumented;
 
+pub use bus::{BusEvent, InvalidationBus, LocalBus};
 pub use embedded::EmbeddedStore;
 pub use instrumented::Instrumented;
 

@@ -132,10 +132,12 @@ impl Harness {
         let metrics = Arc::new(Metrics::new());
         let resolver = Arc::new(KeyResolver::new(
             store.clone(),
+            Arc::new(crate::store::LocalBus),
             &cache_config(),
             Duration::from_millis(250),
             metrics.clone(),
         ));
+        tokio::spawn(resolver.clone().listen());
         let ready = Arc::new(AtomicBool::new(false));
         let key_format = KeyFormat::new("mtf").unwrap();
         let ctx = Arc::new(AdminContext {
