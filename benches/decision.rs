@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,13 +40,16 @@ use keygate::key::{AuditEvent, Environment, KeyFormat, KeyHash, KeyRecord, Org, 
 use keygate::metrics::Metrics;
 use keygate::policy::{self, Access, RouteTable, ScopeSet, ip, path};
 use keygate::refusal::Refusal;
-use keygate::store::{CreateOutcome, KeyStore, Page, StoreError};
+use keygate::store::{CreateOutcome, KeyStore, LocalBus, Page, StoreError};
 
 /// A store that knows the bench's keys (one per case) and refuses everything else.
 /// After the warm-up lookup the resolver never calls it again: a warm cache is what
 /// this bench measures.
 struct BenchStore {
     records: Vec<KeyRecord>,
+    /// Key lookups that reached the store: checked after the run, so that a bench that
+    /// silently missed the cache cannot pass for a cached decision.
+    lookups: Arc<AtomicUsize>,
 }
 
 fn not_here<T>() -> Result<T, StoreError> {
@@ -57,6 +61,7 @@ fn not_here<T>() -> Result<T, StoreError> {
 #[async_trait]
 impl KeyStore for BenchStore {
     async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
         Ok(self
             .records
             .iter()
@@ -140,6 +145,7 @@ struct Gate {
     failures: AuthFailureLimiter,
     trusted_proxies: Vec<IpNet>,
     metrics: Arc<Metrics>,
+    store_lookups: Arc<AtomicUsize>,
 }
 
 /// One request as the pipeline sees it after hyper has parsed it.
@@ -352,8 +358,10 @@ fn restricted_case(format: &KeyFormat) -> Case {
 
 fn gate(rt: &tokio::runtime::Runtime, cases: &[&Case], format: &KeyFormat) -> Gate {
     let metrics = Arc::new(Metrics::new());
+    let store_lookups = Arc::new(AtomicUsize::new(0));
     let store = Arc::new(BenchStore {
         records: cases.iter().map(|c| c.record.clone()).collect(),
+        lookups: store_lookups.clone(),
     });
     // TTLs far longer than a bench run: the cache stays fresh, so no iteration pays
     // for a background recheck (in production that is one recheck per key per `ttl`).
@@ -366,11 +374,15 @@ fn gate(rt: &tokio::runtime::Runtime, cases: &[&Case], format: &KeyFormat) -> Ga
     };
     let resolver = Arc::new(KeyResolver::new(
         store,
+        Arc::new(LocalBus),
         &cache,
         Duration::from_millis(250),
         metrics.clone(),
     ));
     rt.block_on(async {
+        // The local bus says "connected" once and closes: until then the resolver
+        // trusts no cached entry, as after a lost invalidation channel.
+        resolver.clone().listen().await;
         for c in cases {
             let found = resolver
                 .resolve(&c.hash)
@@ -390,6 +402,7 @@ fn gate(rt: &tokio::runtime::Runtime, cases: &[&Case], format: &KeyFormat) -> Ga
         failures: AuthFailureLimiter::new(600),
         trusted_proxies: vec!["10.0.0.0/8".parse().expect("net")],
         metrics,
+        store_lookups,
     }
 }
 
@@ -460,6 +473,7 @@ fn benches(c: &mut Criterion) {
     let plain = plain_case(&format);
     let restricted = restricted_case(&format);
     let g = gate(&rt, &[&plain, &restricted], &format);
+    let warm_lookups = g.store_lookups.load(Ordering::Relaxed);
 
     // Every case must be allowed, or the bench would time a refusal.
     rt.block_on(async {
@@ -580,6 +594,14 @@ fn benches(c: &mut Criterion) {
         b.iter(|| Sha256::digest(black_box(token.as_bytes())))
     });
     group.finish();
+
+    let after = g.store_lookups.load(Ordering::Relaxed);
+    assert_eq!(
+        after,
+        warm_lookups,
+        "the decision benches reached the store {} times: the cache was not warm",
+        after - warm_lookups
+    );
 
     let mut group = c.benchmark_group("accounting");
     group.bench_function("request_metrics", |b| {
