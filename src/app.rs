@@ -8,7 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -20,9 +25,10 @@ use crate::key::KeyFormat;
 use crate::metrics::Metrics;
 use crate::policy::{RouteTable, ScopeSet};
 use crate::proxy::forward::Upstream;
-use crate::proxy::{self, DataPlane, tls};
+use crate::proxy::{self, DataPlane};
 use crate::store::instrumented::Instrumented;
 use crate::store::{EmbeddedStore, InvalidationBus, KeyStore, LocalBus, RedisStore};
+use crate::tls;
 
 /// rustls must have exactly one process-wide provider; keygate uses aws-lc-rs.
 pub fn install_crypto_provider() {
@@ -106,18 +112,41 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("binding the {what} address {addr}"))
 }
 
+/// What survives a config reload: the store, the cache, the failure counters, metrics.
+struct Shared {
+    resolver: Arc<KeyResolver>,
+    failures: Arc<AuthFailureLimiter>,
+    metrics: Arc<Metrics>,
+}
+
+/// The data plane for `config`: route table, upstream clients, policy tables.
+fn build_data_plane(config: &Config, shared: &Shared, tls: bool) -> anyhow::Result<DataPlane> {
+    Ok(DataPlane {
+        routes: build_routes(config)?,
+        scopes: ScopeSet::new(&config.scopes),
+        key_format: KeyFormat::new(&config.keys.prefix)
+            .map_err(|e| config.error_at("keys.prefix", e.to_string()))?,
+        resolver: shared.resolver.clone(),
+        failures: shared.failures.clone(),
+        upstreams: build_upstreams(config)?,
+        identity: config.identity_headers.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        limits: config.limits.clone(),
+        metrics: shared.metrics.clone(),
+        tls,
+    })
+}
+
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     install_crypto_provider();
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new());
-    let routes = build_routes(&config)?;
-    let upstreams = build_upstreams(&config)?;
-    let key_format = KeyFormat::new(&config.keys.prefix)?;
     let data_tls = tls::server_config(&config.listen.tls).context("listen.tls")?;
-    if config.admin.tls.is_some() {
-        bail!("admin.tls is not available in this build yet; keep the admin port on loopback");
-    }
+    let admin_tls = match &config.admin.tls {
+        Some(t) => tls::server_config(t).context("admin.tls")?,
+        None => None,
+    };
 
     let (store, bus) = open_store(&config, &metrics)?;
     let resolver = Arc::new(KeyResolver::new(
@@ -128,19 +157,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics.clone(),
     ));
     tokio::spawn(resolver.clone().listen());
-    let dp = Arc::new(DataPlane {
-        routes,
-        scopes: ScopeSet::new(&config.scopes),
-        key_format: key_format.clone(),
+    let shared = Shared {
         resolver: resolver.clone(),
-        failures: AuthFailureLimiter::new(config.limits.auth_failures_per_ip),
-        upstreams,
-        identity: config.identity_headers.clone(),
-        trusted_proxies: config.trusted_proxies.clone(),
-        limits: config.limits.clone(),
+        failures: Arc::new(AuthFailureLimiter::new(config.limits.auth_failures_per_ip)),
         metrics: metrics.clone(),
-        tls: data_tls.is_some(),
-    });
+    };
+    let dp = build_data_plane(&config, &shared, data_tls.is_some())?;
+    let key_format = dp.key_format.clone();
+    let current = Arc::new(ArcSwap::from_pointee(dp));
 
     let data_listener = bind(config.listen.address, "listen").await?;
     let admin_listener = bind(config.admin.address, "admin").await?;
@@ -158,11 +182,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "data plane listening on {scheme}://{}",
         data_listener.local_addr()?
     );
-    let cert = data_tls.as_ref().map(|(_, c)| c.clone());
+    let mut certs: Vec<Arc<tls::ReloadableCert>> = Vec::new();
+    certs.extend(data_tls.as_ref().map(|(_, c)| c.clone()));
+    certs.extend(admin_tls.as_ref().map(|(_, c)| c.clone()));
     let acceptor = data_tls.map(|(cfg, _)| TlsAcceptor::from(cfg));
     tasks.spawn(proxy::server::serve(
         data_listener,
-        dp,
+        current.clone(),
         acceptor,
         config.listen.proxy_protocol,
         stop_rx.clone(),
@@ -176,20 +202,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config: config.clone(),
         ready: ready.clone(),
     });
+    let admin_scheme = if admin_tls.is_some() { "https" } else { "http" };
     tracing::info!(
-        "admin API listening on http://{}",
+        "admin API listening on {admin_scheme}://{}",
         admin_listener.local_addr()?
     );
-    tasks.spawn(serve_axum(
+    let admin_gauge = metrics.connections_active.with_label_values(&["admin"]);
+    tasks.spawn(serve_router(
         admin_listener,
+        admin_tls.map(|(cfg, _)| TlsAcceptor::from(cfg)),
         admin::router(ctx),
+        admin_gauge,
         stop_rx.clone(),
     ));
     if let Some(l) = metrics_listener {
         tracing::info!("metrics listening on http://{}/metrics", l.local_addr()?);
-        tasks.spawn(serve_axum(
+        let gauge = metrics.connections_active.with_label_values(&["metrics"]);
+        tasks.spawn(serve_router(
             l,
+            None,
             admin::metrics_router(metrics.clone()),
+            gauge,
             stop_rx.clone(),
         ));
     }
@@ -217,7 +250,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ready.store(true, Ordering::Release);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "keygate ready");
 
-    wait_for_signals(cert).await;
+    let reload = Reload {
+        config: config.clone(),
+        shared,
+        current,
+        certs,
+    };
+    wait_for_signals(&reload).await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     let _ = stop_tx.send(true);
     let deadline = proxy::server::DRAIN_DEADLINE + Duration::from_secs(1);
@@ -228,19 +267,155 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve_axum(listener: TcpListener, router: axum::Router, mut stop: watch::Receiver<bool>) {
-    let r = axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            let _ = stop.changed().await;
-        })
-        .await;
-    if let Err(e) = r {
-        tracing::error!(error = %e, "admin server failed");
+/// Serves an axum router (admin API or metrics) over plain TCP or TLS, until `stop`.
+async fn serve_router(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: axum::Router,
+    gauge: prometheus::IntGauge,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let svc = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        let gauge = gauge.clone();
+        tokio::spawn(async move {
+            gauge.inc();
+            match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(ADMIN_HANDSHAKE, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                            let _ = watcher.watch(conn).await;
+                        }
+                        _ => tracing::debug!(%peer, "admin TLS handshake failed"),
+                    }
+                }
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                    let _ = watcher.watch(conn).await;
+                }
+            }
+            gauge.dec();
+        });
+    }
+    let _ = tokio::time::timeout(proxy::server::DRAIN_DEADLINE, graceful.shutdown()).await;
+}
+
+/// TLS handshake deadline on the admin and metrics ports.
+const ADMIN_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// What SIGHUP needs: the running config, the parts that survive, the swappable data
+/// plane and the certificates to re-read.
+struct Reload {
+    config: Arc<Config>,
+    shared: Shared,
+    current: Arc<ArcSwap<DataPlane>>,
+    certs: Vec<Arc<tls::ReloadableCert>>,
+}
+
+impl Reload {
+    /// Re-reads the config file and certificates. An invalid config, or one that
+    /// changes what only a restart can change, keeps everything as it was.
+    fn run(&self) {
+        for c in &self.certs {
+            match c.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => tracing::error!(
+                    error = format!("{e:#}"),
+                    "SIGHUP: keeping the old certificate"
+                ),
+            }
+        }
+        let new = match crate::config::load(&self.config.source) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: config invalid; keeping the running config");
+                return;
+            }
+        };
+        if let Some(field) = restart_only_change(&self.config, &new) {
+            tracing::error!(
+                field,
+                "SIGHUP: this field changed and needs a restart; keeping the running config"
+            );
+            return;
+        }
+        let tls = self.current.load().tls;
+        match build_data_plane(&new, &self.shared, tls) {
+            Ok(dp) => {
+                self.current.store(Arc::new(dp));
+                tracing::info!(routes = new.routes.len(), "SIGHUP: config reloaded");
+            }
+            Err(e) => tracing::error!(
+                error = format!("{e:#}"),
+                "SIGHUP: config invalid; keeping the running config"
+            ),
+        }
     }
 }
 
-/// Returns on SIGTERM or SIGINT; reloads the certificate on SIGHUP.
-async fn wait_for_signals(cert: Option<Arc<tls::ReloadableCert>>) {
+/// The first field whose change a reload cannot apply, if any.
+fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
+    if old.listen.address != new.listen.address {
+        return Some("listen.address");
+    }
+    if old.listen.tls != new.listen.tls {
+        return Some("listen.tls");
+    }
+    if old.listen.proxy_protocol != new.listen.proxy_protocol {
+        return Some("listen.proxy_protocol");
+    }
+    if old.admin.address != new.admin.address || old.admin.tls != new.admin.tls {
+        return Some("admin");
+    }
+    if old.metrics.as_ref().map(|m| m.address) != new.metrics.as_ref().map(|m| m.address) {
+        return Some("metrics.address");
+    }
+    if old.store.backend != new.store.backend || old.store.timeout != new.store.timeout {
+        return Some("store");
+    }
+    let (a, b) = (&old.cache, &new.cache);
+    if (
+        a.ttl,
+        a.negative_ttl,
+        a.max_entries,
+        a.max_staleness,
+        a.stale_if_error,
+    ) != (
+        b.ttl,
+        b.negative_ttl,
+        b.max_entries,
+        b.max_staleness,
+        b.stale_if_error,
+    ) {
+        return Some("cache");
+    }
+    if old.limits.auth_failures_per_ip != new.limits.auth_failures_per_ip
+        || old.limits.max_connections != new.limits.max_connections
+    {
+        return Some("limits.auth_failures_per_ip or limits.max_connections");
+    }
+    None
+}
+
+/// Returns on SIGTERM or SIGINT; reloads on SIGHUP.
+async fn wait_for_signals(reload: &Reload) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -254,14 +429,7 @@ async fn wait_for_signals(cert: Option<Arc<tls::ReloadableCert>>) {
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => {
-                if let Some(c) = &cert {
-                    match c.reload() {
-                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                        Err(e) => tracing::error!(error = format!("{e:#}"), "SIGHUP: keeping the old certificate"),
-                    }
-                }
-            }
+            _ = hup.recv() => reload.run(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! A data-plane request flows
-//! `proxy::listener` (accept, PROXY protocol, TLS) → `proxy::server` (hyper, HTTP/1.1
+//! `proxy::listener` (accept, PROXY protocol) → `tls` → `proxy::server` (hyper, HTTP/1.1
 //! and h2) → `proxy::pipeline` (route → credential → key → ip → environment → endpoint →
 //! resource → scope → forward) → `proxy::forward` (pooled upstream client) →
 //! `proxy::respond` (the one refusal → response mapping) → `metrics`.
@@ -19,6 +19,7 @@
 //!   decision. No IO.
 //! - [`proxy`]: listener, TLS, HTTP server, pipeline, forwarding, responses.
 //! - [`admin`]: the admin API, bootstrap, `/metrics`, `/healthz`, `/readyz`.
+//! - [`tls`]: rustls server configs, certificates, reload.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: wiring only: builds everything from a `Config` and runs it.
 #![forbid(unsafe_code)]
@@ -33,3 +34,4 @@ pub mod policy;
 pub mod proxy;
 pub mod refusal;
 pub mod store;
+pub mod tls;

@@ -26,8 +26,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{IdentityHeaders, UpstreamConfig};
 use crate::key::{Environment, KeyRecord};
-use crate::proxy::{Body, tls};
+use crate::proxy::Body;
 use crate::refusal::Refusal;
+use crate::tls;
 
 /// The request body as sent upstream: the client's, capped at `max_body_bytes`.
 pub type UpstreamBody = Limited<Incoming>;

@@ -2,7 +2,6 @@
 //! forward → respond.
 //!
 //! - `listener`: connection cap, PROXY protocol, idle timeout.
-//! - `tls`: rustls server config, self-signed development certificates, reload.
 //! - `server`: the accept loop and hyper's connection settings (limits, timeouts).
 //! - `pipeline`: one request's checks, in SPEC §3 order, top to bottom.
 //! - `forward`: pooled upstream clients and the header rewrite.
@@ -29,7 +28,6 @@ pub mod listener;
 pub mod pipeline;
 pub mod respond;
 pub mod server;
-pub mod tls;
 
 /// Error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -42,7 +40,7 @@ pub struct DataPlane {
     pub scopes: ScopeSet,
     pub key_format: KeyFormat,
     pub resolver: Arc<KeyResolver>,
-    pub failures: AuthFailureLimiter,
+    pub failures: Arc<AuthFailureLimiter>,
     /// By upstream name; every route's upstream is here (config validation).
     pub upstreams: HashMap<String, forward::Upstream>,
     pub identity: IdentityHeaders,

@@ -143,7 +143,7 @@ async fn run(
     // Credential → key. The token lives only in this block.
     let (key, forwarded_query) = {
         let cred = credential::extract(&parts.headers, parts.uri.query(), route.query_key)?;
-        let key = authenticate(dp, &cred.token, limiter_ip).await?;
+        let key = authenticate(dp, &cred.token, limiter_ip, trace).await?;
         // `extract` refuses any api_key parameter unless it is the credential itself.
         let query = match parts.uri.query() {
             Some(q) if cred.source == credential::Source::Query => {
@@ -153,8 +153,6 @@ async fn run(
         };
         (key, query)
     };
-    trace.key = Some(key.clone());
-
     let upstream = dp
         .upstreams
         .get(&route.upstream)
@@ -255,11 +253,14 @@ fn client_host(parts: &http::request::Parts) -> Result<Option<String>, Refusal> 
     }
 }
 
-/// Token → a key that may authenticate. Counts failures per client address.
+/// Token → a key that may authenticate. Counts failures per client address. Records
+/// the key in `trace` as soon as it is found, so refusals of a known key (revoked,
+/// expired…) are attributed to it in logs and usage.
 async fn authenticate(
     dp: &DataPlane,
     token: &str,
     client: IpAddr,
+    trace: &mut Trace,
 ) -> Result<Arc<KeyRecord>, Refusal> {
     let fail = |r: Refusal| {
         if r.is_auth_failure() {
@@ -290,6 +291,9 @@ async fn authenticate(
     };
     if key.environment != env {
         return Err(fail(Refusal::InvalidApiKey("the API key is not valid")));
+    }
+    if key.deleted_at.is_none() {
+        trace.key = Some(key.clone());
     }
     policy::check_key(&key, &hash, jiff::Timestamp::now()).map_err(fail)?;
     Ok(key)

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -51,16 +52,21 @@ pub fn http_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 /// Accepts and serves connections until `shutdown` turns true, then drains.
 pub async fn serve(
     listener: TcpListener,
-    dp: Arc<DataPlane>,
+    current: Arc<ArcSwap<DataPlane>>,
     tls: Option<TlsAcceptor>,
     proxy_protocol: ProxyProtocol,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limits = dp.limits.clone();
-    let builder = Arc::new(http_builder(&limits));
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let first = current.load_full();
+    // The connection cap and metrics are fixed at start; per-connection limits and
+    // everything per request follow SIGHUP reloads.
+    let slots = Arc::new(Semaphore::new(first.limits.max_connections));
+    let gauge = first
+        .metrics
+        .connections_active
+        .with_label_values(&["data"]);
+    drop(first);
     let graceful = GracefulShutdown::new();
-    let gauge = dp.metrics.connections_active.with_label_values(&["data"]);
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -79,10 +85,10 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let _ = tcp.set_nodelay(true);
-        let dp = dp.clone();
-        let builder = builder.clone();
+        let current = current.clone();
+        let limits = current.load().limits.clone();
+        let builder = http_builder(&limits);
         let tls = tls.clone();
-        let limits = limits.clone();
         let gauge = gauge.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
@@ -106,7 +112,9 @@ pub async fn serve(
                 }
             };
             let info = ConnInfo { peer };
-            let svc = service_fn(move |req| pipeline::handle(dp.clone(), info, req));
+            // The data plane is loaded per request, so a reload reaches kept-alive
+            // connections too.
+            let svc = service_fn(move |req| pipeline::handle(current.load_full(), info, req));
             match tls {
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp))
