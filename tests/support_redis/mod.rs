@@ -16,19 +16,34 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// `--appendonly yes --appendfsync always`: data survives a kill and restart.
+    persistent: bool,
     /// Working directory (redis-server writes nothing with persistence off, but a
     /// stray dump must not land in the repository).
     dir: tempfile::TempDir,
 }
 
 impl RedisServer {
-    /// Starts a server on a free port and waits (bounded) until it answers PING.
+    /// Starts a server on a free port, persistence off (`--save "" --appendonly no`),
+    /// and waits (bounded) until it answers PING.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Like [`start`](Self::start) but with AOF on and fsync per write, as keygate
+    /// requires in production: what was acknowledged survives [`stop`](Self::stop) and
+    /// [`restart`](Self::restart).
+    pub fn start_persistent() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir for redis-server");
         let mut s = RedisServer {
             child: None,
             port,
+            persistent,
             dir,
         };
         s.restart();
@@ -54,7 +69,7 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         // The port may take a moment to be free again after a kill.
         loop {
-            let child = spawn(self.port, self.dir.path());
+            let child = spawn(self.port, self.dir.path(), self.persistent);
             self.child = Some(child);
             if self.wait_ready(Duration::from_secs(5)) {
                 return;
@@ -112,8 +127,13 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, dir: &Path) -> Child {
+fn spawn(port: u16, dir: &Path, persistent: bool) -> Child {
     let port_s = port.to_string();
+    let aof: &[&str] = if persistent {
+        &["--appendonly", "yes", "--appendfsync", "always"]
+    } else {
+        &["--appendonly", "no"]
+    };
     Command::new("redis-server")
         .args([
             "--port",
@@ -122,11 +142,10 @@ fn spawn(port: u16, dir: &Path) -> Child {
             "127.0.0.1",
             "--save",
             "",
-            "--appendonly",
-            "no",
             "--protected-mode",
             "yes",
         ])
+        .args(aof)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -92,9 +92,10 @@ impl Target {
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(io_timeout))
                     .set_response_timeout(Some(io_timeout))
-                    // A short chain per reconnect: callers give up after store.timeout
-                    // anyway, and the next failed command starts a new chain.
-                    .set_number_of_retries(2)
+                    // One attempt per reconnect: the store's breaker decides when the
+                    // next one happens, so attempts are paced (and jittered) in one place
+                    // and no caller waits behind a chain of retries.
+                    .set_number_of_retries(0)
                     .set_min_delay(MIN_BACKOFF)
                     .set_max_delay(MAX_BACKOFF);
                 let manager = ConnectionManager::new_lazy_with_config((**client).clone(), config)

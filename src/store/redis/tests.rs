@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::store::{BusEvent, InvalidationBus};
 use crate::store::conformance::{key, org, principal};
 use crate::store::test_redis::RedisServer;
+use crate::store::{BusEvent, InvalidationBus};
 
 const IO: Duration = Duration::from_secs(2);
 
