@@ -837,3 +837,53 @@ pub(super) fn known<'a>(what: &str, names: impl Iterator<Item = &'a String>) -> 
 fn fmt_dur(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_store(store: &str) -> Result<crate::config::Config, String> {
+        let yaml = format!("listen: {{ tls: none }}\nstore: {store}\n");
+        crate::config::parse("keygate.yaml", &yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn redis_namespace_defaults_and_is_checked() {
+        let c = parse_store("{ backend: redis, url: \"redis://127.0.0.1:6379/0\" }").unwrap();
+        assert_eq!(c.store.namespace, "keygate");
+        let c = parse_store(
+            "{ backend: redis, url: \"redis://127.0.0.1:6379/0\", namespace: \"prod.eu-1\" }",
+        )
+        .unwrap();
+        assert_eq!(c.store.namespace, "prod.eu-1");
+        for bad in ["\"\"", "\"a b\"", "\"keys*\"", "\"{tag}\""] {
+            let e = parse_store(&format!(
+                "{{ backend: redis, url: \"redis://h:1/0\", namespace: {bad} }}"
+            ))
+            .unwrap_err();
+            assert!(e.contains("store.namespace"), "{bad}: {e}");
+        }
+        let e = parse_store("{ backend: embedded, namespace: x }").unwrap_err();
+        assert!(e.contains("store.namespace") && e.contains("backend: redis"), "{e}");
+    }
+
+    #[test]
+    fn sentinel_urls_are_accepted_and_checked() {
+        for ok in [
+            "redis+sentinel://s1:26379,s2:26379/mymaster/0",
+            "rediss+sentinel://:pw@s1/mymaster",
+        ] {
+            let c = parse_store(&format!("{{ backend: redis, url: \"{ok}\" }}")).unwrap();
+            assert_eq!(c.store.backend, StoreBackend::Redis { url: ok.into() });
+        }
+        for (bad, why) in [
+            ("redis+sentinel://s1:26379", "no master name"),
+            ("redis+sentinel://s1,,s2/m", "empty Sentinel address"),
+            ("http://s1/m", "must start with redis://"),
+        ] {
+            let e = parse_store(&format!("{{ backend: redis, url: \"{bad}\" }}")).unwrap_err();
+            assert!(e.contains("store.url") && e.contains(why), "{bad}: {e}");
+            assert!(!e.contains("pw"), "{e}");
+        }
+    }
+}
