@@ -864,7 +864,10 @@ mod tests {
             assert!(e.contains("store.namespace"), "{bad}: {e}");
         }
         let e = parse_store("{ backend: embedded, namespace: x }").unwrap_err();
-        assert!(e.contains("store.namespace") && e.contains("backend: redis"), "{e}");
+        assert!(
+            e.contains("store.namespace") && e.contains("backend: redis"),
+            "{e}"
+        );
     }
 
     #[test]

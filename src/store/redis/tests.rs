@@ -95,7 +95,8 @@ async fn settings_check_reads_appendonly_or_says_it_cannot() {
             maxmemory_policy: "noeviction".into()
         }
     );
-    // An ACL user without CONFIG (as on many managed services), named in the URL.
+    // The least-privilege user of docs/operations.md, named in the URL; first without
+    // `+config|get` (as on many managed services), then with it.
     server.command(&[
         "ACL",
         "SETUSER",
@@ -105,17 +106,39 @@ async fn settings_check_reads_appendonly_or_says_it_cannot() {
         "~keygate:*",
         "&keygate:*",
         "+@all",
-        "-config",
+        "-@dangerous",
     ]);
-    let limited = open(
-        &format!("redis://gateway:s3cret@127.0.0.1:{}/0", server.port),
-        "keygate",
-    );
+    let url = format!("redis://gateway:s3cret@127.0.0.1:{}/0", server.port);
+    let limited = open(&url, "keygate");
     limited.ping().await.unwrap();
     assert_eq!(
         limited.check_server_settings().await.unwrap(),
         ServerSettings::Unreadable("Redis answered NOPERM".into())
     );
+    // Everything keygate does works under that user: scripts, reads, the bus.
+    let k = key(1, "acme", "s1");
+    limited.create_key(&k, None).await.unwrap();
+    assert_eq!(
+        limited.key_by_hash(&k.secret_hash).await.unwrap(),
+        Some(k.clone())
+    );
+    let mut rx = limited.bus().subscribe();
+    wait_for(&mut rx, &BusEvent::Connected, Duration::from_secs(5)).await;
+    limited.bus().publish(&[k.secret_hash]).await.unwrap();
+    wait_for(
+        &mut rx,
+        &BusEvent::Invalidate(vec![k.secret_hash]),
+        Duration::from_secs(1),
+    )
+    .await;
+    // Outside its namespace it can do nothing (a script refused by the ACL is an ERR).
+    let e = open(&url, "other").ping().await.unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    server.command(&["ACL", "SETUSER", "gateway", "+config|get"]);
+    assert!(matches!(
+        limited.check_server_settings().await.unwrap(),
+        ServerSettings::Read { .. }
+    ));
     // A wrong password is an outage of this store, and says nothing about the password.
     let wrong = open(
         &format!("redis://gateway:wrong@127.0.0.1:{}/0", server.port),
