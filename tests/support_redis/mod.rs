@@ -18,6 +18,8 @@ pub struct RedisServer {
     pub port: u16,
     /// `--appendonly yes --appendfsync always`: data survives a kill and restart.
     persistent: bool,
+    /// More arguments (`--replicaof …`), or a Sentinel's config file as the first.
+    extra: Vec<String>,
     /// Working directory (redis-server writes nothing with persistence off, but a
     /// stray dump must not land in the repository).
     dir: tempfile::TempDir,
@@ -37,13 +39,50 @@ impl RedisServer {
         Self::start_with(true)
     }
 
+    /// A replica of the server on `master_port`.
+    pub fn start_replica_of(master_port: u16) -> Self {
+        Self::start_full(false, |_, _| {
+            vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master_port.to_string(),
+            ]
+        })
+    }
+
+    /// A Sentinel (`redis-server CONF --sentinel`) watching the master on `master_port`
+    /// under the name `master_name`, with short timeouts for tests.
+    pub fn start_sentinel(master_port: u16, master_name: &str) -> Self {
+        let name = master_name.to_string();
+        Self::start_full(false, move |port, dir| {
+            let conf = dir.join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\n\
+                     sentinel monitor {name} 127.0.0.1 {master_port} 1\n\
+                     sentinel down-after-milliseconds {name} 1000\n\
+                     sentinel failover-timeout {name} 5000\n"
+                ),
+            )
+            .expect("write sentinel.conf");
+            vec![conf.display().to_string(), "--sentinel".into()]
+        })
+    }
+
     fn start_with(persistent: bool) -> Self {
+        Self::start_full(persistent, |_, _| Vec::new())
+    }
+
+    fn start_full(persistent: bool, extra: impl FnOnce(u16, &Path) -> Vec<String>) -> Self {
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir for redis-server");
+        let extra = extra(port, dir.path());
         let mut s = RedisServer {
             child: None,
             port,
             persistent,
+            extra,
             dir,
         };
         s.restart();
@@ -69,7 +108,7 @@ impl RedisServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         // The port may take a moment to be free again after a kill.
         loop {
-            let child = spawn(self.port, self.dir.path(), self.persistent);
+            let child = spawn(self.port, self.dir.path(), self.persistent, &self.extra);
             self.child = Some(child);
             if self.wait_ready(Duration::from_secs(5)) {
                 return;
@@ -127,8 +166,18 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16, dir: &Path, persistent: bool) -> Child {
+fn spawn(port: u16, dir: &Path, persistent: bool, extra: &[String]) -> Child {
     let port_s = port.to_string();
+    if extra.iter().any(|a| a == "--sentinel") {
+        return Command::new("redis-server")
+            .args(extra)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server --sentinel ({e})"));
+    }
     let aof: &[&str] = if persistent {
         &["--appendonly", "yes", "--appendfsync", "always"]
     } else {
@@ -146,6 +195,7 @@ fn spawn(port: u16, dir: &Path, persistent: bool) -> Child {
             "yes",
         ])
         .args(aof)
+        .args(extra)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
