@@ -22,11 +22,14 @@
 //! - [`tls`]: rustls server configs, certificates, reload.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: wiring only: builds everything from a `Config` and runs it.
+//! - [`cli`]: `keygate keys …`, a client of the admin API over HTTP (imports no other
+//!   keygate module).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod key;
 pub mod metrics;
