@@ -356,9 +356,11 @@ async fn sentinel_finds_the_master_and_follows_a_failover() {
     // Until Sentinel has demoted the old master it still accepts writes, and they are
     // lost when it resyncs as a replica: the window `min-replicas-to-write` closes
     // (docs/operations.md). Past it, the old master answers READONLY.
-    eventually(Duration::from_secs(15), "the old master is demoted", async || {
-        master.command(&["ROLE"]).starts_with("slave")
-    })
+    eventually(
+        Duration::from_secs(15),
+        "the old master is demoted",
+        async || master.command(&["ROLE"]).starts_with("slave"),
+    )
     .await;
     let failed_over = Instant::now();
     // Writes go to the new master once keygate has noticed.
