@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -28,7 +28,7 @@ use crate::policy::{RouteTable, ScopeSet};
 use crate::proxy::forward::Upstream;
 use crate::proxy::{self, DataPlane};
 use crate::store::instrumented::Instrumented;
-use crate::store::{EmbeddedStore, InvalidationBus, KeyStore, LocalBus};
+use crate::store::{EmbeddedStore, InvalidationBus, KeyStore, LocalBus, RedisStore};
 use crate::tls;
 use crate::usage::UsageRecorder;
 
@@ -84,8 +84,18 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<StorePa
             ),
             Arc::new(LocalBus),
         ),
-        StoreBackend::Redis { .. } => {
-            bail!("store.backend: redis is not available in this build yet; use embedded")
+        StoreBackend::Redis { url } => {
+            // Connection and response timeouts of the Redis sockets: above store.timeout
+            // (which bounds each caller) so that a slow answer still clears the pipe.
+            let io_timeout = (config.store.timeout * 4).max(Duration::from_secs(1));
+            let redis = Arc::new(
+                RedisStore::open(url, &config.store.namespace, io_timeout)
+                    .map_err(|e| config.error_at("store.url", e.to_string()))?,
+            );
+            tracing::info!(redis = %redis.describe(), namespace = %config.store.namespace, "using the Redis store");
+            redis.spawn_settings_check();
+            let bus: Arc<dyn InvalidationBus> = Arc::new(redis.bus());
+            (redis, bus)
         }
     };
     Ok((

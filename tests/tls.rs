@@ -43,7 +43,10 @@ async fn http1_and_http2_are_negotiated_by_alpn() {
     assert_eq!(r.version, http::Version::HTTP_2, "ALPN should pick h2");
     let seen = env.up.last();
     // HTTP/2 has no Host header: the client's :authority goes in X-Forwarded-Host.
-    assert_eq!(seen.header_one("x-forwarded-host"), env.gw.listen.to_string());
+    assert_eq!(
+        seen.header_one("x-forwarded-host"),
+        env.gw.listen.to_string()
+    );
     assert_eq!(seen.header_one("host"), env.up.addr.to_string());
     assert_eq!(seen.header_one("x-org-id"), ORG);
     assert_eq!(seen.header_one("x-api-key-id"), key.id);

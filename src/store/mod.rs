@@ -1,6 +1,7 @@
 //! Where keys, orgs, principals and audit records live: the [`KeyStore`] trait and its
 //! backends. `embedded` (redb, one durable file, one process) is the default; `redis`
-//! (shared by replicas) comes next and implements the same trait.
+//! (shared by replicas) implements the same trait, and one behavioural test set
+//! (`conformance`) runs against both.
 //!
 //! A store knows only the domain types of `crate::key`. It never sees a raw token:
 //! lookups are by [`KeyHash`]. Every write is atomic and durable before it returns, so
@@ -14,8 +15,16 @@ use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
 pub mod bus;
 pub mod embedded;
 pub mod instrumented;
+pub mod redis;
 pub mod usage;
 
+#[cfg(test)]
+mod conformance;
+#[cfg(test)]
+#[path = "../../tests/support_redis/mod.rs"]
+mod test_redis;
+
+pub use self::redis::{RedisBus, RedisStore};
 pub use bus::{BusEvent, InvalidationBus, LocalBus};
 pub use embedded::EmbeddedStore;
 pub use instrumented::Instrumented;
