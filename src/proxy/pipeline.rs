@@ -277,6 +277,10 @@ fn client_host(parts: &http::request::Parts) -> Result<Option<String>, Refusal> 
             "the Host header does not match the request target",
         )),
         (Some(a), _) => Ok(Some(a.as_str().to_string())),
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400.
+        (None, None) if parts.version == http::Version::HTTP_11 => Err(Refusal::BadRequest(
+            "an HTTP/1.1 request needs a Host header",
+        )),
         (None, h) => Ok(h.map(str::to_string)),
     }
 }
