@@ -12,7 +12,8 @@
 //!   principals). Imports nothing of keygate.
 //! - [`refusal`]: the one error enum of the data plane, with status and code.
 //! - [`config`]: YAML → validated `Config`; errors name file, line and field.
-//! - [`store`]: the `KeyStore` trait and its backends (embedded redb file).
+//! - [`store`]: the `KeyStore` trait and its backends (embedded redb file; Redis with a
+//!   pub/sub invalidation bus), and usage storage.
 //! - [`auth`]: credential extraction, the `KeyResolver` (moka cache in front of the
 //!   store, negative entries, single-flight lookups), the failed-auth limiter.
 //! - [`policy`]: route table, path rules, scopes, resources, IP rules, the authorize
