@@ -1,1 +1,630 @@
-fn main() {}
+//! The in-process cost of deciding one data-plane request for a key that is already in
+//! the positive cache: everything `proxy::pipeline::run` does before it forwards, with
+//! no socket, no HTTP parsing and no upstream.
+//!
+//! Groups:
+//! - `decision`: the whole decision as one function, in the pipeline's order (path
+//!   rules → route → client address → credential → token shape and checksum → SHA-256
+//!   → failed-auth limiter → cache → key status → IP, environment, endpoint, resource,
+//!   scope). `plain` is the request `benches/load.sh` sends (GET, read key, no
+//!   restrictions, direct peer); `restricted` is a key with every restriction, behind a
+//!   trusted load balancer that sends `X-Forwarded-For`.
+//! - `part`: each step alone, so that a regression can be pinned on one of them.
+//! - `baseline`: work with no keygate code in it, measured in the same run, so that
+//!   results are reported as ratios that survive a change of machine.
+//! - `accounting`: the per-request metrics `pipeline::handle` records after the
+//!   decision; not part of the decision, but paid on every request.
+//!
+//! Target (docs/benchmarks.md): `decision/*` under 1 µs.
+//!
+//! Run: `cargo bench --bench decision -- --quick` (or `--warm-up-time 1
+//! --measurement-time 3`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::header::{AUTHORIZATION, HOST};
+use http::{HeaderMap, HeaderValue, Method};
+use ipnet::IpNet;
+use jiff::Timestamp;
+
+use keygate::auth::{AuthFailureLimiter, KeyResolver, credential};
+use keygate::config::{CacheConfig, RouteConfig};
+use keygate::key::{AuditEvent, Environment, KeyFormat, KeyHash, KeyRecord, Org, Principal};
+use keygate::metrics::Metrics;
+use keygate::policy::{self, Access, RouteTable, ScopeSet, ip, path};
+use keygate::refusal::Refusal;
+use keygate::store::{CreateOutcome, KeyStore, LocalBus, Page, StoreError};
+
+/// A store that knows the bench's keys (one per case) and refuses everything else.
+/// After the warm-up lookup the resolver never calls it again: a warm cache is what
+/// this bench measures.
+struct BenchStore {
+    records: Vec<KeyRecord>,
+    /// Key lookups that reached the store: checked after the run, so that a bench that
+    /// silently missed the cache cannot pass for a cached decision.
+    lookups: Arc<AtomicUsize>,
+}
+
+fn not_here<T>() -> Result<T, StoreError> {
+    Err(StoreError::Unavailable(
+        "the bench store holds one key".into(),
+    ))
+}
+
+#[async_trait]
+impl KeyStore for BenchStore {
+    async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        Ok(self
+            .records
+            .iter()
+            .find(|r| r.hashes().any(|h| h == *hash))
+            .cloned())
+    }
+    async fn key_by_id(&self, _: &str) -> Result<Option<KeyRecord>, StoreError> {
+        not_here()
+    }
+    async fn list_keys(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Page<KeyRecord>, StoreError> {
+        not_here()
+    }
+    async fn create_key(
+        &self,
+        _: &KeyRecord,
+        _: Option<&str>,
+    ) -> Result<CreateOutcome, StoreError> {
+        not_here()
+    }
+    async fn update_key(&self, _: &KeyRecord) -> Result<(), StoreError> {
+        not_here()
+    }
+    async fn keys_created_by(&self, _: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        not_here()
+    }
+    async fn create_org(&self, _: &Org) -> Result<(), StoreError> {
+        not_here()
+    }
+    async fn update_org(&self, _: &Org) -> Result<(), StoreError> {
+        not_here()
+    }
+    async fn get_org(&self, _: &str) -> Result<Option<Org>, StoreError> {
+        not_here()
+    }
+    async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
+        not_here()
+    }
+    async fn create_first_principal(&self, _: &Principal) -> Result<bool, StoreError> {
+        not_here()
+    }
+    async fn put_principal(&self, _: &Principal) -> Result<(), StoreError> {
+        not_here()
+    }
+    async fn get_principal(&self, _: &str) -> Result<Option<Principal>, StoreError> {
+        not_here()
+    }
+    async fn principal_by_token(&self, _: &KeyHash) -> Result<Option<Principal>, StoreError> {
+        not_here()
+    }
+    async fn list_principals(&self) -> Result<Vec<Principal>, StoreError> {
+        not_here()
+    }
+    async fn append_audit(&self, _: &AuditEvent) -> Result<(), StoreError> {
+        not_here()
+    }
+    async fn list_audit(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Page<AuditEvent>, StoreError> {
+        not_here()
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// What the data plane holds for the whole process (the parts of `DataPlane` the
+/// decision reads).
+struct Gate {
+    routes: RouteTable,
+    scopes: ScopeSet,
+    key_format: KeyFormat,
+    resolver: Arc<KeyResolver>,
+    failures: AuthFailureLimiter,
+    trusted_proxies: Vec<IpNet>,
+    metrics: Arc<Metrics>,
+    store_lookups: Arc<AtomicUsize>,
+}
+
+/// One request as the pipeline sees it after hyper has parsed it.
+struct Req {
+    method: Method,
+    host: &'static str,
+    path: &'static str,
+    query: Option<&'static str>,
+    headers: HeaderMap,
+    peer: IpAddr,
+}
+
+/// A key and a request for it.
+struct Case {
+    req: Req,
+    token: String,
+    hash: KeyHash,
+    record: KeyRecord,
+}
+
+fn route(
+    name: &str,
+    method: Method,
+    path: &str,
+    upstream: &str,
+    scope: &str,
+    resource: Option<&str>,
+) -> RouteConfig {
+    RouteConfig {
+        name: name.into(),
+        methods: vec![method],
+        path: path.into(),
+        host: None,
+        upstream: upstream.into(),
+        scope: scope.into(),
+        resource: resource.map(Into::into),
+        query_key: false,
+        environments: None,
+        rate_limit: None,
+    }
+}
+
+/// Ten routes in the spirit of the SPEC §8 example: literals, params and a catch-all.
+fn routes() -> Vec<RouteConfig> {
+    let mut execute = route(
+        "execute-flow",
+        Method::POST,
+        "/flows/{flow_id}/execute",
+        "flows",
+        "write",
+        Some("flow:{flow_id}"),
+    );
+    execute.query_key = true;
+    let mut runs = route(
+        "flow-runs",
+        Method::GET,
+        "/flows/{flow_id}/executions",
+        "flows",
+        "read",
+        Some("flow:{flow_id}"),
+    );
+    runs.environments = Some(vec![Environment::Live]);
+    vec![
+        route(
+            "list-feeds",
+            Method::GET,
+            "/v1/feeds",
+            "feeds",
+            "read",
+            None,
+        ),
+        route(
+            "get-feed",
+            Method::GET,
+            "/v1/feeds/{feed_id}",
+            "feeds",
+            "read",
+            Some("feed:{feed_id}"),
+        ),
+        route(
+            "refresh-feed",
+            Method::POST,
+            "/v1/feeds/{feed_id}/refresh",
+            "feeds",
+            "write",
+            Some("feed:{feed_id}"),
+        ),
+        route(
+            "delete-feed",
+            Method::DELETE,
+            "/v1/feeds/{feed_id}",
+            "feeds",
+            "write",
+            Some("feed:{feed_id}"),
+        ),
+        route("list-flows", Method::GET, "/flows", "flows", "read", None),
+        execute,
+        runs,
+        route(
+            "create-report",
+            Method::POST,
+            "/v1/reports",
+            "reports",
+            "write",
+            None,
+        ),
+        route(
+            "get-report",
+            Method::GET,
+            "/v1/reports/{*rest}",
+            "reports",
+            "read",
+            None,
+        ),
+        route("status", Method::GET, "/v1/status", "reports", "read", None),
+    ]
+}
+
+fn record(token_hash: KeyHash) -> KeyRecord {
+    let now = Timestamp::now();
+    KeyRecord {
+        id: "key_01jbench".into(),
+        org: "bench".into(),
+        name: "load".into(),
+        description: None,
+        environment: Environment::Live,
+        prefix: "mtf_live_abcd".into(),
+        scopes: vec!["read".into()],
+        resources: None,
+        endpoints: None,
+        ip_allow: None,
+        rate_limit: None,
+        created_at: now,
+        created_by: "prn_1".into(),
+        updated_at: now,
+        last_used_at: None,
+        expires_at: None,
+        revoked_at: None,
+        deleted_at: None,
+        suspended_at: None,
+        secret_hash: token_hash,
+        previous_secret: None,
+    }
+}
+
+fn headers(token: &str, host: &str, xff: Option<&str>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(HOST, HeaderValue::from_str(host).expect("host"));
+    h.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).expect("token"),
+    );
+    h.insert("user-agent", HeaderValue::from_static("bench/1.0"));
+    h.insert("accept", HeaderValue::from_static("application/json"));
+    if let Some(x) = xff {
+        h.insert("x-forwarded-for", HeaderValue::from_str(x).expect("xff"));
+    }
+    h
+}
+
+/// The request `benches/load.sh` sends: GET /v1/feeds, a read key, no restrictions.
+fn plain_case(format: &KeyFormat) -> Case {
+    let secret = format.generate(Environment::Live);
+    let record = record(secret.hash);
+    Case {
+        req: Req {
+            method: Method::GET,
+            host: "127.0.0.1:8080",
+            path: "/v1/feeds",
+            query: None,
+            headers: headers(&secret.token, "127.0.0.1:8080", None),
+            peer: "127.0.0.1".parse().expect("ip"),
+        },
+        token: secret.token,
+        hash: secret.hash,
+        record,
+    }
+}
+
+/// A write key limited by IP, endpoint and resource, reached through a trusted load
+/// balancer: every branch of `authorize` and of `client_addr` does work.
+fn restricted_case(format: &KeyFormat) -> Case {
+    let secret = format.generate(Environment::Live);
+    let mut record = record(secret.hash);
+    record.scopes = vec!["write".into()];
+    record.resources = Some(vec!["flow:abc123".into(), "feed:*".into()]);
+    record.endpoints = Some(vec!["get-feed".into(), "refresh-feed".into()]);
+    record.ip_allow = Some(vec![
+        "192.0.2.0/24".parse().expect("net"),
+        "203.0.113.0/24".parse().expect("net"),
+    ]);
+    Case {
+        req: Req {
+            method: Method::POST,
+            host: "api.example.com",
+            path: "/v1/feeds/feed-42/refresh",
+            query: Some("dry_run=1"),
+            headers: headers(
+                &secret.token,
+                "api.example.com",
+                Some("203.0.113.7, 10.0.0.2"),
+            ),
+            peer: "10.0.0.1".parse().expect("ip"),
+        },
+        token: secret.token,
+        hash: secret.hash,
+        record,
+    }
+}
+
+fn gate(rt: &tokio::runtime::Runtime, cases: &[&Case], format: &KeyFormat) -> Gate {
+    let metrics = Arc::new(Metrics::new());
+    let store_lookups = Arc::new(AtomicUsize::new(0));
+    let store = Arc::new(BenchStore {
+        records: cases.iter().map(|c| c.record.clone()).collect(),
+        lookups: store_lookups.clone(),
+    });
+    // TTLs far longer than a bench run: the cache stays fresh, so no iteration pays
+    // for a background recheck (in production that is one recheck per key per `ttl`).
+    let cache = CacheConfig {
+        ttl: Duration::from_secs(3600),
+        negative_ttl: Duration::from_secs(5),
+        max_entries: 1_000_000,
+        max_staleness: Duration::from_secs(3600),
+        stale_if_error: Duration::from_secs(7200),
+    };
+    let resolver = Arc::new(KeyResolver::new(
+        store,
+        Arc::new(LocalBus),
+        &cache,
+        Duration::from_millis(250),
+        metrics.clone(),
+    ));
+    rt.block_on(async {
+        // The local bus says "connected" once and closes: until then the resolver
+        // trusts no cached entry, as after a lost invalidation channel.
+        resolver.clone().listen().await;
+        for c in cases {
+            let found = resolver
+                .resolve(&c.hash)
+                .await
+                .expect("bench store answers");
+            assert!(found.is_some(), "warm-up lookup found the key");
+        }
+    });
+    let mut scopes = BTreeMap::new();
+    scopes.insert("read".to_string(), vec![]);
+    scopes.insert("write".to_string(), vec!["read".to_string()]);
+    Gate {
+        routes: RouteTable::new(&routes()).expect("bench routes are valid"),
+        scopes: ScopeSet::new(&scopes),
+        key_format: format.clone(),
+        resolver,
+        failures: AuthFailureLimiter::new(600),
+        trusted_proxies: vec!["10.0.0.0/8".parse().expect("net")],
+        metrics,
+        store_lookups,
+    }
+}
+
+/// The decision, step for step as `proxy::pipeline::run` takes it up to forwarding.
+/// (The pipeline's private size-limit and Host checks are left out; they are a few
+/// comparisons.)
+async fn decide(g: &Gate, r: &Req) -> Result<Arc<KeyRecord>, Refusal> {
+    path::check(r.path)?;
+    let m = g
+        .routes
+        .lookup(&r.method, Some(r.host), r.path)
+        .ok_or(Refusal::NoRoute)?;
+    let resource = match &m.route.resource {
+        Some(t) => Some(
+            t.render(|n| m.params.get(n))
+                .ok_or(Refusal::BadRequest("bad path parameter"))?,
+        ),
+        None => None,
+    };
+    let route = m.route.clone();
+
+    let peer = ip::canonical(r.peer);
+    let client = ip::client_addr(peer, &r.headers, &g.trusted_proxies);
+    let limiter_ip = client.unwrap_or(peer);
+
+    let cred = credential::extract(&r.headers, r.query, route.query_key)?;
+    let env = g
+        .key_format
+        .check(&cred.token)
+        .map_err(|_| Refusal::InvalidApiKey("the API key is malformed"))?;
+    let hash = KeyHash::of(&cred.token);
+    if g.failures.blocked(limiter_ip).is_some() {
+        return Err(Refusal::TooManyAuthFailures {
+            retry_after: Duration::from_secs(1),
+        });
+    }
+    let key = g
+        .resolver
+        .resolve(&hash)
+        .await
+        .map_err(|_| Refusal::AuthUnavailable {
+            retry_after: Duration::from_secs(1),
+        })?
+        .ok_or(Refusal::InvalidApiKey("the API key is not valid"))?;
+    if key.environment != env {
+        return Err(Refusal::InvalidApiKey("the API key is not valid"));
+    }
+    policy::check_key(&key, &hash, Timestamp::now())?;
+    policy::authorize(
+        &key,
+        &Access {
+            route: &route,
+            resource: resource.as_deref(),
+            client,
+            upstream_has_test: false,
+        },
+        &g.scopes,
+    )?;
+    Ok(key)
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let format = KeyFormat::new("mtf").expect("prefix");
+    let plain = plain_case(&format);
+    let restricted = restricted_case(&format);
+    let g = gate(&rt, &[&plain, &restricted], &format);
+    let warm_lookups = g.store_lookups.load(Ordering::Relaxed);
+
+    // Every case must be allowed, or the bench would time a refusal.
+    rt.block_on(async {
+        for (name, case) in [("plain", &plain), ("restricted", &restricted)] {
+            if let Err(e) = decide(&g, &case.req).await {
+                panic!("the {name} case is refused: {}", e.code());
+            }
+        }
+    });
+
+    let mut group = c.benchmark_group("decision");
+    for (name, case) in [("plain", &plain), ("restricted", &restricted)] {
+        group.bench_function(name, |b| {
+            b.to_async(&rt)
+                .iter(|| async { black_box(decide(&g, black_box(&case.req)).await) })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("part");
+    let token = plain.token.as_str();
+    for (name, case) in [("plain", &plain), ("restricted", &restricted)] {
+        group.bench_function(format!("path_check/{name}"), |b| {
+            b.iter(|| path::check(black_box(case.req.path)))
+        });
+    }
+    for (name, case) in [("plain", &plain), ("restricted", &restricted)] {
+        group.bench_function(format!("route_lookup/{name}"), |b| {
+            b.iter(|| {
+                g.routes
+                    .lookup(
+                        black_box(&case.req.method),
+                        Some(case.req.host),
+                        black_box(case.req.path),
+                    )
+                    .map(|m| m.route.name.len())
+            })
+        });
+    }
+    group.bench_function("route_lookup_and_resource/restricted", |b| {
+        let r = &restricted.req;
+        b.iter(|| {
+            let m = g
+                .routes
+                .lookup(&r.method, Some(r.host), black_box(r.path))?;
+            m.route.resource.as_ref()?.render(|n| m.params.get(n))
+        })
+    });
+    for (name, case) in [("direct", &plain), ("via_trusted_proxy", &restricted)] {
+        group.bench_function(format!("client_addr/{name}"), |b| {
+            b.iter(|| {
+                ip::client_addr(
+                    black_box(case.req.peer),
+                    &case.req.headers,
+                    &g.trusted_proxies,
+                )
+            })
+        });
+    }
+    group.bench_function("credential_extract", |b| {
+        b.iter(|| {
+            credential::extract(black_box(&plain.req.headers), None, false).map(|c| c.token.len())
+        })
+    });
+    group.bench_function("key_format_check", |b| {
+        b.iter(|| g.key_format.check(black_box(token)))
+    });
+    group.bench_function("sha256", |b| b.iter(|| KeyHash::of(black_box(token))));
+    group.bench_function("failures_blocked", |b| {
+        b.iter(|| g.failures.blocked(black_box(plain.req.peer)))
+    });
+    group.bench_function("resolve_warm", |b| {
+        b.to_async(&rt)
+            .iter(|| async { g.resolver.resolve(black_box(&plain.hash)).await })
+    });
+    group.bench_function("timestamp_now", |b| b.iter(Timestamp::now));
+    group.bench_function("check_key", |b| {
+        b.iter(|| {
+            policy::check_key(
+                black_box(&plain.record),
+                black_box(&plain.hash),
+                Timestamp::now(),
+            )
+        })
+    });
+    for (name, case) in [("plain", &plain), ("restricted", &restricted)] {
+        let m = g
+            .routes
+            .lookup(&case.req.method, Some(case.req.host), case.req.path)
+            .expect("route");
+        let resource = m
+            .route
+            .resource
+            .as_ref()
+            .and_then(|t| t.render(|n| m.params.get(n)));
+        let client = ip::client_addr(case.req.peer, &case.req.headers, &g.trusted_proxies);
+        let access = Access {
+            route: m.route,
+            resource: resource.as_deref(),
+            client,
+            upstream_has_test: false,
+        };
+        group.bench_function(format!("authorize/{name}"), |b| {
+            b.iter(|| policy::authorize(black_box(&case.record), black_box(&access), &g.scopes))
+        });
+    }
+    group.finish();
+
+    // Work with no keygate code in it: the yardsticks for the ratios.
+    let mut group = c.benchmark_group("baseline");
+    let mut map: HashMap<KeyHash, Arc<KeyRecord>> = HashMap::new();
+    map.insert(plain.hash, Arc::new(plain.record.clone()));
+    group.bench_function("hashmap_get", |b| {
+        b.iter(|| map.get(black_box(&plain.hash)).cloned())
+    });
+    group.bench_function("sha256_raw", |b| {
+        use sha2::{Digest, Sha256};
+        b.iter(|| Sha256::digest(black_box(token.as_bytes())))
+    });
+    group.finish();
+
+    let after = g.store_lookups.load(Ordering::Relaxed);
+    assert_eq!(
+        after,
+        warm_lookups,
+        "the decision benches reached the store {} times: the cache was not warm",
+        after - warm_lookups
+    );
+
+    let mut group = c.benchmark_group("accounting");
+    group.bench_function("request_metrics", |b| {
+        b.iter(|| {
+            g.metrics
+                .requests
+                .with_label_values(&["list-feeds", "GET", "200", "allowed"])
+                .inc();
+            g.metrics
+                .request_duration
+                .with_label_values(&["list-feeds"])
+                .observe(black_box(0.000_3));
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = decision;
+    // Short defaults: the machine is small and shared; pass criterion flags to change.
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = benches
+}
+criterion_main!(decision);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -22,13 +22,15 @@ use crate::admin::{self, AdminContext};
 use crate::auth::{AuthFailureLimiter, KeyResolver};
 use crate::config::{Config, ConfigError, StoreBackend};
 use crate::key::KeyFormat;
+use crate::limits::{Limiter, LocalLimiter, OrgCache, RateLimits, SystemClock};
 use crate::metrics::Metrics;
 use crate::policy::{RouteTable, ScopeSet};
 use crate::proxy::forward::Upstream;
 use crate::proxy::{self, DataPlane};
 use crate::store::instrumented::Instrumented;
-use crate::store::{EmbeddedStore, InvalidationBus, KeyStore, LocalBus};
+use crate::store::{EmbeddedStore, InvalidationBus, KeyStore, LocalBus, RedisStore};
 use crate::tls;
+use crate::usage::UsageRecorder;
 
 /// rustls must have exactly one process-wide provider; keygate uses aws-lc-rs.
 pub fn install_crypto_provider() {
@@ -82,8 +84,18 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<StorePa
             ),
             Arc::new(LocalBus),
         ),
-        StoreBackend::Redis { .. } => {
-            bail!("store.backend: redis is not available in this build yet; use embedded")
+        StoreBackend::Redis { url } => {
+            // Connection and response timeouts of the Redis sockets: above store.timeout
+            // (which bounds each caller) so that a slow answer still clears the pipe.
+            let io_timeout = (config.store.timeout * 4).max(Duration::from_secs(1));
+            let redis = Arc::new(
+                RedisStore::open(url, &config.store.namespace, io_timeout)
+                    .map_err(|e| config.error_at("store.url", e.to_string()))?,
+            );
+            tracing::info!(redis = %redis.describe(), namespace = %config.store.namespace, "using the Redis store");
+            redis.spawn_settings_check();
+            let bus: Arc<dyn InvalidationBus> = Arc::new(redis.bus());
+            (redis, bus)
         }
     };
     Ok((
@@ -107,6 +119,10 @@ struct Shared {
     resolver: Arc<KeyResolver>,
     failures: Arc<AuthFailureLimiter>,
     metrics: Arc<Metrics>,
+    /// Rate-limit counters and cached orgs: a reload must not reset a window.
+    limiter: Arc<dyn Limiter>,
+    orgs: Arc<OrgCache>,
+    usage: Arc<UsageRecorder>,
 }
 
 /// The data plane for `config`: route table, upstream clients, policy tables.
@@ -122,6 +138,14 @@ fn build_data_plane(config: &Config, shared: &Shared, tls: bool) -> anyhow::Resu
         identity: config.identity_headers.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         limits: config.limits.clone(),
+        rate_limits: RateLimits::new(
+            shared.limiter.clone(),
+            config.rate_limit.clone(),
+            shared.orgs.clone(),
+            Arc::new(SystemClock),
+            shared.metrics.clone(),
+        ),
+        usage: shared.usage.clone(),
         metrics: shared.metrics.clone(),
         tls,
     })
@@ -151,7 +175,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         resolver: resolver.clone(),
         failures: Arc::new(AuthFailureLimiter::new(config.limits.auth_failures_per_ip)),
         metrics: metrics.clone(),
+        limiter: Arc::new(LocalLimiter::new()),
+        orgs: Arc::new(OrgCache::new(store.clone(), config.cache.stale_if_error)),
+        usage: Arc::new(UsageRecorder::new(store.clone(), Arc::new(SystemClock))),
     };
+    let usage_task = tokio::spawn(shared.usage.clone().run());
     let dp = build_data_plane(&config, &shared, data_tls.is_some())?;
     let key_format = dp.key_format.clone();
     let current = Arc::new(ArcSwap::from_pointee(dp));
@@ -254,6 +282,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    // Usage of the requests just drained (after any flush under way).
+    let usage = reload.shared.usage.clone();
+    if tokio::time::timeout(USAGE_FLUSH_DEADLINE, usage.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: the last usage counts could not be written in time");
+    }
+    usage_task.abort();
     Ok(())
 }
 
@@ -306,6 +343,9 @@ async fn serve_router(
     }
     let _ = tokio::time::timeout(proxy::server::DRAIN_DEADLINE, graceful.shutdown()).await;
 }
+
+/// How long shutdown waits for the last usage flush.
+const USAGE_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
 
 /// TLS handshake deadline on the admin and metrics ports.
 const ADMIN_HANDSHAKE: Duration = Duration::from_secs(10);

@@ -204,18 +204,47 @@ async fn slow_client_is_disconnected() {
     env.assert_nothing_forwarded();
 }
 
+/// Content-Length together with chunked: hyper's parser lets Transfer-Encoding win and
+/// drops Content-Length before keygate sees the request (RFC 9112 §6.3 allows this), so
+/// keygate cannot answer 400 here. What must hold is that the upstream gets one
+/// unambiguous framing: no Content-Length, exactly the chunked body.
+#[tokio::test]
+async fn content_length_with_chunked_reaches_upstream_unambiguously() {
+    let env = limited().await;
+    let key = env.read_key().await;
+    let auth = bearer(&key.secret);
+    let lines = vec![
+        auth.as_str(),
+        "Content-Length: 5",
+        "Transfer-Encoding: chunked",
+    ];
+    let mut conn = env.gw.raw_conn().await;
+    let _ = conn
+        .send(&raw_request(
+            "POST",
+            "/echo/x",
+            &lines,
+            b"5\r\nhello\r\n0\r\n\r\n",
+        ))
+        .await;
+    let _ = conn.read_response(Duration::from_secs(10)).await;
+    let forwarded = env.up.requests();
+    assert_eq!(forwarded.len(), 1, "{forwarded:?}");
+    for r in forwarded {
+        assert!(
+            !r.headers.iter().any(|(n, _)| n == "content-length"),
+            "Content-Length forwarded beside chunked: {r:?}"
+        );
+        assert_eq!(r.body, b"hello", "{r:?}");
+    }
+}
+
 #[tokio::test]
 async fn conflicting_framing_is_400() {
     let env = limited().await;
     let key = env.read_key().await;
     let auth = bearer(&key.secret);
-    let cases: [(&[&str], &[u8]); 2] = [
-        (
-            &["Content-Length: 5", "Transfer-Encoding: chunked"],
-            b"5\r\nhello\r\n0\r\n\r\n",
-        ),
-        (&["Content-Length: 5", "Content-Length: 6"], b"hello!"),
-    ];
+    let cases: [(&[&str], &[u8]); 1] = [(&["Content-Length: 5", "Content-Length: 6"], b"hello!")];
     let mut failures = Vec::new();
     for (framing, body) in cases {
         let mut lines = vec![auth.as_str()];

@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! - [`auth`]: admin token → [`auth::Caller`]; the role table; org checks.
-//! - [`orgs`], [`keys`], [`principals`], [`audit`]: one file per resource.
+//! - [`orgs`], [`keys`], [`principals`], [`audit`], [`usage`]: one file per resource.
 //! - [`input`]: JSON bodies, query strings and paths → typed values or errors naming
 //!   the field; [`validate`]: field rules shared by the resources.
 //! - [`error`]: the one error type and its one mapping to responses.
@@ -44,6 +44,7 @@ pub mod input;
 pub mod keys;
 pub mod orgs;
 pub mod principals;
+pub mod usage;
 pub mod validate;
 pub mod web;
 
@@ -99,6 +100,7 @@ pub fn router(ctx: Arc<AdminContext>) -> Router {
             get(keys::get).patch(keys::patch).delete(keys::delete),
         )
         .route("/v1/orgs/{org}/keys/{id}/revoke", post(keys::revoke))
+        .route("/v1/orgs/{org}/keys/{id}/usage", get(usage::get))
         .route(
             "/v1/orgs/{org}/keys/{id}/regenerate",
             post(keys::regenerate),

@@ -1,0 +1,466 @@
+#!/usr/bin/env bash
+# Throughput of keygate against nginx as a plain reverse proxy, on this machine.
+#
+# Both proxies forward to the same upstream (a second nginx answering `return 200` on
+# loopback) and are driven by the same wrk command; each proxy runs pinned to one
+# core, wrk and the upstream to another. The result is keygate's requests/s as a ratio
+# of nginx's, measured in the same run, plus absolute numbers, latency percentiles and
+# how busy each proxy's core was. A proxy whose core is not near 100% was not the
+# bottleneck; its req/s then says more about the client side (or other load on a
+# shared machine) than about itself, and requests per CPU-second of the proxy
+# (req/s ÷ its CPU share) is the steadier comparison, which is printed too.
+#
+# keygate runs with full authentication: every request carries a real API key that
+# goes through token check, SHA-256, cache, key status and scope. wrk sends nginx the
+# very same request bytes (Authorization header included), which nginx just forwards.
+#
+# Not part of CI. Installs nginx and wrk with apt-get when they are missing. All
+# traffic stays on 127.0.0.1; every process it starts is stopped on exit.
+#
+# Usage: benches/load.sh [--tls] [--only nginx|keygate]
+# Environment (defaults in brackets):
+#   DURATION [15s]  CONNECTIONS [64]  THREADS [1]  ROUNDS [1]  wrk settings; with
+#                   ROUNDS > 1 the proxies alternate and the median round is reported
+#   PROXY_CPU [1]   core for the proxy under test
+#   LOAD_CPU [0]    core for wrk and the upstream
+#   KEYGATE_BIN     use this binary instead of `cargo build --release`
+#   NGINX_ACCESS_LOG [on]  nginx as usually deployed logs every request, as keygate does
+#   BASE_PORT [18000]  ports BASE_PORT+1 … +7 on 127.0.0.1 are used
+#   KEEP_WORKDIR    set to keep the temporary directory (configs, logs) for inspection
+#   PERF            set to profile both proxies with `perf record` during the plain-HTTP
+#                   runs; the data goes to PERF_DATA.nginx and PERF_DATA.keygate
+#                   [/tmp/keygate-load.perf.data.*], the top of each flat profile is
+#                   printed at the end
+set -euo pipefail
+
+DURATION=${DURATION:-15s}
+CONNECTIONS=${CONNECTIONS:-64}
+THREADS=${THREADS:-1}
+ROUNDS=${ROUNDS:-1}
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+NGINX_ACCESS_LOG=${NGINX_ACCESS_LOG:-on}
+BASE_PORT=${BASE_PORT:-18000}
+
+UPSTREAM_PORT=$((BASE_PORT + 1))
+NGINX_PORT=$((BASE_PORT + 2))
+NGINX_TLS_PORT=$((BASE_PORT + 3))
+KG_PORT=$((BASE_PORT + 4))
+KG_ADMIN_PORT=$((BASE_PORT + 5))
+KG_TLS_PORT=$((BASE_PORT + 6))
+KG_TLS_ADMIN_PORT=$((BASE_PORT + 7))
+REQ_PATH=/v1/feeds
+
+PERF_DATA=${PERF_DATA:-/tmp/keygate-load.perf.data}
+
+TLS=0
+ONLY=
+while (($#)); do
+    case "$1" in
+        --tls) TLS=1 ;;
+        --only)
+            shift
+            ONLY=${1:-}
+            [[ $ONLY == nginx || $ONLY == keygate ]] || { echo "--only takes nginx or keygate" >&2; exit 2; }
+            ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/keygate-load.XXXXXX)
+PIDS=()
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "load.sh: $*"; exit 1; }
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        # Bounded wait: 50 × 0.1 s, then force.
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    if [[ -n ${KEEP_WORKDIR:-} ]]; then
+        log "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- tools -------------------------------------------------------------------------
+
+need_apt=()
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx)
+command -v wrk >/dev/null || need_apt+=(wrk)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v jq >/dev/null || need_apt+=(jq)
+command -v taskset >/dev/null || need_apt+=(util-linux)
+((TLS)) && ! command -v openssl >/dev/null && need_apt+=(openssl)
+[[ -n ${PERF:-} ]] && ! command -v perf >/dev/null && need_apt+=(linux-perf)
+if ((${#need_apt[@]})); then
+    log "installing ${need_apt[*]} with apt-get"
+    SUDO=
+    ((EUID == 0)) || SUDO=sudo
+    $SUDO apt-get update -qq
+    # nginx's package starts a system nginx on port 80; this script does not need it.
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+NCPU=$(nproc)
+((PROXY_CPU < NCPU && LOAD_CPU < NCPU)) || die "PROXY_CPU=$PROXY_CPU / LOAD_CPU=$LOAD_CPU: this machine has $NCPU cores"
+((PROXY_CPU != LOAD_CPU)) || log "warning: the proxy and the load generator share core $PROXY_CPU"
+
+for port in $(seq $((BASE_PORT + 1)) $((BASE_PORT + 7))); do
+    if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
+        die "port $port is already in use; choose another BASE_PORT"
+    fi
+done
+
+# --- helpers -----------------------------------------------------------------------
+
+# Waits (at most $2 seconds) until URL $1 answers at all.
+wait_http() {
+    local url=$1 limit=${2:-30} i
+    for ((i = 0; i < limit * 10; i++)); do
+        curl -sk -o /dev/null --max-time 1 "$url" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# Total CPU ticks (user + system) of a process and its children.
+cpu_ticks() {
+    local total=0 p
+    for p in "$@" $(pgrep -P "$1" || true); do
+        [[ -r /proc/$p/stat ]] || continue
+        # Fields 14 and 15 after the command name, which may contain spaces.
+        local stat rest
+        stat=$(</proc/"$p"/stat)
+        rest=${stat##*) }
+        read -r -a f <<<"$rest"
+        total=$((total + f[11] + f[12]))
+    done
+    echo "$total"
+}
+
+# Runs wrk against URL $1 while measuring the CPU use of process $2; prints
+# "req_per_s p50 p90 p99 cpu_percent non2xx errors".
+measure() {
+    local url=$1 pid=$2 out hz before after secs
+    hz=$(getconf CLK_TCK)
+    before=$(cpu_ticks "$pid")
+    local t0 t1
+    t0=$(date +%s.%N)
+    out=$(taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+        -H "Authorization: Bearer $SECRET" -H "Accept: application/json" "$url")
+    t1=$(date +%s.%N)
+    after=$(cpu_ticks "$pid")
+    printf '%s\n' "$out" >>"$WORK/wrk.log"
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+    awk -v ticks=$((after - before)) -v hz="$hz" -v secs="$secs" '
+        function ms(v) {
+            if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+            if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+            if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
+            return v
+        }
+        /^Requests\/sec:/ { rps = $2 }
+        /^ +50%/ { p50 = ms($2) } /^ +90%/ { p90 = ms($2) } /^ +99%/ { p99 = ms($2) }
+        /Non-2xx or 3xx responses:/ { non2xx = $NF }
+        /Socket errors:/ { errors = $0; sub(/.*Socket errors: /, "", errors); gsub(/ /, "", errors) }
+        END {
+            printf "%s %.3f %.3f %.3f %.0f %d %s\n", rps, p50, p90, p99,
+                100 * ticks / hz / secs, non2xx, (errors == "" ? "none" : errors)
+        }' <<<"$out"
+}
+
+# --- upstream and nginx --------------------------------------------------------------
+
+NGINX_USER=
+((EUID == 0)) && NGINX_USER="user root;"
+
+# Common nginx settings: one worker, no system paths, long keep-alive so that neither
+# proxy is measured reconnecting.
+nginx_conf() {
+    local name=$1 access_log=$2 server_block=$3
+    mkdir -p "$WORK/$name"
+    cat >"$WORK/$name/nginx.conf" <<EOF
+$NGINX_USER
+worker_processes 1;
+daemon off;
+pid $WORK/$name/nginx.pid;
+error_log $WORK/$name/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log $access_log;
+    client_body_temp_path $WORK/$name/body;
+    proxy_temp_path $WORK/$name/proxy;
+    fastcgi_temp_path $WORK/$name/fastcgi;
+    uwsgi_temp_path $WORK/$name/uwsgi;
+    scgi_temp_path $WORK/$name/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+$server_block
+}
+EOF
+}
+
+# Starts the nginx named $1 on core $2; sets NGINX_STARTED_PID.
+start_nginx() {
+    local name=$1 cpu=$2
+    "$NGINX" -t -q -p "$WORK/$name" -c "$WORK/$name/nginx.conf" 2>"$WORK/$name/check.log" ||
+        die "nginx config $name is invalid: $(cat "$WORK/$name/check.log")"
+    taskset -c "$cpu" "$NGINX" -p "$WORK/$name" -c "$WORK/$name/nginx.conf" \
+        >"$WORK/$name/stdout.log" 2>&1 &
+    NGINX_STARTED_PID=$!
+    PIDS+=("$NGINX_STARTED_PID")
+}
+
+nginx_conf upstream off "
+    server {
+        listen 127.0.0.1:$UPSTREAM_PORT;
+        default_type application/json;
+        location / { return 200 '{\"feeds\":[]}\n'; }
+    }"
+start_nginx upstream "$LOAD_CPU"
+wait_http "http://127.0.0.1:$UPSTREAM_PORT/" 10 || die "the upstream nginx did not start: $(cat "$WORK/upstream/error.log")"
+
+if ((TLS)); then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$WORK/tls.key" -out "$WORK/tls.crt" 2>/dev/null
+fi
+
+NGINX_ACCESS=off
+[[ $NGINX_ACCESS_LOG == on ]] && NGINX_ACCESS="$WORK/proxy/access.log"
+nginx_tls_server=
+((TLS)) && nginx_tls_server="
+    server {
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl;
+        http2 on;
+        ssl_certificate $WORK/tls.crt;
+        ssl_certificate_key $WORK/tls.key;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location / { include $WORK/proxy/forward.conf; }
+    }"
+nginx_conf proxy "$NGINX_ACCESS" "
+    upstream backend {
+        server 127.0.0.1:$UPSTREAM_PORT;
+        keepalive 128;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / { include $WORK/proxy/forward.conf; }
+    }$nginx_tls_server"
+# A usual reverse-proxy setup: pooled HTTP/1.1 upstream connections, forwarding headers.
+cat >"$WORK/proxy/forward.conf" <<'EOF'
+proxy_pass http://backend;
+proxy_http_version 1.1;
+proxy_set_header Connection "";
+proxy_set_header Host $proxy_host;
+proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+proxy_set_header X-Forwarded-Host $host;
+proxy_set_header X-Forwarded-Proto $scheme;
+proxy_set_header X-Request-Id $request_id;
+EOF
+# nginx 1.22 has no `http2 on;` (1.25.1+): fall back to the listen parameter.
+if ((TLS)) && ! "$NGINX" -t -q -p "$WORK/proxy" -c "$WORK/proxy/nginx.conf" 2>/dev/null; then
+    sed -i 's/ssl;$/ssl http2;/; /http2 on;/d' "$WORK/proxy/nginx.conf"
+fi
+
+# --- keygate -----------------------------------------------------------------------
+
+SECRET=placeholder-no-auth
+KG_PID=
+KG_TLS_PID=
+
+# Starts keygate with listen.tls $2 on port $3, admin port $4; sets KG_STARTED_PID.
+start_keygate() {
+    local name=$1 tls=$2 port=$3 admin=$4 dir=$WORK/$1
+    mkdir -p "$dir"
+    cat >"$dir/keygate.yaml" <<EOF
+listen:
+  address: 127.0.0.1:$port
+  tls: $tls
+admin:
+  address: 127.0.0.1:$admin
+  bootstrap_token_file: $dir/admin-token
+store:
+  backend: embedded
+  path: $dir/keygate.db
+keys: { prefix: kg }
+upstreams:
+  feeds: { url: "http://127.0.0.1:$UPSTREAM_PORT" }
+routes:
+  - { name: list-feeds, methods: [GET], path: $REQ_PATH, upstream: feeds, scope: read }
+EOF
+    "$KEYGATE" check-config --config "$dir/keygate.yaml" >"$dir/check.log" 2>&1 ||
+        die "keygate check-config failed: $(cat "$dir/check.log")"
+    taskset -c "$PROXY_CPU" "$KEYGATE" serve --config "$dir/keygate.yaml" >"$dir/keygate.log" 2>&1 &
+    KG_STARTED_PID=$!
+    PIDS+=("$KG_STARTED_PID")
+    local i
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$KG_STARTED_PID" 2>/dev/null || die "keygate exited at start; its log: $(tail -20 "$dir/keygate.log")"
+        [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$admin/readyz") == 200 ]] && return 0
+        sleep 0.1
+    done
+    die "keygate was not ready within 30 s; its log: $(tail -20 "$dir/keygate.log")"
+}
+
+# Creates org `bench` and a read key through the admin API of the keygate in $1; sets
+# SECRET. Neither the admin token nor the secret is printed.
+create_key() {
+    local dir=$WORK/$1 admin=$2 token resp status
+    for _ in $(seq 50); do [[ -s $dir/admin-token ]] && break; sleep 0.1; done
+    [[ -s $dir/admin-token ]] || die "keygate wrote no bootstrap token to $dir/admin-token"
+    token=$(tr -d '[:space:]' <"$dir/admin-token")
+    api() {
+        curl -s -o "$dir/resp.json" -w '%{http_code}' --max-time 5 -X POST \
+            -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+            --data "$2" "http://127.0.0.1:$admin$1"
+    }
+    status=$(api /v1/orgs '{"id":"bench","name":"Bench"}')
+    [[ $status == 201 || $status == 200 ]] || die "POST /v1/orgs answered $status: $(cat "$dir/resp.json")"
+    status=$(api /v1/orgs/bench/keys '{"name":"load","scopes":["read"]}')
+    [[ $status == 201 ]] || die "POST /v1/orgs/bench/keys answered $status: $(jq -c 'del(.secret)' "$dir/resp.json" 2>/dev/null)"
+    SECRET=$(jq -er .secret "$dir/resp.json") || die "the key-create response has no secret"
+    rm -f "$dir/resp.json"
+}
+
+# One authenticated request must be allowed, or the run would time refusals.
+check_allowed() {
+    local url=$1 status
+    status=$(curl -sk -o "$WORK/probe.json" -w '%{http_code}' --max-time 5 \
+        -H "Authorization: Bearer $SECRET" "$url")
+    [[ $status == 200 ]] || die "$url answered $status to an authenticated request: $(cat "$WORK/probe.json")"
+}
+
+if [[ $ONLY != nginx ]]; then
+    if [[ -n ${KEYGATE_BIN:-} ]]; then
+        KEYGATE=$KEYGATE_BIN
+    else
+        log "building keygate (cargo build --release)"
+        (cd "$REPO" && cargo build --release --quiet --bin keygate) || die "cargo build --release failed"
+        KEYGATE=$REPO/target/release/keygate
+    fi
+    [[ -x $KEYGATE ]] || die "no keygate binary at $KEYGATE"
+    start_keygate plain none "$KG_PORT" "$KG_ADMIN_PORT"
+    KG_PID=$KG_STARTED_PID
+    create_key plain "$KG_ADMIN_PORT"
+    check_allowed "http://127.0.0.1:$KG_PORT$REQ_PATH"
+    if ((TLS)); then
+        start_keygate tls "{ cert: $WORK/tls.crt, key: $WORK/tls.key }" "$KG_TLS_PORT" "$KG_TLS_ADMIN_PORT"
+        KG_TLS_PID=$KG_STARTED_PID
+        # Its own store: create the same org and key there, then use that secret.
+        PLAIN_SECRET=$SECRET
+        create_key tls "$KG_TLS_ADMIN_PORT"
+        TLS_SECRET=$SECRET
+        SECRET=$PLAIN_SECRET
+    fi
+fi
+
+NGINX_PID=
+if [[ $ONLY != keygate ]]; then
+    start_nginx proxy "$PROXY_CPU"
+    NGINX_PID=$NGINX_STARTED_PID
+    wait_http "http://127.0.0.1:$NGINX_PORT/" 10 || die "the proxy nginx did not start: $(cat "$WORK/proxy/error.log")"
+    check_allowed "http://127.0.0.1:$NGINX_PORT$REQ_PATH"
+fi
+
+# With PERF set, profiles process $2 (and its children) into $PERF_DATA.$1 until
+# perf_stop; the last round's profile is the one kept.
+PERF_PID=
+perf_start() {
+    [[ -n ${PERF:-} ]] || return 0
+    local pids
+    pids=$(pgrep -P "$2" | paste -sd, -)
+    perf record -q -F 499 -o "$PERF_DATA.$1" -p "$2${pids:+,$pids}" >"$WORK/perf.log" 2>&1 &
+    PERF_PID=$!
+}
+perf_stop() {
+    [[ -n $PERF_PID ]] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" || true
+    PERF_PID=
+}
+
+# --- runs --------------------------------------------------------------------------
+
+# Runs both sides ROUNDS times, alternating, so that a burst of other load on this
+# shared machine does not land on one side only. Prints one result line per side:
+# "label req/s p50 p90 p99 cpu% non2xx errors", the median round by req/s.
+run_pair() {
+    local kind=$1 nginx_url=$2 kg_url=$3 kg_pid=$4 kg_secret=$5 r
+    : >"$WORK/$kind.nginx" && : >"$WORK/$kind.keygate"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        if [[ -n $NGINX_PID ]]; then
+            log "  round $r/$ROUNDS: nginx $kind"
+            [[ $kind == http ]] && perf_start nginx "$NGINX_PID"
+            measure "$nginx_url" "$NGINX_PID" >>"$WORK/$kind.nginx"
+            perf_stop
+        fi
+        if [[ -n $kg_pid ]]; then
+            log "  round $r/$ROUNDS: keygate $kind"
+            [[ $kind == http ]] && perf_start keygate "$kg_pid"
+            SECRET=$kg_secret measure "$kg_url" "$kg_pid" >>"$WORK/$kind.keygate"
+            perf_stop
+        fi
+    done
+    local side
+    for side in nginx keygate; do
+        [[ -s $WORK/$kind.$side ]] || continue
+        sort -n -k1,1 "$WORK/$kind.$side" | awk -v n="$ROUNDS" -v label="$side/$kind" \
+            'NR == int((n + 1) / 2) { print label, $0 }'
+    done
+}
+
+log "load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, proxies on core $PROXY_CPU, wrk and upstream on core $LOAD_CPU"
+log "machine: $NCPU cores, load average $(cut -d' ' -f1-3 /proc/loadavg) before the runs"
+RESULTS=$(
+    run_pair http "http://127.0.0.1:$NGINX_PORT$REQ_PATH" "http://127.0.0.1:$KG_PORT$REQ_PATH" "$KG_PID" "$SECRET"
+    if ((TLS)); then
+        run_pair https "https://127.0.0.1:$NGINX_TLS_PORT$REQ_PATH" "https://127.0.0.1:$KG_TLS_PORT$REQ_PATH" "$KG_TLS_PID" "${TLS_SECRET:-}"
+    fi
+)
+
+echo
+printf '%-16s %10s %9s %9s %9s %6s %11s %8s %s\n' side "req/s" "p50 ms" "p90 ms" "p99 ms" "cpu%" "req/cpu-s" "non-2xx" "socket errors"
+while read -r label rps p50 p90 p99 cpu non2xx errors; do
+    per_cpu=$(awk -v r="$rps" -v c="$cpu" 'BEGIN { if (c > 0) printf "%.0f", r * 100 / c; else print "-" }')
+    printf '%-16s %10s %9s %9s %9s %6s %11s %8s %s\n' "$label" "$rps" "$p50" "$p90" "$p99" "$cpu" "$per_cpu" "$non2xx" "$errors"
+done <<<"$RESULTS"
+echo
+for kind in http https; do
+    n=$(awk -v l="nginx/$kind" '$1 == l { print $2, $6 }' <<<"$RESULTS")
+    k=$(awk -v l="keygate/$kind" '$1 == l { print $2, $6 }' <<<"$RESULTS")
+    if [[ -n $n && -n $k ]]; then
+        awk -v k="$k" -v n="$n" -v kind="$kind" 'BEGIN {
+            split(k, kk, " "); split(n, nn, " ")
+            printf "%s: keygate / nginx = %.2f in req/s (goal >= 1.00)", kind, kk[1] / nn[1]
+            if (kk[2] > 0 && nn[2] > 0)
+                printf ", %.2f in req per CPU-second", (kk[1] / kk[2]) / (nn[1] / nn[2])
+            printf "\n"
+        }'
+    fi
+done
+bad=$(awk '$7 > 0 || $8 != "none"' <<<"$RESULTS")
+[[ -z $bad ]] || log "warning: some runs had non-2xx responses or socket errors (see above); their req/s do not measure allowed requests"
+for side in nginx keygate; do
+    [[ -n ${PERF:-} && -s $PERF_DATA.$side ]] || continue
+    echo
+    echo "$side, CPU by shared object (perf, plain HTTP; data in $PERF_DATA.$side):"
+    perf report -i "$PERF_DATA.$side" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -6
+    echo "$side, hottest symbols:"
+    perf report -i "$PERF_DATA.$side" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -20 |
+        cut -c1-120
+done
