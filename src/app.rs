@@ -200,9 +200,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "data plane listening on {scheme}://{}",
         data_listener.local_addr()?
     );
-    let mut certs: Vec<Arc<tls::ReloadableCert>> = Vec::new();
-    certs.extend(data_tls.as_ref().map(|(_, c)| c.clone()));
-    certs.extend(admin_tls.as_ref().map(|(_, c)| c.clone()));
+    let mut certs: Vec<(&'static str, Arc<tls::ReloadableCert>)> = Vec::new();
+    certs.extend(data_tls.as_ref().map(|(_, c)| ("data", c.clone())));
+    certs.extend(admin_tls.as_ref().map(|(_, c)| ("admin", c.clone())));
+    publish_cert_expiry(&certs, &metrics);
     let acceptor = data_tls.map(|(cfg, _)| TlsAcceptor::from(cfg));
     tasks.spawn(proxy::server::serve(
         data_listener,
@@ -356,14 +357,26 @@ struct Reload {
     config: Arc<Config>,
     shared: Shared,
     current: Arc<ArcSwap<DataPlane>>,
-    certs: Vec<Arc<tls::ReloadableCert>>,
+    certs: Vec<(&'static str, Arc<tls::ReloadableCert>)>,
+}
+
+/// Sets `keygate_tls_certificate_expiry_seconds` for each TLS listener.
+fn publish_cert_expiry(certs: &[(&'static str, Arc<tls::ReloadableCert>)], metrics: &Metrics) {
+    for (listener, cert) in certs {
+        if let Some(t) = cert.expires_at() {
+            metrics
+                .tls_certificate_expiry
+                .with_label_values(&[listener])
+                .set(t);
+        }
+    }
 }
 
 impl Reload {
     /// Re-reads the config file and certificates. An invalid config, or one that
     /// changes what only a restart can change, keeps everything as it was.
     fn run(&self) {
-        for c in &self.certs {
+        for (_, c) in &self.certs {
             match c.reload() {
                 Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
                 Err(e) => tracing::error!(
@@ -372,6 +385,7 @@ impl Reload {
                 ),
             }
         }
+        publish_cert_expiry(&self.certs, &self.shared.metrics);
         let new = match crate::config::load(&self.config.source) {
             Ok(c) => c,
             Err(e) => {

@@ -160,6 +160,8 @@ async fn metric_families_are_exposed_after_traffic() {
         "keygate_store_up",
         "keygate_connections_active",
         "keygate_build_info",
+        // The test gateway serves a self-signed certificate.
+        "keygate_tls_certificate_expiry_seconds",
     ];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let text = loop {
