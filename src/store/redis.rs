@@ -40,6 +40,7 @@
 //! | `usage_hours:<key id>` | sorted set | the key's hours with usage (score = hour) |
 //! | `usage_all` | sorted set | `<hour>:<key id>` of every stored hour, for pruning |
 //! | `usage_batches` | sorted set | usage batch ids applied, score = Unix seconds applied |
+//! | `rl:<key id>[:r:<route>]:<window>:<start>` | string | requests counted in a rate-limit window (expires at its end) |
 //! | `invalidations` | pub/sub channel | changed key hashes and heartbeats ([`RedisBus`]) |
 //!
 //! Sorted sets have every score 0, so they are ordered by member, and ids are
@@ -87,6 +88,7 @@ struct Scripts {
     add_usage: Script,
     usage: Script,
     prune_usage: Script,
+    take_windows: Script,
 }
 
 impl Scripts {
@@ -108,6 +110,7 @@ impl Scripts {
             add_usage: Script::new(scripts::ADD_USAGE),
             usage: Script::new(scripts::USAGE),
             prune_usage: Script::new(scripts::PRUNE_USAGE),
+            take_windows: Script::new(scripts::TAKE_WINDOWS),
         }
     }
 }
@@ -221,6 +224,41 @@ impl RedisStore {
 
     fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
+    }
+
+    /// Rate-limit window counters (`limits::RedisLimiter`): counts one request in
+    /// every counter of `windows` (name, limit, expire at in Unix seconds) if each has
+    /// room, or in none, in one atomic step. Returns whether it counted, and each
+    /// counter's value before this request.
+    pub async fn take_windows(
+        &self,
+        windows: &[(String, u64, i64)],
+    ) -> Result<(bool, Vec<u64>), StoreError> {
+        let owned: Vec<String> = windows
+            .iter()
+            .flat_map(|(name, limit, expire)| {
+                [format!("rl:{name}"), limit.to_string(), expire.to_string()]
+            })
+            .collect();
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let reply: Vec<u64> = self.invoke(&self.scripts.take_windows, &args).await?;
+        match reply.split_first() {
+            Some((ok, used)) if used.len() == windows.len() => Ok((*ok == 1, used.to_vec())),
+            _ => Err(StoreError::Corrupt(
+                "a rate-limit check came back malformed".to_string(),
+            )),
+        }
+    }
+
+    /// The current values of rate-limit window counters (0 where absent), counting
+    /// nothing.
+    pub async fn peek_windows(&self, names: &[String]) -> Result<Vec<u64>, StoreError> {
+        let mut cmd = redis::cmd("MGET");
+        for name in names {
+            cmd.arg(self.key(&format!("rl:{name}")));
+        }
+        let values: Vec<Option<u64>> = self.query(&cmd).await?;
+        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
     }
 
     /// A key's stored JSON and its decoded record.

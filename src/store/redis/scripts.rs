@@ -300,3 +300,30 @@ end
 redis.call('ZREMRANGEBYSCORE', p .. 'usage_batches', '-inf', '(' .. forget)
 return #old
 "#;
+
+/// `ARGV`: prefix, then per window counter: name suffix, limit, expire at (Unix
+/// seconds). → {admitted (1/0), used before this request…} in argument order.
+///
+/// Fixed-window check-and-count, all or nothing: the request is counted in every
+/// window only if each has room (`used < limit`), so a request refused by one window
+/// is counted in none, and no window ever counts past its limit, whatever the number
+/// of replicas calling.
+pub(super) const TAKE_WINDOWS: &str = r#"
+local p = ARGV[1]
+local used, ok = {}, 1
+for i = 2, #ARGV, 3 do
+  local n = tonumber(redis.call('GET', p .. ARGV[i]) or '0')
+  used[#used + 1] = n
+  if n >= tonumber(ARGV[i + 1]) then ok = 0 end
+end
+if ok == 1 then
+  for i = 2, #ARGV, 3 do
+    local k = p .. ARGV[i]
+    redis.call('INCR', k)
+    redis.call('EXPIREAT', k, ARGV[i + 2])
+  end
+end
+local out = {ok}
+for _, n in ipairs(used) do out[#out + 1] = n end
+return out
+"#;
