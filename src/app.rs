@@ -22,7 +22,7 @@ use crate::admin::{self, AdminContext};
 use crate::auth::{AuthFailureLimiter, KeyResolver};
 use crate::config::{Config, ConfigError, StoreBackend};
 use crate::key::KeyFormat;
-use crate::limits::{Limiter, LocalLimiter, OrgCache, RateLimits, SystemClock};
+use crate::limits::{Limiter, LocalLimiter, OrgCache, RateLimits, RedisLimiter, SystemClock};
 use crate::metrics::Metrics;
 use crate::policy::{RouteTable, ScopeSet};
 use crate::proxy::forward::Upstream;
@@ -72,17 +72,22 @@ fn build_upstreams(config: &Config) -> Result<HashMap<String, Upstream>, ConfigE
         .collect()
 }
 
-/// The store, and the invalidation bus that goes with it.
-type StoreParts = (Arc<dyn KeyStore>, Arc<dyn InvalidationBus>);
+/// The store, the invalidation bus and the rate limiter that go with it.
+type StoreParts = (
+    Arc<dyn KeyStore>,
+    Arc<dyn InvalidationBus>,
+    Arc<dyn Limiter>,
+);
 
 fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<StoreParts> {
-    let (inner, bus): StoreParts = match &config.store.backend {
+    let (inner, bus, limiter): StoreParts = match &config.store.backend {
         StoreBackend::Embedded { path } => (
             Arc::new(
                 EmbeddedStore::open(path)
                     .with_context(|| format!("opening the embedded store {}", path.display()))?,
             ),
             Arc::new(LocalBus),
+            Arc::new(LocalLimiter::new()),
         ),
         StoreBackend::Redis { url } => {
             // Connection and response timeouts of the Redis sockets: above store.timeout
@@ -95,7 +100,10 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<StorePa
             tracing::info!(redis = %redis.describe(), namespace = %config.store.namespace, "using the Redis store");
             redis.spawn_settings_check();
             let bus: Arc<dyn InvalidationBus> = Arc::new(redis.bus());
-            (redis, bus)
+            // Limits hold across replicas through Redis (SPEC §3).
+            let limiter: Arc<dyn Limiter> =
+                Arc::new(RedisLimiter::new(redis.clone(), config.store.timeout));
+            (redis, bus, limiter)
         }
     };
     Ok((
@@ -105,6 +113,7 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<StorePa
             config.store.timeout,
         )),
         bus,
+        limiter,
     ))
 }
 
@@ -162,7 +171,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
-    let (store, bus) = open_store(&config, &metrics)?;
+    let (store, bus, limiter) = open_store(&config, &metrics)?;
     let resolver = Arc::new(KeyResolver::new(
         store.clone(),
         bus,
@@ -175,7 +184,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         resolver: resolver.clone(),
         failures: Arc::new(AuthFailureLimiter::new(config.limits.auth_failures_per_ip)),
         metrics: metrics.clone(),
-        limiter: Arc::new(LocalLimiter::new()),
+        limiter,
         orgs: Arc::new(OrgCache::new(store.clone(), config.cache.stale_if_error)),
         usage: Arc::new(UsageRecorder::new(store.clone(), Arc::new(SystemClock))),
     };

@@ -631,3 +631,103 @@ async fn a_revoked_key_never_comes_back_through_a_racing_cache_fill() {
          ({raced} in-flight lookups refused as invalid_api_key while their revoke ran)"
     );
 }
+
+/// Sends `n` GETs with `secret`, spread round-robin over the replicas, from `conns`
+/// concurrent clients per replica (each its own connection pool); returns the
+/// outcomes.
+async fn burst(c: &Cluster, secret: &str, n: usize, conns: usize) -> Vec<Outcome> {
+    let mut clients = Vec::new();
+    for _ in 0..c.replicas.len() * conns {
+        clients.push(
+            reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
+        );
+    }
+    let calls = (0..n).map(|i| {
+        let client = &clients[i % clients.len()];
+        let replica = &c.replicas[i % c.replicas.len()];
+        call(client, replica, "GET", secret)
+    });
+    futures_util::future::join_all(calls).await
+}
+
+/// Seconds into the current UTC minute, and the minute's number.
+fn clock() -> (u64, u64) {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    (s % 60, s / 60)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_holds_exactly_across_replicas_and_refusals_count_nowhere() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    const PER_MINUTE: u64 = 30;
+    const PER_DAY: u64 = 45;
+    let c = Cluster::start(3, false).await;
+
+    // The first burst must fall in one minute: start it early in a minute (waiting at
+    // most one minute), and try again once with a new key if it still straddled one.
+    let mut done = None;
+    for _attempt in 0..2 {
+        let (status, body) = c
+            .admin(
+                0,
+                "POST",
+                "/v1/orgs/acme/keys",
+                json!({"name": "limited", "scopes": ["read"],
+                       "rate_limit": {"per_minute": PER_MINUTE, "per_day": PER_DAY}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let secret = body["secret"].as_str().unwrap().to_string();
+        for _ in 0..70 {
+            if clock().0 < 40 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let minute = clock().1;
+        let outcomes = burst(&c, &secret, 3 * PER_MINUTE as usize, 8).await;
+        if clock().1 == minute {
+            done = Some((secret, outcomes, minute));
+            break;
+        }
+    }
+    let (secret, outcomes, minute) = done.expect("a burst within one minute in two tries");
+    let admitted = outcomes
+        .iter()
+        .filter(|o| o.status == StatusCode::OK)
+        .count();
+    assert_eq!(admitted as u64, PER_MINUTE, "{outcomes:?}");
+    for o in outcomes.iter().filter(|o| o.status != StatusCode::OK) {
+        assert_eq!(o.status, StatusCode::TOO_MANY_REQUESTS, "{o:?}");
+        assert_eq!(o.code, "rate_limited", "{o:?}");
+        assert!(o.retry_after.is_some(), "{o:?}");
+    }
+
+    // Next minute: the 60 refusals above counted in no window, so the day quota has
+    // exactly PER_DAY - PER_MINUTE left, across the replicas together.
+    for _ in 0..300 {
+        if clock().1 > minute {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let day = |m: u64| m / (24 * 60);
+    let outcomes = burst(&c, &secret, PER_MINUTE as usize, 4).await;
+    let admitted = outcomes
+        .iter()
+        .filter(|o| o.status == StatusCode::OK)
+        .count();
+    if day(clock().1) == day(minute) {
+        assert_eq!(admitted as u64, PER_DAY - PER_MINUTE, "{outcomes:?}");
+        for o in outcomes.iter().filter(|o| o.status != StatusCode::OK) {
+            assert_eq!(o.code, "quota_exceeded", "{o:?}");
+        }
+    }
+}

@@ -6,7 +6,8 @@
 //!   and month) and the [`Clock`] they are read from (a fake one in tests).
 //! - `plan`: resolution of each window (key, else org, else global; route limits in
 //!   addition) and the pure decision from window counts.
-//! - [`Limiter`]: atomic check-and-count. `local` is the exact in-process one.
+//! - [`Limiter`]: atomic check-and-count. `local` is the exact in-process one;
+//!   `redis` is shared by the replicas on the Redis store.
 //! - `orgs`: org records, cached for half a second.
 //! - [`RateLimits`]: what the pipeline calls.
 //!
@@ -40,11 +41,13 @@ use crate::refusal::Refusal;
 pub mod local;
 pub mod orgs;
 pub mod plan;
+pub mod redis;
 pub mod window;
 
 pub use local::LocalLimiter;
 pub use orgs::OrgCache;
 pub use plan::{Count, Decision, Plan, Quota};
+pub use redis::RedisLimiter;
 pub use window::{Clock, FakeClock, Span, SystemClock, Window};
 
 /// Counts requests in windows. `acquire` checks every window of the plan and counts

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use super::{CreateOutcome, KeyStore, StoreError};
+use super::{CreateOutcome, KeyStore, StoreError, UsageBatch, UsageCounts, UsageRow};
 use crate::key::{
     AuditEvent, Environment, KeyHash, KeyRecord, Org, OrgScope, PreviousSecret, Principal, Role,
 };
@@ -366,6 +366,157 @@ async fn audit_is_listed_per_org_newest_first(s: Arc<dyn KeyStore>) {
     assert!(beta.next.is_none());
 }
 
+pub(super) fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn usage_row(key: &str, hour: &str, requests: u64, resources: &[(&str, u64)]) -> UsageRow {
+    UsageRow {
+        key_id: key.to_string(),
+        hour: ts(hour),
+        counts: UsageCounts {
+            requests,
+            successes: requests,
+            routes: [("r".to_string(), requests)].into_iter().collect(),
+            resources: resources.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+            ..UsageCounts::default()
+        },
+    }
+}
+
+async fn usage_adds_up_per_key_and_hour_and_a_batch_applies_once(s: Arc<dyn KeyStore>) {
+    let first = UsageBatch {
+        id: "usb_1".into(),
+        rows: vec![
+            usage_row("key_a", "2024-05-01T10:00:00Z", 3, &[("flow:x", 3)]),
+            usage_row("key_a", "2024-05-01T11:00:00Z", 1, &[]),
+            usage_row("key_b", "2024-05-01T10:00:00Z", 7, &[]),
+        ],
+    };
+    s.add_usage(&first).await.unwrap();
+    // A retried batch (same id) is not counted again.
+    s.add_usage(&first).await.unwrap();
+    let second = UsageBatch {
+        id: "usb_2".into(),
+        rows: vec![usage_row(
+            "key_a",
+            "2024-05-01T10:00:00Z",
+            2,
+            &[("flow:x", 1), ("flow:y", 1)],
+        )],
+    };
+    s.add_usage(&second).await.unwrap();
+
+    let rows = s
+        .usage(
+            "key_a",
+            ts("2024-05-01T00:00:00Z"),
+            ts("2024-05-02T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].hour, ts("2024-05-01T10:00:00Z"));
+    assert_eq!(rows[0].counts.requests, 5);
+    assert_eq!(rows[0].counts.routes["r"], 5);
+    assert_eq!(rows[0].counts.resources["flow:x"], 4);
+    assert_eq!(rows[0].counts.resources["flow:y"], 1);
+    assert_eq!(rows[1].counts.requests, 1);
+    // `to` is exclusive; other keys are not mixed in.
+    let rows = s
+        .usage(
+            "key_a",
+            ts("2024-05-01T10:00:00Z"),
+            ts("2024-05-01T11:00:00Z"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(
+        s.usage(
+            "key_c",
+            ts("2024-01-01T00:00:00Z"),
+            ts("2025-01-01T00:00:00Z")
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    );
+}
+
+async fn an_hour_keeps_its_top_resources_and_the_rest_under_other(s: Arc<dyn KeyStore>) {
+    let many: Vec<(String, u64)> = (0..150).map(|i| (format!("feed:{i}"), i + 1)).collect();
+    let refs: Vec<(&str, u64)> = many.iter().map(|(r, n)| (r.as_str(), *n)).collect();
+    let total: u64 = refs.iter().map(|(_, n)| n).sum();
+    s.add_usage(&UsageBatch {
+        id: "usb_1".into(),
+        rows: vec![usage_row("key_a", "2024-05-01T10:00:00Z", total, &refs)],
+    })
+    .await
+    .unwrap();
+    let rows = s
+        .usage(
+            "key_a",
+            ts("2024-05-01T00:00:00Z"),
+            ts("2024-05-02T00:00:00Z"),
+        )
+        .await
+        .unwrap();
+    let res = &rows[0].counts.resources;
+    assert_eq!(res.len(), 101);
+    assert!(res.contains_key("feed:149") && !res.contains_key("feed:0"));
+    assert_eq!(res.values().sum::<u64>(), total);
+    assert_eq!(res["other"], (1..=50).sum::<u64>());
+}
+
+async fn old_usage_is_pruned(s: Arc<dyn KeyStore>) {
+    s.add_usage(&UsageBatch {
+        id: "usb_1".into(),
+        rows: vec![
+            usage_row("key_a", "2024-01-01T10:00:00Z", 1, &[]),
+            usage_row("key_b", "2024-01-01T11:00:00Z", 1, &[]),
+            usage_row("key_a", "2024-04-01T10:00:00Z", 1, &[]),
+        ],
+    })
+    .await
+    .unwrap();
+    let pruned = s.prune_usage(ts("2024-01-01T11:00:00Z")).await.unwrap();
+    assert_eq!(pruned, 1);
+    let all = |k: &'static str| {
+        let s = &s;
+        async move {
+            s.usage(k, ts("2000-01-01T00:00:00Z"), ts("2100-01-01T00:00:00Z"))
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(all("key_a").await, 1);
+    assert_eq!(all("key_b").await, 1);
+    assert_eq!(s.prune_usage(ts("2024-01-01T11:00:00Z")).await.unwrap(), 0);
+}
+
+async fn touch_moves_last_used_forward_only_and_an_edit_cannot_move_it_back(s: Arc<dyn KeyStore>) {
+    let k = key(1, "acme", "s1");
+    s.create_key(&k, None).await.unwrap();
+    let t1 = ts("2024-05-01T10:00:00Z");
+    let t0 = ts("2024-05-01T09:00:00Z");
+    s.touch_keys(&[(k.id.clone(), t1), ("key_unknown".into(), t1)])
+        .await
+        .unwrap();
+    s.touch_keys(&[(k.id.clone(), t0)]).await.unwrap();
+    let stored = s.key_by_id(&k.id).await.unwrap().unwrap();
+    assert_eq!(stored.last_used_at, Some(t1));
+    assert_eq!(stored.name, k.name);
+    // An admin edit made from a copy read before the touch keeps the later time.
+    let mut edited = k.clone();
+    edited.name = "renamed".into();
+    s.update_key(&edited).await.unwrap();
+    let stored = s.key_by_id(&k.id).await.unwrap().unwrap();
+    assert_eq!(stored.name, "renamed");
+    assert_eq!(stored.last_used_at, Some(t1));
+}
+
 /// Runs each named behaviour against a fresh store of every backend.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -400,6 +551,10 @@ conformance!(
     exactly_one_first_principal_wins_a_race,
     rotated_principal_token_stops_resolving_at_once,
     audit_is_listed_per_org_newest_first,
+    usage_adds_up_per_key_and_hour_and_a_batch_applies_once,
+    an_hour_keeps_its_top_resources_and_the_rest_under_other,
+    old_usage_is_pruned,
+    touch_moves_last_used_forward_only_and_an_edit_cannot_move_it_back,
 );
 
 fn embedded() -> (tempfile::TempDir, Arc<dyn KeyStore>) {

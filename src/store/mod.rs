@@ -22,7 +22,7 @@ pub mod usage;
 mod conformance;
 #[cfg(test)]
 #[path = "../../tests/support_redis/mod.rs"]
-mod test_redis;
+pub(crate) mod test_redis;
 
 pub use self::redis::{RedisBus, RedisStore};
 pub use bus::{BusEvent, InvalidationBus, LocalBus};

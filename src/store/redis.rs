@@ -36,6 +36,11 @@
 //! | `principal_tokens` | hash | admin-token SHA-256 (hex) → principal id |
 //! | `audit` | hash | event id → JSON `AuditEvent` |
 //! | `org_audit:<org>` | sorted set | the org's event ids |
+//! | `usage:<key id>:<hour>` | hash | usage counters of a key in an hour (Unix seconds): `requests`…, `d:<code>`, `r:<route>`, `s:<resource>` |
+//! | `usage_hours:<key id>` | sorted set | the key's hours with usage (score = hour) |
+//! | `usage_all` | sorted set | `<hour>:<key id>` of every stored hour, for pruning |
+//! | `usage_batches` | sorted set | usage batch ids applied, score = Unix seconds applied |
+//! | `rl:<key id>[:r:<route>]:<window>:<start>` | string | requests counted in a rate-limit window (expires at its end) |
 //! | `invalidations` | pub/sub channel | changed key hashes and heartbeats ([`RedisBus`]) |
 //!
 //! Sorted sets have every score 0, so they are ordered by member, and ids are
@@ -49,7 +54,10 @@ use redis::{FromRedisValue, Script, Value};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{CreateOutcome, KeyStore, Page, StoreError};
+use jiff::Timestamp;
+
+use super::usage::RESOURCES_PER_HOUR;
+use super::{CreateOutcome, KeyStore, Page, StoreError, UsageBatch, UsageCounts, UsageRow};
 use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
 
 mod bus;
@@ -76,6 +84,11 @@ struct Scripts {
     list_principals: Script,
     append_audit: Script,
     schema: Script,
+    swap_key_json: Script,
+    add_usage: Script,
+    usage: Script,
+    prune_usage: Script,
+    take_windows: Script,
 }
 
 impl Scripts {
@@ -93,6 +106,11 @@ impl Scripts {
             list_principals: Script::new(scripts::LIST_PRINCIPALS),
             append_audit: Script::new(scripts::APPEND_AUDIT),
             schema: Script::new(scripts::SCHEMA),
+            swap_key_json: Script::new(scripts::SWAP_KEY_JSON),
+            add_usage: Script::new(scripts::ADD_USAGE),
+            usage: Script::new(scripts::USAGE),
+            prune_usage: Script::new(scripts::PRUNE_USAGE),
+            take_windows: Script::new(scripts::TAKE_WINDOWS),
         }
     }
 }
@@ -208,6 +226,80 @@ impl RedisStore {
         format!("{}{rest}", self.prefix)
     }
 
+    /// Rate-limit window counters (`limits::RedisLimiter`): counts one request in
+    /// every counter of `windows` (name, limit, expire at in Unix seconds) if each has
+    /// room, or in none, in one atomic step. Returns whether it counted, and each
+    /// counter's value before this request.
+    pub async fn take_windows(
+        &self,
+        windows: &[(String, u64, i64)],
+    ) -> Result<(bool, Vec<u64>), StoreError> {
+        let owned: Vec<String> = windows
+            .iter()
+            .flat_map(|(name, limit, expire)| {
+                [format!("rl:{name}"), limit.to_string(), expire.to_string()]
+            })
+            .collect();
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let reply: Vec<u64> = self.invoke(&self.scripts.take_windows, &args).await?;
+        match reply.split_first() {
+            Some((ok, used)) if used.len() == windows.len() => Ok((*ok == 1, used.to_vec())),
+            _ => Err(StoreError::Corrupt(
+                "a rate-limit check came back malformed".to_string(),
+            )),
+        }
+    }
+
+    /// The current values of rate-limit window counters (0 where absent), counting
+    /// nothing.
+    pub async fn peek_windows(&self, names: &[String]) -> Result<Vec<u64>, StoreError> {
+        let mut cmd = redis::cmd("MGET");
+        for name in names {
+            cmd.arg(self.key(&format!("rl:{name}")));
+        }
+        let values: Vec<Option<u64>> = self.query(&cmd).await?;
+        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// A key's stored JSON and its decoded record.
+    async fn stored_key_json(&self, id: &str) -> Result<Option<(String, KeyRecord)>, StoreError> {
+        let json: Option<String> = self
+            .query(
+                redis::cmd("HGET")
+                    .arg(self.key(&format!("key:{id}")))
+                    .arg("json"),
+            )
+            .await?;
+        match json {
+            Some(j) => {
+                let key = decode(&format!("key {id}"), &j)?;
+                Ok(Some((j, key)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Moves one key's last_used_at forward to `at` (compare-and-swap on its JSON).
+    async fn touch_key(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
+        for _ in 0..SWAP_ATTEMPTS {
+            let Some((json, mut key)) = self.stored_key_json(id).await? else {
+                return Ok(());
+            };
+            if key.last_used_at.is_some_and(|t| t >= at) {
+                return Ok(());
+            }
+            key.last_used_at = Some(at);
+            let new = encode("key", &key)?;
+            let swapped: i64 = self
+                .invoke(&self.scripts.swap_key_json, &[id, &json, &new])
+                .await?;
+            if swapped != 0 {
+                return Ok(());
+            }
+        }
+        Err(busy(id))
+    }
+
     async fn invoke<T: FromRedisValue>(
         &self,
         script: &Script,
@@ -308,6 +400,73 @@ fn log_settings(s: &ServerSettings, target: &str) {
              make sure it runs with appendonly yes and maxmemory-policy noeviction"
         ),
     }
+}
+
+/// Read-modify-swap attempts before giving up on a record that keeps changing.
+const SWAP_ATTEMPTS: usize = 8;
+
+/// How long a usage batch id is remembered (a retry comes within seconds or minutes).
+const BATCH_MEMORY_SECS: i64 = 86_400;
+
+fn busy(id: &str) -> StoreError {
+    StoreError::Unavailable(format!(
+        "redis store: key {id} kept changing during the write; try again"
+    ))
+}
+
+/// A row's counters as `usage:<key>:<hour>` fields (see `scripts::ADD_USAGE`); zeros
+/// are left out.
+fn usage_fields(c: &UsageCounts) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = [
+        ("requests", c.requests),
+        ("successes", c.successes),
+        ("client_errors", c.client_errors),
+        ("upstream_errors", c.upstream_errors),
+        ("rate_limited", c.rate_limited),
+    ]
+    .into_iter()
+    .map(|(f, n)| (f.to_string(), n))
+    .collect();
+    for (tag, map) in [("d:", &c.denied), ("r:", &c.routes), ("s:", &c.resources)] {
+        out.extend(map.iter().map(|(name, n)| (format!("{tag}{name}"), *n)));
+    }
+    out.retain(|(_, n)| *n > 0);
+    out
+}
+
+/// The counters back from `usage:<key>:<hour>` fields.
+fn usage_counts(fields: &[String], what: &str) -> Result<UsageCounts, StoreError> {
+    let mut c = UsageCounts::default();
+    for pair in fields.chunks(2) {
+        let [field, value] = pair else {
+            return Err(StoreError::Corrupt(format!("{what} came back malformed")));
+        };
+        let n: u64 = value.parse().map_err(|_| {
+            StoreError::Corrupt(format!("{what} has a counter that is not a count"))
+        })?;
+        match field.as_str() {
+            "requests" => c.requests = n,
+            "successes" => c.successes = n,
+            "client_errors" => c.client_errors = n,
+            "upstream_errors" => c.upstream_errors = n,
+            "rate_limited" => c.rate_limited = n,
+            f => {
+                let (map, name) = if let Some(name) = f.strip_prefix("d:") {
+                    (&mut c.denied, name)
+                } else if let Some(name) = f.strip_prefix("r:") {
+                    (&mut c.routes, name)
+                } else if let Some(name) = f.strip_prefix("s:") {
+                    (&mut c.resources, name)
+                } else {
+                    return Err(StoreError::Corrupt(format!(
+                        "{what} has an unknown counter"
+                    )));
+                };
+                map.insert(name.to_string(), n);
+            }
+        }
+    }
+    Ok(c)
 }
 
 fn fail_fast() -> StoreError {
@@ -482,35 +641,48 @@ impl KeyStore for RedisStore {
     }
 
     async fn update_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
-        let json = encode("key", key)?;
         let hashes: Vec<String> = key.hashes().map(|h| h.to_hex()).collect();
-        let mut args = vec![
-            key.id.as_str(),
-            key.org.as_str(),
-            key.created_by.as_str(),
-            listed(key),
-            json.as_str(),
-        ];
-        args.extend(hashes.iter().map(String::as_str));
-        let reply: Vec<Value> = self.invoke(&self.scripts.update_key, &args).await?;
-        match status(&reply).as_deref() {
-            Some("updated") => Ok(()),
-            Some("missing") => Err(StoreError::Conflict(format!(
-                "key {} does not exist",
-                key.id
-            ))),
-            Some("hash_taken") => Err(StoreError::Conflict(format!(
-                "a secret of key {} is already indexed for another key",
-                key.id
-            ))),
-            Some("corrupt") => Err(StoreError::Corrupt(format!(
-                "key {} is stored without its index fields",
-                key.id
-            ))),
-            _ => Err(StoreError::Corrupt(
-                "update_key came back malformed".to_string(),
-            )),
+        // `touch_keys` may move last_used_at between an admin's read and this write:
+        // keep the later time, and retry if the record changed under us.
+        for _ in 0..SWAP_ATTEMPTS {
+            let stored = self.stored_key_json(&key.id).await?;
+            let mut key = key.clone();
+            if let Some((_, old)) = &stored {
+                key.last_used_at = key.last_used_at.max(old.last_used_at);
+            }
+            let json = encode("key", &key)?;
+            let expected = stored.as_ref().map_or("", |(j, _)| j.as_str());
+            let mut args = vec![
+                key.id.as_str(),
+                key.org.as_str(),
+                key.created_by.as_str(),
+                listed(&key),
+                json.as_str(),
+                expected,
+            ];
+            args.extend(hashes.iter().map(String::as_str));
+            let reply: Vec<Value> = self.invoke(&self.scripts.update_key, &args).await?;
+            return match status(&reply).as_deref() {
+                Some("updated") => Ok(()),
+                Some("changed") => continue,
+                Some("missing") => Err(StoreError::Conflict(format!(
+                    "key {} does not exist",
+                    key.id
+                ))),
+                Some("hash_taken") => Err(StoreError::Conflict(format!(
+                    "a secret of key {} is already indexed for another key",
+                    key.id
+                ))),
+                Some("corrupt") => Err(StoreError::Corrupt(format!(
+                    "key {} is stored without its index fields",
+                    key.id
+                ))),
+                _ => Err(StoreError::Corrupt(
+                    "update_key came back malformed".to_string(),
+                )),
+            };
         }
+        Err(busy(&key.id))
     }
 
     async fn keys_created_by(&self, principal_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
@@ -686,6 +858,75 @@ impl KeyStore for RedisStore {
                 self.prefix
             )))
         }
+    }
+
+    async fn add_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+        let now = Timestamp::now().as_second().to_string();
+        let cap = RESOURCES_PER_HOUR.to_string();
+        let mut owned: Vec<String> = Vec::new();
+        for row in &batch.rows {
+            let fields = usage_fields(&row.counts);
+            owned.push(row.key_id.clone());
+            owned.push(row.hour.as_second().to_string());
+            owned.push(fields.len().to_string());
+            for (f, n) in fields {
+                owned.push(f);
+                owned.push(n.to_string());
+            }
+        }
+        let mut args = vec![batch.id.as_str(), now.as_str(), cap.as_str()];
+        args.extend(owned.iter().map(String::as_str));
+        let _applied: i64 = self.invoke(&self.scripts.add_usage, &args).await?;
+        Ok(())
+    }
+
+    async fn usage(
+        &self,
+        key_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let (from_s, to_s) = (from.as_second().to_string(), to.as_second().to_string());
+        let rows: Vec<Vec<String>> = self
+            .invoke(&self.scripts.usage, &[key_id, &from_s, &to_s])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let Some((hour, fields)) = row.split_first() else {
+                    return Err(StoreError::Corrupt(format!(
+                        "usage of key {key_id} came back malformed"
+                    )));
+                };
+                let hour = hour
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|s| Timestamp::from_second(s).ok())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!("usage of key {key_id} has a bad hour"))
+                    })?;
+                Ok(UsageRow {
+                    key_id: key_id.to_string(),
+                    hour,
+                    counts: usage_counts(fields, &format!("usage of key {key_id} at {hour}"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune_usage(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let before = before.as_second().to_string();
+        let forget = (Timestamp::now().as_second() - BATCH_MEMORY_SECS).to_string();
+        let pruned: u64 = self
+            .invoke(&self.scripts.prune_usage, &[&before, &forget])
+            .await?;
+        Ok(pruned)
+    }
+
+    async fn touch_keys(&self, seen: &[(String, Timestamp)]) -> Result<(), StoreError> {
+        for (id, at) in seen {
+            self.touch_key(id, *at).await?;
+        }
+        Ok(())
     }
 }
 

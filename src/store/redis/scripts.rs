@@ -85,19 +85,23 @@ if has_ik == '1' then redis.call('HSET', p .. 'idempotency:' .. org, ik, id) end
 return {'created'}
 "#;
 
-/// `ARGV`: prefix, id, org, creator, listed, json, hashes… → {'updated'} | {'missing'} |
-/// {'hash_taken'} | {'corrupt'}.
+/// `ARGV`: prefix, id, org, creator, listed, json, expected stored json, hashes… →
+/// {'updated'} | {'missing'} | {'changed'} | {'hash_taken'} | {'corrupt'}.
+///
+/// `changed`: the stored record is no longer the one the caller read (to carry its
+/// `last_used_at` over); the caller reads again and retries.
 ///
 /// Hashes the record no longer has are dropped from the index only if they point at
 /// this key, so a stale entry can never unindex another key's secret.
 pub(super) const UPDATE_KEY: &str = r#"
 local p, id, org, creator, listed, json = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local k = p .. 'key:' .. id
-local old = redis.call('HMGET', k, 'org', 'creator', 'hashes')
+local old = redis.call('HMGET', k, 'org', 'creator', 'hashes', 'json')
 if redis.call('EXISTS', k) == 0 then return {'missing'} end
 if not old[1] or not old[2] or not old[3] then return {'corrupt'} end
+if old[4] ~= ARGV[7] then return {'changed'} end
 local new, is_new = {}, {}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local h = ARGV[i]
   local owner = redis.call('HGET', p .. 'key_hashes', h)
   if owner and owner ~= id then return {'hash_taken'} end
@@ -195,4 +199,131 @@ local v = redis.call('HGET', p .. 'meta', 'schema_version')
 if v then return v end
 redis.call('HSET', p .. 'meta', 'schema_version', ARGV[2])
 return ARGV[2]
+"#;
+
+/// `ARGV`: prefix, id, expected json, new json. → 1 replaced | 0 the record changed
+/// since it was read | -1 no such key.
+///
+/// `last_used_at` lives inside the record's JSON, which Lua cannot edit faithfully
+/// (cjson turns `[]` into `{}`), so `touch_keys` and `update_key` edit it in Rust and
+/// swap it in only if nobody wrote the record in between.
+pub(super) const SWAP_KEY_JSON: &str = r#"
+local p, id, expected, new = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local k = p .. 'key:' .. id
+local cur = redis.call('HGET', k, 'json')
+if not cur then return -1 end
+if cur ~= expected then return 0 end
+redis.call('HSET', k, 'json', new)
+return 1
+"#;
+
+/// `ARGV`: prefix, batch id, now (Unix seconds), resources kept per hour, then per row:
+/// key id, hour (Unix seconds), field count n, n × (field, increment). → 1 applied |
+/// 0 the batch was applied before.
+///
+/// Each `usage:<key>:<hour>` hash holds the counters flat: `requests`, `successes`,
+/// `client_errors`, `upstream_errors`, `rate_limited`, `d:<code>`, `r:<route>`,
+/// `s:<resource>`. After a row is added, resources beyond the hour's top `cap` (most
+/// requested first, ties by name) are folded into `s:other`, as
+/// `UsageCounts::cap_resources` does.
+pub(super) const ADD_USAGE: &str = r#"
+local p, batch, now, cap = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('ZSCORE', p .. 'usage_batches', batch) then return 0 end
+local other = 's:other'
+local i = 5
+while i <= #ARGV do
+  local key, hour, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local h = p .. 'usage:' .. key .. ':' .. hour
+  local touched = false
+  for j = 0, n - 1 do
+    local f = ARGV[i + 3 + 2 * j]
+    redis.call('HINCRBY', h, f, ARGV[i + 4 + 2 * j])
+    if string.sub(f, 1, 2) == 's:' then touched = true end
+  end
+  i = i + 3 + 2 * n
+  redis.call('ZADD', p .. 'usage_hours:' .. key, hour, hour)
+  redis.call('ZADD', p .. 'usage_all', hour, hour .. ':' .. key)
+  if touched then
+    local flat = redis.call('HGETALL', h)
+    local named = {}
+    for j = 1, #flat, 2 do
+      local f = flat[j]
+      if string.sub(f, 1, 2) == 's:' and f ~= other then
+        named[#named + 1] = {f, tonumber(flat[j + 1])}
+      end
+    end
+    if #named > cap then
+      table.sort(named, function(a, b)
+        if a[2] ~= b[2] then return a[2] > b[2] end
+        return a[1] < b[1]
+      end)
+      local rest = 0
+      for j = cap + 1, #named do
+        rest = rest + named[j][2]
+        redis.call('HDEL', h, named[j][1])
+      end
+      redis.call('HINCRBY', h, other, rest)
+    end
+  end
+end
+redis.call('ZADD', p .. 'usage_batches', now, batch)
+return 1
+"#;
+
+/// `ARGV`: prefix, key id, from, to (Unix seconds, `to` exclusive). → {{hour, field,
+/// value, field, value…}, …} oldest first.
+pub(super) const USAGE: &str = r#"
+local p, key = ARGV[1], ARGV[2]
+local hours = redis.call('ZRANGEBYSCORE', p .. 'usage_hours:' .. key, ARGV[3], '(' .. ARGV[4])
+local out = {}
+for _, hour in ipairs(hours) do
+  local row = {hour}
+  local flat = redis.call('HGETALL', p .. 'usage:' .. key .. ':' .. hour)
+  for _, v in ipairs(flat) do row[#row + 1] = v end
+  out[#out + 1] = row
+end
+return out
+"#;
+
+/// `ARGV`: prefix, before (Unix seconds, exclusive), forget batches before (Unix
+/// seconds). → the number of key-hours deleted.
+pub(super) const PRUNE_USAGE: &str = r#"
+local p, before, forget = ARGV[1], ARGV[2], ARGV[3]
+local old = redis.call('ZRANGEBYSCORE', p .. 'usage_all', '-inf', '(' .. before)
+for _, m in ipairs(old) do
+  local sep = string.find(m, ':', 1, true)
+  local hour, key = string.sub(m, 1, sep - 1), string.sub(m, sep + 1)
+  redis.call('DEL', p .. 'usage:' .. key .. ':' .. hour)
+  redis.call('ZREM', p .. 'usage_hours:' .. key, hour)
+  redis.call('ZREM', p .. 'usage_all', m)
+end
+redis.call('ZREMRANGEBYSCORE', p .. 'usage_batches', '-inf', '(' .. forget)
+return #old
+"#;
+
+/// `ARGV`: prefix, then per window counter: name suffix, limit, expire at (Unix
+/// seconds). → {admitted (1/0), used before this request…} in argument order.
+///
+/// Fixed-window check-and-count, all or nothing: the request is counted in every
+/// window only if each has room (`used < limit`), so a request refused by one window
+/// is counted in none, and no window ever counts past its limit, whatever the number
+/// of replicas calling.
+pub(super) const TAKE_WINDOWS: &str = r#"
+local p = ARGV[1]
+local used, ok = {}, 1
+for i = 2, #ARGV, 3 do
+  local n = tonumber(redis.call('GET', p .. ARGV[i]) or '0')
+  used[#used + 1] = n
+  if n >= tonumber(ARGV[i + 1]) then ok = 0 end
+end
+if ok == 1 then
+  for i = 2, #ARGV, 3 do
+    local k = p .. ARGV[i]
+    redis.call('INCR', k)
+    redis.call('EXPIREAT', k, ARGV[i + 2])
+  end
+end
+local out = {ok}
+for _, n in ipairs(used) do out[#out + 1] = n end
+return out
 "#;
