@@ -384,7 +384,7 @@ perf_start() {
     [[ -n ${PERF:-} ]] || return 0
     local pids
     pids=$(pgrep -P "$2" | paste -sd, -)
-    perf record -q -F 499 -o "$PERF_DATA.$1" -p "$2${pids:+,$pids}" >"$WORK/perf.log" 2>&1 &
+    perf record -q -g -F 499 -o "$PERF_DATA.$1" -p "$2${pids:+,$pids}" >"$WORK/perf.log" 2>&1 &
     PERF_PID=$!
 }
 perf_stop() {
@@ -396,6 +396,13 @@ perf_stop() {
 
 # --- runs --------------------------------------------------------------------------
 
+# Shows one round's result as it comes, so a noisy round can be seen.
+round_log() {
+    local rps p50 p90 p99 cpu rest
+    read -r rps p50 p90 p99 cpu rest
+    log "    $rps req/s, p99 $p99 ms, proxy core $cpu% busy"
+}
+
 # Runs both sides ROUNDS times, alternating, so that a burst of other load on this
 # shared machine does not land on one side only. Prints one result line per side:
 # "label req/s p50 p90 p99 cpu% non2xx errors", the median round by req/s.
@@ -406,13 +413,13 @@ run_pair() {
         if [[ -n $NGINX_PID ]]; then
             log "  round $r/$ROUNDS: nginx $kind"
             [[ $kind == http ]] && perf_start nginx "$NGINX_PID"
-            measure "$nginx_url" "$NGINX_PID" >>"$WORK/$kind.nginx"
+            measure "$nginx_url" "$NGINX_PID" | tee -a "$WORK/$kind.nginx" | round_log
             perf_stop
         fi
         if [[ -n $kg_pid ]]; then
             log "  round $r/$ROUNDS: keygate $kind"
             [[ $kind == http ]] && perf_start keygate "$kg_pid"
-            SECRET=$kg_secret measure "$kg_url" "$kg_pid" >>"$WORK/$kind.keygate"
+            SECRET=$kg_secret measure "$kg_url" "$kg_pid" | tee -a "$WORK/$kind.keygate" | round_log
             perf_stop
         fi
     done
@@ -459,8 +466,10 @@ for side in nginx keygate; do
     [[ -n ${PERF:-} && -s $PERF_DATA.$side ]] || continue
     echo
     echo "$side, CPU by shared object (perf, plain HTTP; data in $PERF_DATA.$side):"
-    perf report -i "$PERF_DATA.$side" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -6
+    # `|| true`: head closing the pipe early is not a failure.
+    perf report -i "$PERF_DATA.$side" --no-children --sort dso --stdio -g none 2>/dev/null |
+        grep -E '^ +[0-9]' | head -6 || true
     echo "$side, hottest symbols:"
-    perf report -i "$PERF_DATA.$side" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -20 |
-        cut -c1-120
+    perf report -i "$PERF_DATA.$side" --no-children --sort symbol --stdio -g none 2>/dev/null |
+        grep -E '^ +[0-9]' | head -20 | cut -c1-120 || true
 done
