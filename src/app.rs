@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -22,13 +22,15 @@ use crate::admin::{self, AdminContext};
 use crate::auth::{AuthFailureLimiter, KeyResolver};
 use crate::config::{Config, ConfigError, StoreBackend};
 use crate::key::KeyFormat;
+use crate::limits::{Limiter, LocalLimiter, OrgCache, RateLimits, RedisLimiter, SystemClock};
 use crate::metrics::Metrics;
 use crate::policy::{RouteTable, ScopeSet};
 use crate::proxy::forward::Upstream;
 use crate::proxy::{self, DataPlane};
 use crate::store::instrumented::Instrumented;
-use crate::store::{EmbeddedStore, InvalidationBus, KeyStore, LocalBus};
+use crate::store::{EmbeddedStore, InvalidationBus, KeyStore, LocalBus, RedisStore};
 use crate::tls;
+use crate::usage::UsageRecorder;
 
 /// rustls must have exactly one process-wide provider; keygate uses aws-lc-rs.
 pub fn install_crypto_provider() {
@@ -70,20 +72,38 @@ fn build_upstreams(config: &Config) -> Result<HashMap<String, Upstream>, ConfigE
         .collect()
 }
 
-/// The store, and the invalidation bus that goes with it.
-type StoreParts = (Arc<dyn KeyStore>, Arc<dyn InvalidationBus>);
+/// The store, the invalidation bus and the rate limiter that go with it.
+type StoreParts = (
+    Arc<dyn KeyStore>,
+    Arc<dyn InvalidationBus>,
+    Arc<dyn Limiter>,
+);
 
 fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<StoreParts> {
-    let (inner, bus): StoreParts = match &config.store.backend {
+    let (inner, bus, limiter): StoreParts = match &config.store.backend {
         StoreBackend::Embedded { path } => (
             Arc::new(
                 EmbeddedStore::open(path)
                     .with_context(|| format!("opening the embedded store {}", path.display()))?,
             ),
             Arc::new(LocalBus),
+            Arc::new(LocalLimiter::new()),
         ),
-        StoreBackend::Redis { .. } => {
-            bail!("store.backend: redis is not available in this build yet; use embedded")
+        StoreBackend::Redis { url } => {
+            // Connection and response timeouts of the Redis sockets: above store.timeout
+            // (which bounds each caller) so that a slow answer still clears the pipe.
+            let io_timeout = (config.store.timeout * 4).max(Duration::from_secs(1));
+            let redis = Arc::new(
+                RedisStore::open(url, &config.store.namespace, io_timeout)
+                    .map_err(|e| config.error_at("store.url", e.to_string()))?,
+            );
+            tracing::info!(redis = %redis.describe(), namespace = %config.store.namespace, "using the Redis store");
+            redis.spawn_settings_check();
+            let bus: Arc<dyn InvalidationBus> = Arc::new(redis.bus());
+            // Limits hold across replicas through Redis (SPEC §3).
+            let limiter: Arc<dyn Limiter> =
+                Arc::new(RedisLimiter::new(redis.clone(), config.store.timeout));
+            (redis, bus, limiter)
         }
     };
     Ok((
@@ -93,6 +113,7 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<StorePa
             config.store.timeout,
         )),
         bus,
+        limiter,
     ))
 }
 
@@ -107,6 +128,10 @@ struct Shared {
     resolver: Arc<KeyResolver>,
     failures: Arc<AuthFailureLimiter>,
     metrics: Arc<Metrics>,
+    /// Rate-limit counters and cached orgs: a reload must not reset a window.
+    limiter: Arc<dyn Limiter>,
+    orgs: Arc<OrgCache>,
+    usage: Arc<UsageRecorder>,
 }
 
 /// The data plane for `config`: route table, upstream clients, policy tables.
@@ -122,6 +147,14 @@ fn build_data_plane(config: &Config, shared: &Shared, tls: bool) -> anyhow::Resu
         identity: config.identity_headers.clone(),
         trusted_proxies: config.trusted_proxies.clone(),
         limits: config.limits.clone(),
+        rate_limits: RateLimits::new(
+            shared.limiter.clone(),
+            config.rate_limit.clone(),
+            shared.orgs.clone(),
+            Arc::new(SystemClock),
+            shared.metrics.clone(),
+        ),
+        usage: shared.usage.clone(),
         metrics: shared.metrics.clone(),
         tls,
     })
@@ -138,7 +171,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
-    let (store, bus) = open_store(&config, &metrics)?;
+    let (store, bus, limiter) = open_store(&config, &metrics)?;
     let resolver = Arc::new(KeyResolver::new(
         store.clone(),
         bus,
@@ -151,7 +184,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         resolver: resolver.clone(),
         failures: Arc::new(AuthFailureLimiter::new(config.limits.auth_failures_per_ip)),
         metrics: metrics.clone(),
+        limiter,
+        orgs: Arc::new(OrgCache::new(store.clone(), config.cache.stale_if_error)),
+        usage: Arc::new(UsageRecorder::new(store.clone(), Arc::new(SystemClock))),
     };
+    let usage_task = tokio::spawn(shared.usage.clone().run());
     let dp = build_data_plane(&config, &shared, data_tls.is_some())?;
     let key_format = dp.key_format.clone();
     let current = Arc::new(ArcSwap::from_pointee(dp));
@@ -172,9 +209,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "data plane listening on {scheme}://{}",
         data_listener.local_addr()?
     );
-    let mut certs: Vec<Arc<tls::ReloadableCert>> = Vec::new();
-    certs.extend(data_tls.as_ref().map(|(_, c)| c.clone()));
-    certs.extend(admin_tls.as_ref().map(|(_, c)| c.clone()));
+    let mut certs: Vec<(&'static str, Arc<tls::ReloadableCert>)> = Vec::new();
+    certs.extend(data_tls.as_ref().map(|(_, c)| ("data", c.clone())));
+    certs.extend(admin_tls.as_ref().map(|(_, c)| ("admin", c.clone())));
+    publish_cert_expiry(&certs, &metrics);
     let acceptor = data_tls.map(|(cfg, _)| TlsAcceptor::from(cfg));
     tasks.spawn(proxy::server::serve(
         data_listener,
@@ -254,6 +292,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    // Usage of the requests just drained (after any flush under way).
+    let usage = reload.shared.usage.clone();
+    if tokio::time::timeout(USAGE_FLUSH_DEADLINE, usage.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: the last usage counts could not be written in time");
+    }
+    usage_task.abort();
     Ok(())
 }
 
@@ -307,6 +354,9 @@ async fn serve_router(
     let _ = tokio::time::timeout(proxy::server::DRAIN_DEADLINE, graceful.shutdown()).await;
 }
 
+/// How long shutdown waits for the last usage flush.
+const USAGE_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+
 /// TLS handshake deadline on the admin and metrics ports.
 const ADMIN_HANDSHAKE: Duration = Duration::from_secs(10);
 
@@ -316,14 +366,26 @@ struct Reload {
     config: Arc<Config>,
     shared: Shared,
     current: Arc<ArcSwap<DataPlane>>,
-    certs: Vec<Arc<tls::ReloadableCert>>,
+    certs: Vec<(&'static str, Arc<tls::ReloadableCert>)>,
+}
+
+/// Sets `keygate_tls_certificate_expiry_seconds` for each TLS listener.
+fn publish_cert_expiry(certs: &[(&'static str, Arc<tls::ReloadableCert>)], metrics: &Metrics) {
+    for (listener, cert) in certs {
+        if let Some(t) = cert.expires_at() {
+            metrics
+                .tls_certificate_expiry
+                .with_label_values(&[listener])
+                .set(t);
+        }
+    }
 }
 
 impl Reload {
     /// Re-reads the config file and certificates. An invalid config, or one that
     /// changes what only a restart can change, keeps everything as it was.
     fn run(&self) {
-        for c in &self.certs {
+        for (_, c) in &self.certs {
             match c.reload() {
                 Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
                 Err(e) => tracing::error!(
@@ -332,6 +394,7 @@ impl Reload {
                 ),
             }
         }
+        publish_cert_expiry(&self.certs, &self.shared.metrics);
         let new = match crate::config::load(&self.config.source) {
             Ok(c) => c,
             Err(e) => {

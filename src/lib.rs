@@ -12,26 +12,34 @@
 //!   principals). Imports nothing of keygate.
 //! - [`refusal`]: the one error enum of the data plane, with status and code.
 //! - [`config`]: YAML → validated `Config`; errors name file, line and field.
-//! - [`store`]: the `KeyStore` trait and its backends (embedded redb file).
+//! - [`store`]: the `KeyStore` trait and its backends (embedded redb file; Redis with a
+//!   pub/sub invalidation bus), and usage storage.
 //! - [`auth`]: credential extraction, the `KeyResolver` (moka cache in front of the
 //!   store, negative entries, single-flight lookups), the failed-auth limiter.
 //! - [`policy`]: route table, path rules, scopes, resources, IP rules, the authorize
 //!   decision. No IO.
 //! - [`proxy`]: listener, TLS, HTTP server, pipeline, forwarding, responses.
 //! - [`admin`]: the admin API, bootstrap, `/metrics`, `/healthz`, `/readyz`.
+//! - [`limits`]: rate limits and quotas: window resolution, the limiter, `RateLimit-*`.
 //! - [`tls`]: rustls server configs, certificates, reload.
+//! - [`usage`]: per-key usage counters and `last_used_at`, written in batches.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: wiring only: builds everything from a `Config` and runs it.
+//! - [`cli`]: `keygate keys …`, a client of the admin API over HTTP (imports no other
+//!   keygate module).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod key;
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod refusal;
 pub mod store;
 pub mod tls;
+pub mod usage;

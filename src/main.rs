@@ -1,5 +1,5 @@
 //! The `keygate` binary: CLI parsing, logging, config loading; everything else is in
-//! the library (`keygate::app`).
+//! the library (`keygate::app`, and `keygate::cli` for `keygate keys …`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -31,13 +31,19 @@ enum Command {
         #[arg(long, short, env = "KEYGATE_CONFIG", default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Manage an org's API keys through the admin API (KEYGATE_ADMIN_URL,
+    /// KEYGATE_ADMIN_TOKEN).
+    Keys(Box<keygate::cli::KeysArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     match cli.command {
+        // The keys client logs nothing: no logger, so no log level can ever show a
+        // header holding the admin token.
+        Command::Keys(args) => keygate::cli::run(*args),
         Command::CheckConfig { config } => {
+            init_logging();
             let loaded = match keygate::config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -58,6 +64,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve { config } => {
+            init_logging();
             let loaded = match keygate::config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {

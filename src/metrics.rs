@@ -35,6 +35,8 @@ pub struct Metrics {
     pub connections_active: IntGaugeVec,
     pub invalidations: IntCounter,
     pub build_info: IntGaugeVec,
+    /// `listener`: Unix time at which the served TLS certificate expires.
+    pub tls_certificate_expiry: IntGaugeVec,
 }
 
 impl Metrics {
@@ -111,6 +113,15 @@ impl Metrics {
         )
         .expect("static metric definition");
 
+        let tls_certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "keygate_tls_certificate_expiry_seconds",
+                "Unix time at which the served TLS certificate expires.",
+            ),
+            &["listener"],
+        )
+        .expect("static metric definition");
+
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -123,6 +134,7 @@ impl Metrics {
             Box::new(connections_active.clone()),
             Box::new(invalidations.clone()),
             Box::new(build_info.clone()),
+            Box::new(tls_certificate_expiry.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -149,6 +161,7 @@ impl Metrics {
             connections_active,
             invalidations,
             build_info,
+            tls_certificate_expiry,
         }
     }
 

@@ -43,6 +43,16 @@ impl ReloadableCert {
     }
 }
 
+impl ReloadableCert {
+    /// Unix time at which the served certificate (the chain's first) expires.
+    pub fn expires_at(&self) -> Option<i64> {
+        let current = self.current.read().ok()?.clone();
+        let der = current.cert.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
+}
+
 impl ResolvesServerCert for ReloadableCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.current.read().ok().map(|c| c.clone())

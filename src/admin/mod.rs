@@ -4,13 +4,14 @@
 //! # Layout
 //!
 //! - [`auth`]: admin token → [`auth::Caller`]; the role table; org checks.
-//! - [`orgs`], [`keys`], [`principals`], [`audit`]: one file per resource.
+//! - [`orgs`], [`keys`], [`principals`], [`audit`], [`usage`]: one file per resource.
 //! - [`input`]: JSON bodies, query strings and paths → typed values or errors naming
 //!   the field; [`validate`]: field rules shared by the resources.
 //! - [`error`]: the one error type and its one mapping to responses.
 //! - [`bootstrap`]: the first owner principal and its token file.
 //! - [`creator`]: `key_policy: creator`, written into keys as `suspended_at`.
 //! - `openapi.json`: the OpenAPI 3 document served at `/openapi.json`.
+//! - [`web`]: the "API keys" page at `/`, a static client of this API.
 //!
 //! The admin side writes keys, the data plane reads them: after every key change this
 //! module calls `KeyResolver::invalidate_key`, so the next data-plane request sees it.
@@ -43,7 +44,9 @@ pub mod input;
 pub mod keys;
 pub mod orgs;
 pub mod principals;
+pub mod usage;
 pub mod validate;
+pub mod web;
 
 #[cfg(test)]
 mod tests;
@@ -88,6 +91,7 @@ pub fn router(ctx: Arc<AdminContext>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
+        .merge(web::router())
         .route("/v1/orgs", post(orgs::create).get(orgs::list))
         .route("/v1/orgs/{org}", get(orgs::get).patch(orgs::patch))
         .route("/v1/orgs/{org}/keys", post(keys::create).get(keys::list))
@@ -96,6 +100,7 @@ pub fn router(ctx: Arc<AdminContext>) -> Router {
             get(keys::get).patch(keys::patch).delete(keys::delete),
         )
         .route("/v1/orgs/{org}/keys/{id}/revoke", post(keys::revoke))
+        .route("/v1/orgs/{org}/keys/{id}/usage", get(usage::get))
         .route(
             "/v1/orgs/{org}/keys/{id}/regenerate",
             post(keys::regenerate),

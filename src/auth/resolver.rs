@@ -38,6 +38,9 @@ use crate::key::{KeyHash, KeyRecord};
 use crate::metrics::Metrics;
 use crate::store::{BusEvent, InvalidationBus, KeyStore, StoreError};
 
+/// Lookups of one hash tried in a row when invalidations keep racing them.
+const LOAD_ATTEMPTS: usize = 3;
+
 /// Store lookups allowed in flight at once, across all hashes.
 pub const MAX_CONCURRENT_LOOKUPS: usize = 256;
 
@@ -260,44 +263,54 @@ impl KeyResolver {
         hash: KeyHash,
         arrived: Instant,
     ) -> Result<Option<Arc<KeyRecord>>, Unavailable> {
-        let this = self.clone();
-        let result = self
-            .positive
-            .entry(hash)
-            .and_try_compute_with(|current| async move {
-                if let Some(e) = current {
-                    let c = e.into_value();
-                    let fresh = c.checked >= arrived
-                        || (this.trusted(&c) && c.checked.elapsed() < this.ttl);
-                    if this.is_current(&hash, &c) && fresh {
+        use moka::ops::compute::CompResult;
+        // A lookup that raced an invalidation of this hash produced an entry that may
+        // predate the change: look again rather than serve it (or call the key unknown).
+        for _ in 0..LOAD_ATTEMPTS {
+            let this = self.clone();
+            let result = self
+                .positive
+                .entry(hash)
+                .and_try_compute_with(|current| async move {
+                    if let Some(e) = current {
+                        let c = e.into_value();
+                        let fresh = c.checked >= arrived
+                            || (this.trusted(&c) && c.checked.elapsed() < this.ttl);
+                        if this.is_current(&hash, &c) && fresh {
+                            return Ok(Op::Nop);
+                        }
+                    } else if this.negative.contains_key(&hash) {
                         return Ok(Op::Nop);
                     }
-                } else if this.negative.contains_key(&hash) {
-                    return Ok(Op::Nop);
-                }
-                let generation = this.generation.load(Ordering::Acquire);
-                let checked = Instant::now();
-                match this.fetch(&hash).await? {
-                    Some(record) => Ok(Op::Put(Arc::new(Cached {
-                        record: Arc::new(record),
-                        checked,
-                        generation,
-                    }))),
-                    None => {
-                        this.negative.insert(hash, ());
-                        Ok(Op::Remove)
+                    let generation = this.generation.load(Ordering::Acquire);
+                    let checked = Instant::now();
+                    match this.fetch(&hash).await? {
+                        Some(record) => Ok(Op::Put(Arc::new(Cached {
+                            record: Arc::new(record),
+                            checked,
+                            generation,
+                        }))),
+                        None => {
+                            this.negative.insert(hash, ());
+                            Ok(Op::Remove)
+                        }
+                    }
+                })
+                .await?;
+            match result {
+                CompResult::Inserted(e)
+                | CompResult::ReplacedWith(e)
+                | CompResult::Unchanged(e) => {
+                    let c = e.into_value();
+                    if self.is_current(&hash, &c) {
+                        return Ok(Some(c.record.clone()));
                     }
                 }
-            })
-            .await?;
-        use moka::ops::compute::CompResult;
-        Ok(match result {
-            CompResult::Inserted(e) | CompResult::ReplacedWith(e) | CompResult::Unchanged(e) => {
-                let c = e.into_value();
-                self.is_current(&hash, &c).then(|| c.record.clone())
+                CompResult::Removed(_) | CompResult::StillNone(_) => return Ok(None),
             }
-            CompResult::Removed(_) | CompResult::StillNone(_) => None,
-        })
+        }
+        // The key kept changing under the lookup: fail closed, and let the client retry.
+        Err(Unavailable)
     }
 
     async fn fetch(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, Unavailable> {

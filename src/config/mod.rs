@@ -104,12 +104,22 @@ pub struct StoreConfig {
     pub backend: StoreBackend,
     /// No request waits on the store longer than this.
     pub timeout: Duration,
+    /// Redis only: every Redis key and the invalidation channel start with
+    /// `<namespace>:`, so that several deployments (or other applications) can share
+    /// one Redis database. Default `keygate`.
+    pub namespace: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreBackend {
-    Embedded { path: PathBuf },
-    Redis { url: String },
+    Embedded {
+        path: PathBuf,
+    },
+    /// `redis://`, `rediss://` (TLS), or `redis+sentinel://` / `rediss+sentinel://`
+    /// (Sentinel nodes, then the master's name).
+    Redis {
+        url: String,
+    },
 }
 
 #[derive(Debug, Clone)]

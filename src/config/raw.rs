@@ -73,6 +73,7 @@ pub struct RawStore {
     pub backend: Option<String>,
     pub path: Option<PathBuf>,
     pub url: Option<String>,
+    pub namespace: Option<String>,
     pub timeout: Option<Dur>,
 }
 

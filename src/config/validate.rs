@@ -50,6 +50,7 @@ const ADMIN_ADDRESS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST
 const BOOTSTRAP_TOKEN_FILE: &str = "data/admin-token";
 const STORE_PATH: &str = "data/keygate.db";
 const STORE_TIMEOUT: Duration = Duration::from_millis(250);
+const STORE_NAMESPACE: &str = "keygate";
 const CACHE_TTL: Duration = Duration::from_secs(30);
 const CACHE_NEGATIVE_TTL: Duration = Duration::from_secs(5);
 const CACHE_MAX_ENTRIES: u64 = 1_000_000;
@@ -281,6 +282,12 @@ fn store(raw: raw::RawStore, p: &mut Problems) -> StoreConfig {
                     "is for backend: redis; the embedded store uses store.path",
                 );
             }
+            if raw.namespace.is_some() {
+                p.add(
+                    "store.namespace",
+                    "is for backend: redis; the embedded store has a file of its own",
+                );
+            }
             let path = raw.path.unwrap_or_else(|| PathBuf::from(STORE_PATH));
             if path.as_os_str().is_empty() {
                 p.add("store.path", "is empty");
@@ -320,22 +327,79 @@ fn store(raw: raw::RawStore, p: &mut Problems) -> StoreConfig {
             }
         }
     };
-    StoreConfig { backend, timeout }
+    let namespace = raw.namespace.unwrap_or_else(|| STORE_NAMESPACE.to_string());
+    if let Err(e) = check_namespace(&namespace) {
+        p.add("store.namespace", e);
+    }
+    StoreConfig {
+        backend,
+        timeout,
+        namespace,
+    }
+}
+
+/// Redis key names are binary-safe, but a namespace is also typed into `redis-cli`
+/// and ACL key patterns (`~keygate:*`), where glob characters and spaces would bite.
+fn check_namespace(ns: &str) -> Result<(), String> {
+    if ns.is_empty() || ns.len() > 64 {
+        return Err(format!(
+            "must be 1 to 64 characters, got {} characters",
+            ns.len()
+        ));
+    }
+    match ns
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
+    {
+        Some(c) => Err(format!(
+            "may hold letters, digits, '_', '-', '.' and ':' only, got {c:?}"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The URL may hold a password, so messages describe it and never repeat it.
+/// The store parses the URL fully when it connects; this catches the mistakes that can
+/// be named from the text alone.
 fn check_redis_url(url: &str) -> Result<(), String> {
-    let rest = url
+    let (sentinel, rest) = if let Some(r) = url
+        .strip_prefix("redis+sentinel://")
+        .or_else(|| url.strip_prefix("rediss+sentinel://"))
+    {
+        (true, r)
+    } else if let Some(r) = url
         .strip_prefix("redis://")
         .or_else(|| url.strip_prefix("rediss://"))
-        .ok_or("must start with redis:// (or rediss:// for TLS)")?;
-    let authority = rest.split(['/', '?']).next().unwrap_or_default();
-    let host = authority.rsplit('@').next().unwrap_or_default();
-    if host.is_empty() || host.starts_with(':') {
-        return Err("has no host (expected redis://HOST:PORT/DB)".into());
-    }
-    if host.chars().any(char::is_whitespace) {
+    {
+        (false, r)
+    } else {
+        return Err("must start with redis:// (or rediss:// for TLS, or \
+             redis+sentinel:// for Redis Sentinel)"
+            .into());
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let hosts = authority.rsplit('@').next().unwrap_or_default();
+    if hosts.chars().any(char::is_whitespace) {
         return Err("contains whitespace".into());
+    }
+    if sentinel {
+        if hosts.split(',').any(|h| h.is_empty() || h.starts_with(':')) {
+            return Err("names an empty Sentinel address (expected \
+                 redis+sentinel://HOST:PORT,HOST:PORT/MASTER_NAME/DB)"
+                .into());
+        }
+        let master = path.strip_prefix('/').unwrap_or_default();
+        let master = master.split(['/', '?']).next().unwrap_or_default();
+        if master.is_empty() {
+            return Err("has no master name (expected \
+                 redis+sentinel://HOST:PORT,HOST:PORT/MASTER_NAME/DB)"
+                .into());
+        }
+    } else if hosts.is_empty() || hosts.starts_with(':') {
+        return Err("has no host (expected redis://HOST:PORT/DB)".into());
     }
     Ok(())
 }
@@ -772,4 +836,57 @@ pub(super) fn known<'a>(what: &str, names: impl Iterator<Item = &'a String>) -> 
 
 fn fmt_dur(d: Duration) -> String {
     humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_store(store: &str) -> Result<crate::config::Config, String> {
+        let yaml = format!("listen: {{ tls: none }}\nstore: {store}\n");
+        crate::config::parse("keygate.yaml", &yaml).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn redis_namespace_defaults_and_is_checked() {
+        let c = parse_store("{ backend: redis, url: \"redis://127.0.0.1:6379/0\" }").unwrap();
+        assert_eq!(c.store.namespace, "keygate");
+        let c = parse_store(
+            "{ backend: redis, url: \"redis://127.0.0.1:6379/0\", namespace: \"prod.eu-1\" }",
+        )
+        .unwrap();
+        assert_eq!(c.store.namespace, "prod.eu-1");
+        for bad in ["\"\"", "\"a b\"", "\"keys*\"", "\"{tag}\""] {
+            let e = parse_store(&format!(
+                "{{ backend: redis, url: \"redis://h:1/0\", namespace: {bad} }}"
+            ))
+            .unwrap_err();
+            assert!(e.contains("store.namespace"), "{bad}: {e}");
+        }
+        let e = parse_store("{ backend: embedded, namespace: x }").unwrap_err();
+        assert!(
+            e.contains("store.namespace") && e.contains("backend: redis"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sentinel_urls_are_accepted_and_checked() {
+        for ok in [
+            "redis+sentinel://s1:26379,s2:26379/mymaster/0",
+            "rediss+sentinel://:pw@s1/mymaster",
+        ] {
+            let c = parse_store(&format!("{{ backend: redis, url: \"{ok}\" }}")).unwrap();
+            assert_eq!(c.store.backend, StoreBackend::Redis { url: ok.into() });
+        }
+        for (bad, why) in [
+            ("redis+sentinel://s1:26379", "no master name"),
+            ("redis+sentinel://s1,,s2/m", "empty Sentinel address"),
+            ("http://s1/m", "must start with redis://"),
+        ] {
+            let e = parse_store(&format!("{{ backend: redis, url: \"{bad}\" }}")).unwrap_err();
+            assert!(e.contains("store.url") && e.contains(why), "{bad}: {e}");
+            assert!(!e.contains("pw"), "{e}");
+        }
+    }
 }

@@ -14,6 +14,7 @@ use anyhow::{Context, anyhow};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
+use http_body_util::combinators::MapErr;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -26,12 +27,27 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{IdentityHeaders, UpstreamConfig};
 use crate::key::{Environment, KeyRecord};
-use crate::proxy::Body;
+use crate::proxy::{Body, BoxError};
 use crate::refusal::Refusal;
 use crate::tls;
 
-/// The request body as sent upstream: the client's, capped at `max_body_bytes`.
-pub type UpstreamBody = Limited<Incoming>;
+/// The request body as sent upstream: the client's, capped at `max_body_bytes`, with
+/// its read errors marked as the client's fault.
+pub type UpstreamBody = MapErr<Limited<Incoming>, fn(BoxError) -> BoxError>;
+
+/// A read error of the client's request body (bad chunk, early close): the request
+/// is the client's fault (400), not the upstream's (502).
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body could not be read: {0}")]
+pub struct ClientBodyError(BoxError);
+
+fn mark_client_error(e: BoxError) -> BoxError {
+    if e.is::<LengthLimitError>() {
+        e
+    } else {
+        Box::new(ClientBodyError(e))
+    }
+}
 
 /// Where one environment of an upstream lives.
 #[derive(Debug, Clone)]
@@ -104,8 +120,13 @@ impl Upstream {
             Err(_) => Err(Refusal::UpstreamTimeout),
             Ok(Ok(resp)) => Ok((resp, started.elapsed())),
             Ok(Err(e)) => {
-                if caused_by_body_limit(&e) {
+                if caused_by::<LengthLimitError>(&e) {
                     return Err(Refusal::BodyTooLarge(max_body));
+                }
+                if caused_by::<ClientBodyError>(&e) {
+                    return Err(Refusal::BadRequest(
+                        "the request body is malformed or was cut short",
+                    ));
                 }
                 tracing::warn!(upstream = %self.name, error = %e, "upstream request failed");
                 Err(Refusal::UpstreamUnavailable)
@@ -114,10 +135,11 @@ impl Upstream {
     }
 }
 
-fn caused_by_body_limit(e: &(dyn StdError + 'static)) -> bool {
+/// Whether `T` is anywhere in the error's source chain.
+fn caused_by<T: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if err.is::<LengthLimitError>() {
+        if err.is::<T>() {
             return true;
         }
         cur = err.source();
@@ -354,7 +376,8 @@ pub fn upstream_request(
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     parts.extensions = http::Extensions::new();
-    Request::from_parts(parts, Limited::new(body, max_body as usize))
+    let mark: fn(BoxError) -> BoxError = mark_client_error;
+    Request::from_parts(parts, Limited::new(body, max_body as usize).map_err(mark))
 }
 
 /// The client's response: upstream status and headers less hop-by-hop ones, streamed body.

@@ -20,8 +20,10 @@ use ipnet::IpNet;
 use crate::auth::{AuthFailureLimiter, KeyResolver};
 use crate::config::{IdentityHeaders, Limits};
 use crate::key::KeyFormat;
+use crate::limits::RateLimits;
 use crate::metrics::Metrics;
 use crate::policy::{RouteTable, ScopeSet};
+use crate::usage::UsageRecorder;
 
 pub mod forward;
 pub mod listener;
@@ -46,6 +48,10 @@ pub struct DataPlane {
     pub identity: IdentityHeaders,
     pub trusted_proxies: Vec<IpNet>,
     pub limits: Limits,
+    /// [limits] Rate limits and quotas: this config's global limits, the shared counters.
+    pub rate_limits: RateLimits,
+    /// [limits] Per-key usage counters and last_used_at, flushed in batches.
+    pub usage: Arc<UsageRecorder>,
     pub metrics: Arc<Metrics>,
     /// Whether the listener terminates TLS (for `X-Forwarded-Proto`).
     pub tls: bool,

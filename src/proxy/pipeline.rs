@@ -1,7 +1,8 @@
 //! One data-plane request, top to bottom, in the order of SPEC §3:
 //! limits → path → route → credential → key → IP → environment → endpoint → resource →
-//! scope → forward. Each step either passes or returns a [`Refusal`]; [`handle`] turns
-//! the outcome into a response, adds `X-Request-Id`, counts it and logs it.
+//! scope → rate limit → forward. Each step either passes or returns a [`Refusal`];
+//! [`handle`] turns the outcome into a response, adds `X-Request-Id`, counts it and
+//! logs it.
 //!
 //! A refused request never reaches the upstream: the body is not read (so `100
 //! Continue` is sent only once forwarding starts) and nothing is sent.
@@ -17,11 +18,13 @@ use hyper::body::Incoming;
 
 use crate::auth::credential;
 use crate::key::{KeyHash, KeyRecord};
+use crate::limits;
 use crate::metrics::{NO_ROUTE, method_label};
 use crate::policy::{self, Access, Route, ip, path};
 use crate::proxy::forward::{self, Forwarding};
 use crate::proxy::{Body, DataPlane, respond};
 use crate::refusal::Refusal;
+use crate::usage;
 
 /// What the listener knows about the connection.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +45,10 @@ struct Trace {
     key: Option<Arc<KeyRecord>>,
     client: Option<IpAddr>,
     upstream_time: Option<Duration>,
+    /// [limits] The rate-limit decision, for the `RateLimit-*` headers.
+    quota: Option<limits::Quota>,
+    /// [limits] The route's resource for this request, for usage.
+    resource: Option<String>,
 }
 
 /// Serves one request; never fails (every failure is a response).
@@ -60,6 +67,22 @@ pub async fn handle(
     };
     resp.headers_mut()
         .insert("x-request-id", request_id.clone());
+    // [limits] `RateLimit-*` on responses to requests whose key authenticated.
+    let (key, route) = (trace.key.as_deref(), trace.route.as_deref());
+    limits::annotate(&dp.rate_limits, &mut resp, key, route, trace.quota).await;
+    // [limits] Usage and last_used_at of the key the request named.
+    if let (Some(key), Some(route)) = (key, route) {
+        let refusal = (outcome != "allowed").then_some(outcome);
+        dp.usage.record(
+            &key.id,
+            &usage::Outcome {
+                route: &route.name,
+                resource: trace.resource.as_deref(),
+                status: resp.status(),
+                refusal,
+            },
+        );
+    }
 
     let route = trace.route.as_ref().map_or(NO_ROUTE, |r| r.name.as_str());
     let status = resp.status();
@@ -133,6 +156,7 @@ async fn run(
         (m.route.clone(), resource)
     };
     trace.route = Some(route.clone());
+    trace.resource.clone_from(&resource);
 
     let peer_ip = ip::canonical(conn.peer.ip());
     let peer_trusted = ip::is_trusted(peer_ip, &dp.trusted_proxies);
@@ -188,6 +212,10 @@ async fn run(
             preserve_host: upstream.preserve_host,
         },
     )?;
+    // [limits] Last, after every check that can refuse: refused requests consume nothing.
+    dp.rate_limits
+        .acquire(&key, &route, &mut trace.quota)
+        .await?;
     let req = forward::upstream_request(parts, body, uri, dp.limits.max_body_bytes);
     let (resp, took) = upstream.send(req, dp.limits.max_body_bytes).await?;
     trace.upstream_time = Some(took);
@@ -249,6 +277,10 @@ fn client_host(parts: &http::request::Parts) -> Result<Option<String>, Refusal> 
             "the Host header does not match the request target",
         )),
         (Some(a), _) => Ok(Some(a.as_str().to_string())),
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400.
+        (None, None) if parts.version == http::Version::HTTP_11 => Err(Refusal::BadRequest(
+            "an HTTP/1.1 request needs a Host header",
+        )),
         (None, h) => Ok(h.map(str::to_string)),
     }
 }

@@ -25,6 +25,9 @@
 //! | `principal_tokens` | SHA-256 → principal id | admin-token lookup |
 //! | `audit` | event id → JSON `AuditEvent` | every event, with or without an org |
 //! | `org_audit` | (org, event id) → () | per-org audit listings |
+//! | `usage` | (key id, hour) → JSON `UsageCounts` | usage per key and UTC hour (Unix seconds) |
+//! | `usage_hours` | (hour, key id) → () | pruning usage older than 90 days |
+//! | `usage_batches` | batch id → Unix seconds applied | applying a retried batch once |
 //!
 //! Ids are `<kind>_<lowercase ULID>`, so byte order is creation order and a reverse range
 //! scan of an `(org, id)` index is a newest-first listing.
@@ -42,7 +45,10 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{CreateOutcome, KeyStore, Page, StoreError};
+use jiff::Timestamp;
+
+use super::usage::RESOURCES_PER_HOUR;
+use super::{CreateOutcome, KeyStore, Page, StoreError, UsageBatch, UsageCounts, UsageRow};
 use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
 
 /// Bumped whenever the table layout or record encoding changes incompatibly.
@@ -63,6 +69,11 @@ const PRINCIPALS: TableDefinition<&str, &[u8]> = TableDefinition::new("principal
 const PRINCIPAL_TOKENS: TableDefinition<&[u8; 32], &str> = TableDefinition::new("principal_tokens");
 const AUDIT: TableDefinition<&str, &[u8]> = TableDefinition::new("audit");
 const ORG_AUDIT: TableDefinition<(&str, &str), ()> = TableDefinition::new("org_audit");
+const USAGE: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("usage");
+const USAGE_HOURS: TableDefinition<(i64, &str), ()> = TableDefinition::new("usage_hours");
+const USAGE_BATCHES: TableDefinition<&str, i64> = TableDefinition::new("usage_batches");
+/// How long a usage batch id is remembered (a retry comes within seconds or minutes).
+const BATCH_MEMORY_SECS: i64 = 86_400;
 
 /// An `(owner, id)` index: org → keys, principal → keys, org → audit events.
 type Index = (&'static str, &'static str);
@@ -192,6 +203,9 @@ fn prepare_tables(db: &Database) -> Result<(), StoreError> {
         txn.open_table(PRINCIPAL_TOKENS).map_err(db_error)?;
         txn.open_table(AUDIT).map_err(db_error)?;
         txn.open_table(ORG_AUDIT).map_err(db_error)?;
+        txn.open_table(USAGE).map_err(db_error)?;
+        txn.open_table(USAGE_HOURS).map_err(db_error)?;
+        txn.open_table(USAGE_BATCHES).map_err(db_error)?;
         Ok(())
     })
 }
@@ -459,8 +473,7 @@ impl KeyStore for EmbeddedStore {
     }
 
     async fn update_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
-        let key = key.clone();
-        let json = encode("key", &key)?;
+        let mut key = key.clone();
         self.write(move |txn| {
             let mut keys = txn.open_table(KEYS).map_err(db_error)?;
             let Some(old) = get_json::<KeyRecord>(&keys, "key", &key.id)? else {
@@ -469,6 +482,10 @@ impl KeyStore for EmbeddedStore {
                     key.id
                 )));
             };
+            // last_used_at is written by the data plane (`touch_keys`) between an admin's
+            // read and write: the admin's copy must not move it back.
+            key.last_used_at = key.last_used_at.max(old.last_used_at);
+            let json = encode("key", &key)?;
             let mut hashes = txn.open_table(KEY_HASHES).map_err(db_error)?;
             for h in old.hashes().filter(|h| !key.hashes().any(|n| n == *h)) {
                 // Only drop an entry that is ours: never unindex another key's secret.
@@ -748,397 +765,140 @@ impl KeyStore for EmbeddedStore {
         })
         .await
     }
+
+    async fn add_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+        let batch = batch.clone();
+        self.write(move |txn| {
+            let mut batches = txn.open_table(USAGE_BATCHES).map_err(db_error)?;
+            if batches.get(batch.id.as_str()).map_err(db_error)?.is_some() {
+                return Ok(());
+            }
+            let mut usage = txn.open_table(USAGE).map_err(db_error)?;
+            let mut hours = txn.open_table(USAGE_HOURS).map_err(db_error)?;
+            for row in &batch.rows {
+                let at = (row.key_id.as_str(), row.hour.as_second());
+                let stored: Option<UsageCounts> = match usage.get(at).map_err(db_error)? {
+                    Some(v) => Some(decode(
+                        &format!("usage of key {} at {}", row.key_id, row.hour),
+                        v.value(),
+                    )?),
+                    None => None,
+                };
+                let mut counts = stored.unwrap_or_default();
+                counts.add(&row.counts);
+                counts.cap_resources(RESOURCES_PER_HOUR);
+                let json = encode("usage", &counts)?;
+                usage.insert(at, json.as_slice()).map_err(db_error)?;
+                hours.insert((at.1, at.0), ()).map_err(db_error)?;
+            }
+            batches
+                .insert(batch.id.as_str(), Timestamp::now().as_second())
+                .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn usage(
+        &self,
+        key_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        let key_id = key_id.to_string();
+        self.read(move |txn| {
+            let usage = txn.open_table(USAGE).map_err(db_error)?;
+            let mut rows = Vec::new();
+            let range = (key_id.as_str(), from.as_second())..(key_id.as_str(), to.as_second());
+            for entry in usage.range(range).map_err(db_error)? {
+                let (k, v) = entry.map_err(db_error)?;
+                let hour = Timestamp::from_second(k.value().1).map_err(|_| {
+                    StoreError::Corrupt(format!("usage of key {key_id} has a bad hour"))
+                })?;
+                rows.push(UsageRow {
+                    key_id: key_id.clone(),
+                    hour,
+                    counts: decode(&format!("usage of key {key_id} at {hour}"), v.value())?,
+                });
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn prune_usage(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let before = before.as_second();
+        let forget_before = Timestamp::now().as_second() - BATCH_MEMORY_SECS;
+        self.write(move |txn| {
+            let mut hours = txn.open_table(USAGE_HOURS).map_err(db_error)?;
+            let mut old = Vec::new();
+            for entry in hours
+                .range((i64::MIN, "")..(before, ""))
+                .map_err(db_error)?
+            {
+                let (k, _) = entry.map_err(db_error)?;
+                let (hour, key) = k.value();
+                old.push((hour, key.to_string()));
+            }
+            let mut usage = txn.open_table(USAGE).map_err(db_error)?;
+            for (hour, key) in &old {
+                usage.remove((key.as_str(), *hour)).map_err(db_error)?;
+                hours.remove((*hour, key.as_str())).map_err(db_error)?;
+            }
+            let mut batches = txn.open_table(USAGE_BATCHES).map_err(db_error)?;
+            let mut forgotten = Vec::new();
+            for entry in batches.iter().map_err(db_error)? {
+                let (id, at) = entry.map_err(db_error)?;
+                if at.value() < forget_before {
+                    forgotten.push(id.value().to_string());
+                }
+            }
+            for id in &forgotten {
+                batches.remove(id.as_str()).map_err(db_error)?;
+            }
+            Ok(old.len() as u64)
+        })
+        .await
+    }
+
+    async fn touch_keys(&self, seen: &[(String, Timestamp)]) -> Result<(), StoreError> {
+        let seen = seen.to_vec();
+        self.write(move |txn| {
+            let mut keys = txn.open_table(KEYS).map_err(db_error)?;
+            for (id, at) in &seen {
+                let Some(mut key) = get_json::<KeyRecord>(&keys, "key", id)? else {
+                    continue;
+                };
+                if key.last_used_at.is_some_and(|t| t >= *at) {
+                    continue;
+                }
+                key.last_used_at = Some(*at);
+                let json = encode("key", &key)?;
+                keys.insert(id.as_str(), json.as_slice())
+                    .map_err(db_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
 
-    use jiff::Timestamp;
     use tempfile::TempDir;
 
     use super::*;
-    use crate::key::{Environment, OrgScope, PreviousSecret, Role};
+    // The behaviour shared with the Redis store is tested in `store::conformance`;
+    // what stays here is this backend's own: the file, its lock, its damage.
+    use crate::store::conformance::{event, key, org, principal};
 
     fn store() -> (TempDir, PathBuf, EmbeddedStore) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data").join("keygate.db");
         let store = EmbeddedStore::open(&path).unwrap();
         (dir, path, store)
-    }
-
-    /// A time-ordered id: `n` milliseconds after a fixed instant.
-    fn id(kind: &str, n: u64) -> String {
-        let ulid = ulid::Ulid::from_parts(1_700_000_000_000 + n, 7);
-        format!("{kind}_{}", ulid.to_string().to_lowercase())
-    }
-
-    fn key(n: u64, org: &str, secret: &str) -> KeyRecord {
-        let now = Timestamp::now();
-        KeyRecord {
-            id: id("key", n),
-            org: org.to_string(),
-            name: format!("key {n}"),
-            description: None,
-            environment: Environment::Live,
-            prefix: "kg_live_abcd".to_string(),
-            scopes: vec!["read".to_string()],
-            resources: None,
-            endpoints: None,
-            ip_allow: None,
-            rate_limit: None,
-            created_at: now,
-            created_by: "prn_creator".to_string(),
-            updated_at: now,
-            last_used_at: None,
-            expires_at: None,
-            revoked_at: None,
-            deleted_at: None,
-            suspended_at: None,
-            secret_hash: KeyHash::of(secret),
-            previous_secret: None,
-        }
-    }
-
-    fn org(id: &str) -> Org {
-        let now = Timestamp::now();
-        Org {
-            id: id.to_string(),
-            name: format!("Org {id}"),
-            key_policy: Default::default(),
-            max_key_lifetime_days: None,
-            rate_limit: None,
-            created_at: now,
-            updated_at: now,
-        }
-    }
-
-    fn principal(n: u64, token: &str) -> Principal {
-        Principal {
-            id: id("prn", n),
-            name: format!("admin {n}"),
-            role: Role::Owner,
-            orgs: OrgScope::All,
-            api_access: true,
-            disabled: false,
-            created_at: Timestamp::now(),
-            deleted_at: None,
-            token_hash: KeyHash::of(token),
-        }
-    }
-
-    fn event(n: u64, org: Option<&str>) -> AuditEvent {
-        AuditEvent {
-            id: id("aud", n),
-            at: Timestamp::from_second(1_700_000_000 + n as i64).unwrap(),
-            actor: "prn_creator".to_string(),
-            org: org.map(str::to_string),
-            action: "key.create".to_string(),
-            target: None,
-            details: serde_json::json!({}),
-        }
-    }
-
-    async fn hash_owner(s: &EmbeddedStore, secret: &str) -> Option<String> {
-        s.key_by_hash(&KeyHash::of(secret))
-            .await
-            .unwrap()
-            .map(|k| k.id)
-    }
-
-    /// Every page of a listing, following `next` (bounded).
-    async fn all_pages(s: &EmbeddedStore, org: &str, limit: usize) -> Vec<Vec<String>> {
-        let mut pages = Vec::new();
-        let mut after: Option<String> = None;
-        for _ in 0..100 {
-            let page = s.list_keys(org, after.as_deref(), limit).await.unwrap();
-            pages.push(page.items.iter().map(|k| k.id.clone()).collect());
-            match page.next {
-                Some(next) => {
-                    assert_eq!(Some(&next), page.items.last().map(|k| &k.id));
-                    after = Some(next);
-                }
-                None => return pages,
-            }
-        }
-        panic!("listing did not end");
-    }
-
-    #[tokio::test]
-    async fn keys_round_trip() {
-        let (_dir, _path, s) = store();
-        let k = key(1, "acme", "secret-1");
-        assert_eq!(
-            s.create_key(&k, None).await.unwrap(),
-            CreateOutcome::Created
-        );
-        assert_eq!(s.key_by_id(&k.id).await.unwrap(), Some(k.clone()));
-        assert_eq!(
-            s.key_by_hash(&k.secret_hash).await.unwrap(),
-            Some(k.clone())
-        );
-        assert_eq!(s.key_by_id("key_missing").await.unwrap(), None);
-        assert_eq!(hash_owner(&s, "unknown").await, None);
-
-        let again = s.create_key(&k, None).await;
-        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
-
-        let mut edited = k.clone();
-        edited.name = "renamed".to_string();
-        edited.scopes = vec!["write".to_string()];
-        s.update_key(&edited).await.unwrap();
-        assert_eq!(s.key_by_id(&k.id).await.unwrap(), Some(edited));
-
-        let missing = s.update_key(&key(2, "acme", "secret-2")).await;
-        assert!(
-            matches!(missing, Err(StoreError::Conflict(_))),
-            "{missing:?}"
-        );
-        assert_eq!(hash_owner(&s, "secret-2").await, None);
-        s.ping().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn regenerate_keeps_the_hash_index_in_step() {
-        let (_dir, _path, s) = store();
-        let mut k = key(1, "acme", "old");
-        s.create_key(&k, None).await.unwrap();
-
-        // Regenerate with grace: both secrets resolve.
-        k.secret_hash = KeyHash::of("new");
-        k.previous_secret = Some(PreviousSecret {
-            hash: KeyHash::of("old"),
-            expires_at: Timestamp::now(),
-        });
-        s.update_key(&k).await.unwrap();
-        assert_eq!(hash_owner(&s, "new").await, Some(k.id.clone()));
-        assert_eq!(hash_owner(&s, "old").await, Some(k.id.clone()));
-
-        // Grace over: the previous secret stops resolving.
-        k.previous_secret = None;
-        s.update_key(&k).await.unwrap();
-        assert_eq!(hash_owner(&s, "old").await, None);
-        assert_eq!(hash_owner(&s, "new").await, Some(k.id.clone()));
-
-        // Regenerate without grace: the new secret replaces the current one.
-        k.secret_hash = KeyHash::of("newer");
-        s.update_key(&k).await.unwrap();
-        assert_eq!(hash_owner(&s, "new").await, None);
-        assert_eq!(hash_owner(&s, "newer").await, Some(k.id.clone()));
-
-        // A secret of another key is never taken over.
-        let other = key(2, "acme", "other");
-        s.create_key(&other, None).await.unwrap();
-        k.secret_hash = KeyHash::of("other");
-        let stolen = s.update_key(&k).await;
-        assert!(matches!(stolen, Err(StoreError::Conflict(_))), "{stolen:?}");
-        assert_eq!(hash_owner(&s, "other").await, Some(other.id));
-        assert_eq!(hash_owner(&s, "newer").await, Some(k.id.clone()));
-    }
-
-    #[tokio::test]
-    async fn listing_is_newest_first_paginated_and_skips_deleted() {
-        let (_dir, _path, s) = store();
-        for n in 1..=9 {
-            s.create_key(&key(n, "acme", &format!("s{n}")), None)
-                .await
-                .unwrap();
-        }
-        // An org whose id extends "acme" must not leak into its listing.
-        s.create_key(&key(20, "acme2", "t1"), None).await.unwrap();
-        s.create_key(&key(21, "acm", "t2"), None).await.unwrap();
-        for n in [3, 9] {
-            let mut k = key(n, "acme", &format!("s{n}"));
-            k.deleted_at = Some(Timestamp::now());
-            s.update_key(&k).await.unwrap();
-        }
-        // Deleted keys stay readable by id and hash.
-        assert!(s.key_by_id(&id("key", 3)).await.unwrap().is_some());
-        assert_eq!(hash_owner(&s, "s9").await, Some(id("key", 9)));
-
-        let expected: Vec<String> = [8, 7, 6, 5, 4, 2, 1]
-            .iter()
-            .map(|n| id("key", *n))
-            .collect();
-        let pages = all_pages(&s, "acme", 3).await;
-        assert_eq!(pages.len(), 3);
-        assert_eq!(pages.concat(), expected);
-        // A last page that is exactly full has no `next`.
-        let pages = all_pages(&s, "acme", 7).await;
-        assert_eq!(pages, vec![expected.clone()]);
-        let pages = all_pages(&s, "acme", 1).await;
-        assert_eq!(pages.len(), 7);
-        assert_eq!(pages.concat(), expected);
-
-        assert_eq!(all_pages(&s, "acme2", 10).await, vec![vec![id("key", 20)]]);
-        assert_eq!(
-            all_pages(&s, "nobody", 10).await,
-            vec![Vec::<String>::new()]
-        );
-    }
-
-    #[tokio::test]
-    async fn idempotency_key_replays_within_its_org() {
-        let (_dir, _path, s) = store();
-        let first = key(1, "acme", "s1");
-        let second = key(2, "acme", "s2");
-        assert_eq!(
-            s.create_key(&first, Some("idem-1")).await.unwrap(),
-            CreateOutcome::Created
-        );
-        assert_eq!(
-            s.create_key(&second, Some("idem-1")).await.unwrap(),
-            CreateOutcome::IdempotencyReplay {
-                existing_id: first.id.clone()
-            }
-        );
-        assert_eq!(s.key_by_id(&second.id).await.unwrap(), None);
-        assert_eq!(hash_owner(&s, "s2").await, None);
-
-        let elsewhere = key(3, "other", "s3");
-        assert_eq!(
-            s.create_key(&elsewhere, Some("idem-1")).await.unwrap(),
-            CreateOutcome::Created
-        );
-    }
-
-    #[tokio::test]
-    async fn keys_are_found_by_creator() {
-        let (_dir, _path, s) = store();
-        let mut a = key(1, "acme", "s1");
-        a.created_by = "prn_a".to_string();
-        let mut b = key(2, "acme", "s2");
-        b.created_by = "prn_ab".to_string();
-        s.create_key(&a, None).await.unwrap();
-        s.create_key(&b, None).await.unwrap();
-        let found = s.keys_created_by("prn_a").await.unwrap();
-        assert_eq!(found, vec![a]);
-        assert!(s.keys_created_by("prn_z").await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn orgs_round_trip() {
-        let (_dir, _path, s) = store();
-        s.create_org(&org("acme")).await.unwrap();
-        s.create_org(&org("beta")).await.unwrap();
-        let dup = s.create_org(&org("acme")).await;
-        assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
-
-        let mut acme = org("acme");
-        acme.name = "Acme Ltd".to_string();
-        acme.max_key_lifetime_days = Some(90);
-        s.update_org(&acme).await.unwrap();
-        assert_eq!(s.get_org("acme").await.unwrap(), Some(acme));
-        assert_eq!(s.get_org("nope").await.unwrap(), None);
-        let missing = s.update_org(&org("nope")).await;
-        assert!(
-            matches!(missing, Err(StoreError::Conflict(_))),
-            "{missing:?}"
-        );
-
-        let ids: Vec<String> = s
-            .list_orgs()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|o| o.id)
-            .collect();
-        assert_eq!(ids, ["acme", "beta"]);
-    }
-
-    #[tokio::test]
-    async fn exactly_one_first_principal_wins_a_race() {
-        let (_dir, _path, s) = store();
-        let s = Arc::new(s);
-        let tasks: Vec<_> = (0..16)
-            .map(|n| {
-                let s = Arc::clone(&s);
-                tokio::spawn(async move {
-                    s.create_first_principal(&principal(n, &format!("t{n}")))
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        let mut winners = 0;
-        for t in tasks {
-            if t.await.unwrap() {
-                winners += 1;
-            }
-        }
-        assert_eq!(winners, 1);
-        let all = s.list_principals().await.unwrap();
-        assert_eq!(all.len(), 1);
-        let token = all[0].token_hash;
-        assert_eq!(
-            s.principal_by_token(&token).await.unwrap(),
-            Some(all[0].clone())
-        );
-    }
-
-    #[tokio::test]
-    async fn rotated_principal_token_stops_resolving_at_once() {
-        let (_dir, _path, s) = store();
-        let mut p = principal(1, "token-a");
-        s.put_principal(&p).await.unwrap();
-        assert_eq!(
-            s.principal_by_token(&KeyHash::of("token-a")).await.unwrap(),
-            Some(p.clone())
-        );
-
-        p.token_hash = KeyHash::of("token-b");
-        s.put_principal(&p).await.unwrap();
-        assert_eq!(
-            s.principal_by_token(&KeyHash::of("token-a")).await.unwrap(),
-            None
-        );
-        assert_eq!(
-            s.principal_by_token(&KeyHash::of("token-b")).await.unwrap(),
-            Some(p.clone())
-        );
-        assert_eq!(s.get_principal(&p.id).await.unwrap(), Some(p.clone()));
-
-        // Another principal cannot take that token.
-        let clash = s.put_principal(&principal(2, "token-b")).await;
-        assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
-        assert_eq!(s.get_principal(&id("prn", 2)).await.unwrap(), None);
-
-        // Editing without rotating keeps the token.
-        p.disabled = true;
-        s.put_principal(&p).await.unwrap();
-        assert_eq!(
-            s.principal_by_token(&KeyHash::of("token-b")).await.unwrap(),
-            Some(p)
-        );
-        assert!(!s.create_first_principal(&principal(3, "t3")).await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn audit_is_listed_per_org_newest_first() {
-        let (_dir, _path, s) = store();
-        for n in 1..=5 {
-            s.append_audit(&event(n, Some("acme"))).await.unwrap();
-        }
-        s.append_audit(&event(6, Some("beta"))).await.unwrap();
-        s.append_audit(&event(7, None)).await.unwrap();
-        let dup = s.append_audit(&event(1, Some("acme"))).await;
-        assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
-
-        let mut seen = Vec::new();
-        let mut after: Option<String> = None;
-        for _ in 0..10 {
-            let page = s.list_audit("acme", after.as_deref(), 2).await.unwrap();
-            seen.extend(page.items.iter().map(|e| e.id.clone()));
-            after = page.next;
-            if after.is_none() {
-                break;
-            }
-        }
-        let expected: Vec<String> = (1..=5).rev().map(|n| id("aud", n)).collect();
-        assert_eq!(seen, expected);
-        let beta = s.list_audit("beta", None, 10).await.unwrap();
-        assert_eq!(beta.items, vec![event(6, Some("beta"))]);
-        assert!(beta.next.is_none());
     }
 
     #[tokio::test]

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{CreateOutcome, KeyStore, Page, StoreError};
+use jiff::Timestamp;
+
+use super::{CreateOutcome, KeyStore, Page, StoreError, UsageBatch, UsageRow};
 use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
 use crate::metrics::Metrics;
 
@@ -39,6 +41,10 @@ const OPS: &[&str] = &[
     "append_audit",
     "list_audit",
     "ping",
+    "add_usage",
+    "usage",
+    "prune_usage",
+    "touch_keys",
 ];
 
 /// Whether an operation writes: a write that timed out may still be applied by the
@@ -245,6 +251,31 @@ impl KeyStore for Instrumented {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.observe("ping", Kind::Read, self.inner.ping()).await
+    }
+
+    async fn add_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+        self.observe("add_usage", Kind::Write, self.inner.add_usage(batch))
+            .await
+    }
+
+    async fn usage(
+        &self,
+        key_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        self.observe("usage", Kind::Read, self.inner.usage(key_id, from, to))
+            .await
+    }
+
+    async fn prune_usage(&self, before: Timestamp) -> Result<u64, StoreError> {
+        self.observe("prune_usage", Kind::Write, self.inner.prune_usage(before))
+            .await
+    }
+
+    async fn touch_keys(&self, seen: &[(String, Timestamp)]) -> Result<(), StoreError> {
+        self.observe("touch_keys", Kind::Write, self.inner.touch_keys(seen))
+            .await
     }
 }
 

@@ -1,22 +1,34 @@
 //! Where keys, orgs, principals and audit records live: the [`KeyStore`] trait and its
 //! backends. `embedded` (redb, one durable file, one process) is the default; `redis`
-//! (shared by replicas) comes next and implements the same trait.
+//! (shared by replicas) implements the same trait, and one behavioural test set
+//! (`conformance`) runs against both.
 //!
 //! A store knows only the domain types of `crate::key`. It never sees a raw token:
 //! lookups are by [`KeyHash`]. Every write is atomic and durable before it returns, so
 //! a key acknowledged to an admin survives a crash.
 
 use async_trait::async_trait;
+use jiff::Timestamp;
 
 use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
 
 pub mod bus;
 pub mod embedded;
 pub mod instrumented;
+pub mod redis;
+pub mod usage;
 
+#[cfg(test)]
+mod conformance;
+#[cfg(test)]
+#[path = "../../tests/support_redis/mod.rs"]
+pub(crate) mod test_redis;
+
+pub use self::redis::{RedisBus, RedisStore};
 pub use bus::{BusEvent, InvalidationBus, LocalBus};
 pub use embedded::EmbeddedStore;
 pub use instrumented::Instrumented;
+pub use usage::{UsageBatch, UsageCounts, UsageRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -110,4 +122,44 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Cheap reachability check (for `/readyz` and `keygate_store_up`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    // Usage and last_used_at (SPEC §1, §4), written in batches by `usage::UsageRecorder`.
+    // The defaults let a backend compile before it implements them; the recorder then
+    // keeps retrying, and the usage endpoint answers 503.
+
+    /// Adds each row's counts to what is stored for its key and hour, keeping each
+    /// hour's top [`usage::RESOURCES_PER_HOUR`] resources (the rest under `other`:
+    /// [`UsageCounts::cap_resources`]). Atomic, and idempotent per batch id: a batch
+    /// seen before (for at least a day) is not applied again.
+    async fn add_usage(&self, _batch: &UsageBatch) -> Result<(), StoreError> {
+        Err(not_supported())
+    }
+
+    /// A key's stored hours with `from <= hour < to`, oldest first (deleted keys too).
+    async fn usage(
+        &self,
+        _key_id: &str,
+        _from: Timestamp,
+        _to: Timestamp,
+    ) -> Result<Vec<UsageRow>, StoreError> {
+        Err(not_supported())
+    }
+
+    /// Deletes the usage of hours before `before`, and batch ids older than a day;
+    /// returns the number of hours deleted.
+    async fn prune_usage(&self, _before: Timestamp) -> Result<u64, StoreError> {
+        Err(not_supported())
+    }
+
+    /// Moves each key's `last_used_at` forward to the given time, never back, and
+    /// changes nothing else in the record, so it cannot undo a concurrent admin edit.
+    /// Unknown ids are skipped. `update_key` in turn keeps the later `last_used_at` of
+    /// the stored and the given record.
+    async fn touch_keys(&self, _seen: &[(String, Timestamp)]) -> Result<(), StoreError> {
+        Err(not_supported())
+    }
+}
+
+fn not_supported() -> StoreError {
+    StoreError::Unavailable("not supported by this backend".to_string())
 }

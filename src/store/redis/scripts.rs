@@ -1,0 +1,329 @@
+//! The Lua scripts that make each store operation one atomic step in Redis.
+//!
+//! Redis runs a script without interleaving any other command, so an admin write and
+//! its index updates land together and no reader sees half a key; the reads that follow
+//! an index (hash → id → record) are scripts too, so they never see an index entry
+//! without its record. Redis does not roll back a script that fails half way, so every
+//! write script makes all its checks before its first write.
+//!
+//! Every script gets the namespace prefix (`keygate:`) as `ARGV[1]` and builds its key
+//! names from it; the layout is described in `super` (the `redis` module docs). Scripts
+//! return a status word rather than raising errors, so that the Rust side can turn each
+//! outcome into the right `StoreError`.
+
+/// `ARGV`: prefix, hash (hex). → nil | {id} (record missing) | {id, json}.
+pub(super) const KEY_BY_HASH: &str = r#"
+local p = ARGV[1]
+local id = redis.call('HGET', p .. 'key_hashes', ARGV[2])
+if not id then return false end
+local json = redis.call('HGET', p .. 'key:' .. id, 'json')
+if not json then return {id} end
+return {id, json}
+"#;
+
+/// `ARGV`: prefix, index key suffix, record hash key (or '' for `key:<id>` hashes),
+/// after ('' = from the newest), count. → flat {id, json, id, json, …}, newest first;
+/// a json of '' means the record is missing.
+///
+/// Index members all have score 0, so lexicographic order is id order, which is
+/// creation order for ULID ids.
+pub(super) const PAGE: &str = r#"
+local p, index, records, after, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local max = '+'
+if after ~= '' then max = '(' .. after end
+local ids = redis.call('ZREVRANGEBYLEX', p .. index, max, '-', 'LIMIT', 0, n)
+local out = {}
+for _, id in ipairs(ids) do
+  local json
+  if records == '' then
+    json = redis.call('HGET', p .. 'key:' .. id, 'json')
+  else
+    json = redis.call('HGET', p .. records, id)
+  end
+  out[#out + 1] = id
+  out[#out + 1] = json or ''
+end
+return out
+"#;
+
+/// `ARGV`: prefix, principal id. → flat {id, json, …} oldest first ('' = missing).
+pub(super) const KEYS_CREATED_BY: &str = r#"
+local p = ARGV[1]
+local ids = redis.call('ZRANGE', p .. 'creator_keys:' .. ARGV[2], 0, -1)
+local out = {}
+for _, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', p .. 'key:' .. id, 'json') or ''
+end
+return out
+"#;
+
+/// `ARGV`: prefix, id, org, creator, listed ('1' unless deleted), json, has idempotency
+/// key ('1'/'0'), idempotency key, hashes (hex)… → {'created'} | {'replay', id} |
+/// {'exists'} | {'hash_taken'}.
+pub(super) const CREATE_KEY: &str = r#"
+local p, id, org, creator, listed, json, has_ik, ik =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local hashes = {}
+for i = 9, #ARGV do hashes[#hashes + 1] = ARGV[i] end
+if has_ik == '1' then
+  local existing = redis.call('HGET', p .. 'idempotency:' .. org, ik)
+  if existing then return {'replay', existing} end
+end
+local k = p .. 'key:' .. id
+if redis.call('EXISTS', k) == 1 then return {'exists'} end
+local seen = {}
+for _, h in ipairs(hashes) do
+  if seen[h] or redis.call('HEXISTS', p .. 'key_hashes', h) == 1 then return {'hash_taken'} end
+  seen[h] = true
+end
+for _, h in ipairs(hashes) do redis.call('HSET', p .. 'key_hashes', h, id) end
+redis.call('HSET', k, 'json', json, 'org', org, 'creator', creator, 'hashes', table.concat(hashes, ','))
+if listed == '1' then redis.call('ZADD', p .. 'org_keys:' .. org, 0, id) end
+redis.call('ZADD', p .. 'creator_keys:' .. creator, 0, id)
+if has_ik == '1' then redis.call('HSET', p .. 'idempotency:' .. org, ik, id) end
+return {'created'}
+"#;
+
+/// `ARGV`: prefix, id, org, creator, listed, json, expected stored json, hashes… →
+/// {'updated'} | {'missing'} | {'changed'} | {'hash_taken'} | {'corrupt'}.
+///
+/// `changed`: the stored record is no longer the one the caller read (to carry its
+/// `last_used_at` over); the caller reads again and retries.
+///
+/// Hashes the record no longer has are dropped from the index only if they point at
+/// this key, so a stale entry can never unindex another key's secret.
+pub(super) const UPDATE_KEY: &str = r#"
+local p, id, org, creator, listed, json = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local k = p .. 'key:' .. id
+local old = redis.call('HMGET', k, 'org', 'creator', 'hashes', 'json')
+if redis.call('EXISTS', k) == 0 then return {'missing'} end
+if not old[1] or not old[2] or not old[3] then return {'corrupt'} end
+if old[4] ~= ARGV[7] then return {'changed'} end
+local new, is_new = {}, {}
+for i = 8, #ARGV do
+  local h = ARGV[i]
+  local owner = redis.call('HGET', p .. 'key_hashes', h)
+  if owner and owner ~= id then return {'hash_taken'} end
+  new[#new + 1] = h
+  is_new[h] = true
+end
+for h in string.gmatch(old[3], '[^,]+') do
+  if not is_new[h] and redis.call('HGET', p .. 'key_hashes', h) == id then
+    redis.call('HDEL', p .. 'key_hashes', h)
+  end
+end
+for _, h in ipairs(new) do redis.call('HSET', p .. 'key_hashes', h, id) end
+redis.call('HSET', k, 'json', json, 'org', org, 'creator', creator, 'hashes', table.concat(new, ','))
+redis.call('ZREM', p .. 'org_keys:' .. old[1], id)
+if listed == '1' then redis.call('ZADD', p .. 'org_keys:' .. org, 0, id) end
+if old[2] ~= creator then
+  redis.call('ZREM', p .. 'creator_keys:' .. old[2], id)
+  redis.call('ZADD', p .. 'creator_keys:' .. creator, 0, id)
+end
+return {'updated'}
+"#;
+
+/// `ARGV`: prefix, id, json. → 1 replaced | 0 no such org.
+pub(super) const UPDATE_ORG: &str = r#"
+local p = ARGV[1]
+if redis.call('HEXISTS', p .. 'orgs', ARGV[2]) == 0 then return 0 end
+redis.call('HSET', p .. 'orgs', ARGV[2], ARGV[3])
+return 1
+"#;
+
+/// `ARGV`: prefix, id, token hash, json. → 1 stored | 0 a principal exists already.
+///
+/// The emptiness check and the write are one script: of several replicas starting at
+/// once against an empty Redis, exactly one creates the owner.
+pub(super) const CREATE_FIRST_PRINCIPAL: &str = r#"
+local p, id, token, json = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('ZCARD', p .. 'principals') > 0 then return 0 end
+redis.call('HSET', p .. 'principal:' .. id, 'json', json, 'token', token)
+redis.call('HSET', p .. 'principal_tokens', token, id)
+redis.call('ZADD', p .. 'principals', 0, id)
+return 1
+"#;
+
+/// `ARGV`: prefix, id, token hash, json. → 1 stored | 0 token held by another principal.
+/// A rotated token stops resolving in the same step.
+pub(super) const PUT_PRINCIPAL: &str = r#"
+local p, id, token, json = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local owner = redis.call('HGET', p .. 'principal_tokens', token)
+if owner and owner ~= id then return 0 end
+local k = p .. 'principal:' .. id
+local old = redis.call('HGET', k, 'token')
+if old and old ~= token and redis.call('HGET', p .. 'principal_tokens', old) == id then
+  redis.call('HDEL', p .. 'principal_tokens', old)
+end
+redis.call('HSET', p .. 'principal_tokens', token, id)
+redis.call('HSET', k, 'json', json, 'token', token)
+redis.call('ZADD', p .. 'principals', 0, id)
+return 1
+"#;
+
+/// `ARGV`: prefix, token hash. → nil | {id} (record missing) | {id, json}.
+pub(super) const PRINCIPAL_BY_TOKEN: &str = r#"
+local p = ARGV[1]
+local id = redis.call('HGET', p .. 'principal_tokens', ARGV[2])
+if not id then return false end
+local json = redis.call('HGET', p .. 'principal:' .. id, 'json')
+if not json then return {id} end
+return {id, json}
+"#;
+
+/// `ARGV`: prefix. → flat {id, json, …} in id order ('' = missing).
+pub(super) const LIST_PRINCIPALS: &str = r#"
+local p = ARGV[1]
+local ids = redis.call('ZRANGE', p .. 'principals', 0, -1)
+local out = {}
+for _, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', p .. 'principal:' .. id, 'json') or ''
+end
+return out
+"#;
+
+/// `ARGV`: prefix, id, json, org ('' = none). → 1 stored | 0 id exists.
+pub(super) const APPEND_AUDIT: &str = r#"
+local p, id, json, org = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+if redis.call('HSETNX', p .. 'audit', id, json) == 0 then return 0 end
+if org ~= '' then redis.call('ZADD', p .. 'org_audit:' .. org, 0, id) end
+return 1
+"#;
+
+/// `ARGV`: prefix, schema version. → the stored version (set to ours if there was none).
+pub(super) const SCHEMA: &str = r#"
+local p = ARGV[1]
+local v = redis.call('HGET', p .. 'meta', 'schema_version')
+if v then return v end
+redis.call('HSET', p .. 'meta', 'schema_version', ARGV[2])
+return ARGV[2]
+"#;
+
+/// `ARGV`: prefix, id, expected json, new json. → 1 replaced | 0 the record changed
+/// since it was read | -1 no such key.
+///
+/// `last_used_at` lives inside the record's JSON, which Lua cannot edit faithfully
+/// (cjson turns `[]` into `{}`), so `touch_keys` and `update_key` edit it in Rust and
+/// swap it in only if nobody wrote the record in between.
+pub(super) const SWAP_KEY_JSON: &str = r#"
+local p, id, expected, new = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local k = p .. 'key:' .. id
+local cur = redis.call('HGET', k, 'json')
+if not cur then return -1 end
+if cur ~= expected then return 0 end
+redis.call('HSET', k, 'json', new)
+return 1
+"#;
+
+/// `ARGV`: prefix, batch id, now (Unix seconds), resources kept per hour, then per row:
+/// key id, hour (Unix seconds), field count n, n × (field, increment). → 1 applied |
+/// 0 the batch was applied before.
+///
+/// Each `usage:<key>:<hour>` hash holds the counters flat: `requests`, `successes`,
+/// `client_errors`, `upstream_errors`, `rate_limited`, `d:<code>`, `r:<route>`,
+/// `s:<resource>`. After a row is added, resources beyond the hour's top `cap` (most
+/// requested first, ties by name) are folded into `s:other`, as
+/// `UsageCounts::cap_resources` does.
+pub(super) const ADD_USAGE: &str = r#"
+local p, batch, now, cap = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+if redis.call('ZSCORE', p .. 'usage_batches', batch) then return 0 end
+local other = 's:other'
+local i = 5
+while i <= #ARGV do
+  local key, hour, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local h = p .. 'usage:' .. key .. ':' .. hour
+  local touched = false
+  for j = 0, n - 1 do
+    local f = ARGV[i + 3 + 2 * j]
+    redis.call('HINCRBY', h, f, ARGV[i + 4 + 2 * j])
+    if string.sub(f, 1, 2) == 's:' then touched = true end
+  end
+  i = i + 3 + 2 * n
+  redis.call('ZADD', p .. 'usage_hours:' .. key, hour, hour)
+  redis.call('ZADD', p .. 'usage_all', hour, hour .. ':' .. key)
+  if touched then
+    local flat = redis.call('HGETALL', h)
+    local named = {}
+    for j = 1, #flat, 2 do
+      local f = flat[j]
+      if string.sub(f, 1, 2) == 's:' and f ~= other then
+        named[#named + 1] = {f, tonumber(flat[j + 1])}
+      end
+    end
+    if #named > cap then
+      table.sort(named, function(a, b)
+        if a[2] ~= b[2] then return a[2] > b[2] end
+        return a[1] < b[1]
+      end)
+      local rest = 0
+      for j = cap + 1, #named do
+        rest = rest + named[j][2]
+        redis.call('HDEL', h, named[j][1])
+      end
+      redis.call('HINCRBY', h, other, rest)
+    end
+  end
+end
+redis.call('ZADD', p .. 'usage_batches', now, batch)
+return 1
+"#;
+
+/// `ARGV`: prefix, key id, from, to (Unix seconds, `to` exclusive). → {{hour, field,
+/// value, field, value…}, …} oldest first.
+pub(super) const USAGE: &str = r#"
+local p, key = ARGV[1], ARGV[2]
+local hours = redis.call('ZRANGEBYSCORE', p .. 'usage_hours:' .. key, ARGV[3], '(' .. ARGV[4])
+local out = {}
+for _, hour in ipairs(hours) do
+  local row = {hour}
+  local flat = redis.call('HGETALL', p .. 'usage:' .. key .. ':' .. hour)
+  for _, v in ipairs(flat) do row[#row + 1] = v end
+  out[#out + 1] = row
+end
+return out
+"#;
+
+/// `ARGV`: prefix, before (Unix seconds, exclusive), forget batches before (Unix
+/// seconds). → the number of key-hours deleted.
+pub(super) const PRUNE_USAGE: &str = r#"
+local p, before, forget = ARGV[1], ARGV[2], ARGV[3]
+local old = redis.call('ZRANGEBYSCORE', p .. 'usage_all', '-inf', '(' .. before)
+for _, m in ipairs(old) do
+  local sep = string.find(m, ':', 1, true)
+  local hour, key = string.sub(m, 1, sep - 1), string.sub(m, sep + 1)
+  redis.call('DEL', p .. 'usage:' .. key .. ':' .. hour)
+  redis.call('ZREM', p .. 'usage_hours:' .. key, hour)
+  redis.call('ZREM', p .. 'usage_all', m)
+end
+redis.call('ZREMRANGEBYSCORE', p .. 'usage_batches', '-inf', '(' .. forget)
+return #old
+"#;
+
+/// `ARGV`: prefix, then per window counter: name suffix, limit, expire at (Unix
+/// seconds). → {admitted (1/0), used before this request…} in argument order.
+///
+/// Fixed-window check-and-count, all or nothing: the request is counted in every
+/// window only if each has room (`used < limit`), so a request refused by one window
+/// is counted in none, and no window ever counts past its limit, whatever the number
+/// of replicas calling.
+pub(super) const TAKE_WINDOWS: &str = r#"
+local p = ARGV[1]
+local used, ok = {}, 1
+for i = 2, #ARGV, 3 do
+  local n = tonumber(redis.call('GET', p .. ARGV[i]) or '0')
+  used[#used + 1] = n
+  if n >= tonumber(ARGV[i + 1]) then ok = 0 end
+end
+if ok == 1 then
+  for i = 2, #ARGV, 3 do
+    local k = p .. ARGV[i]
+    redis.call('INCR', k)
+    redis.call('EXPIREAT', k, ARGV[i + 2])
+  end
+end
+local out = {ok}
+for _, n in ipairs(used) do out[#out + 1] = n end
+return out
+"#;

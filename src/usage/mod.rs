@@ -1,0 +1,409 @@
+//! Per-key usage and `last_used_at` (SPEC §1, §4): counted in memory on the request
+//! path, written to the store in batches.
+//!
+//! - [`UsageRecorder::record`] adds one request to its key's counters of the current
+//!   UTC hour (sharded locks, no IO) and, if the key authenticated, moves its
+//!   `last_used_at` forward.
+//! - [`UsageRecorder::flush`] (every [`FLUSH_EVERY`] from [`UsageRecorder::run`], and
+//!   once more at shutdown) writes what was counted as batches of at most
+//!   [`MAX_BATCH_ROWS`] rows. A batch the store could not take is kept and sent again
+//!   first, under the same id, so a write that timed out but landed is not counted
+//!   twice. So `last_used_at` is at most one flush interval (plus a store write) behind.
+//! - `report`: the admin view of stored usage (totals, series, top routes and
+//!   resources; JSON and CSV).
+//!
+//! It never writes to the store on the request path, and never holds a token, a hash
+//! or a raw path: counters are by key id, route name and rendered resource.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use jiff::{SignedDuration, Timestamp};
+
+use crate::key::new_id;
+use crate::limits::Clock;
+use crate::store::usage::{OTHER, RETENTION_DAYS, hour_of};
+use crate::store::{KeyStore, StoreError, UsageBatch, UsageCounts, UsageRow};
+
+pub mod report;
+
+/// How often counters are written to the store. Also bounds how far `last_used_at`
+/// lags behind (SPEC: within 10 seconds).
+pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
+/// Rows per store write, so no single write grows with the number of active keys.
+pub const MAX_BATCH_ROWS: usize = 1_000;
+/// Batches kept while the store is unreachable (an hour of flushes of up to
+/// [`MAX_BATCH_ROWS`] rows each); the oldest are dropped beyond that, with an error.
+const MAX_UNSENT: usize = 720;
+/// Distinct resources counted in memory per key and hour before the rest go to
+/// `other` (the store keeps the top 100 of them).
+const MEMORY_RESOURCES: usize = 1_000;
+/// Longest resource name counted by name; longer ones count under `other`.
+const MAX_RESOURCE_LEN: usize = 256;
+const PRUNE_EVERY: Duration = Duration::from_secs(3_600);
+const SHARDS: usize = 32;
+
+/// What happened to one request that named a known key.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome<'a> {
+    pub route: &'a str,
+    /// The route's resource for this request, if it names one.
+    pub resource: Option<&'a str>,
+    pub status: StatusCode,
+    /// keygate's refusal code when keygate answered itself; `None` for the upstream's
+    /// response.
+    pub refusal: Option<&'static str>,
+}
+
+impl Outcome<'_> {
+    /// A request whose key was found authenticated unless it was refused with 401
+    /// (revoked, expired, suspended, a secret past its grace).
+    pub fn authenticated(&self) -> bool {
+        self.status != StatusCode::UNAUTHORIZED
+    }
+}
+
+/// Adds one request to `counts` (see [`UsageCounts`] for what each counter means).
+pub fn count(counts: &mut UsageCounts, o: &Outcome<'_>) {
+    counts.requests += 1;
+    bump(&mut counts.routes, o.route);
+    if let Some(r) = o.resource {
+        let known = counts.resources.contains_key(r);
+        let name = if r.len() > MAX_RESOURCE_LEN
+            || (!known && counts.resources.len() >= MEMORY_RESOURCES)
+        {
+            OTHER
+        } else {
+            r
+        };
+        bump(&mut counts.resources, name);
+    }
+    let upstream_failure = matches!(o.refusal, Some("upstream_unavailable" | "upstream_timeout"));
+    match o.status.as_u16() {
+        0..=399 => counts.successes += 1,
+        400..=499 => counts.client_errors += 1,
+        _ if o.refusal.is_none() || upstream_failure => counts.upstream_errors += 1,
+        _ => {}
+    }
+    if let Some(code) = o.refusal.filter(|_| !upstream_failure) {
+        bump(&mut counts.denied, code);
+        if matches!(code, "rate_limited" | "quota_exceeded") {
+            counts.rate_limited += 1;
+        }
+    }
+}
+
+fn bump(map: &mut std::collections::BTreeMap<String, u64>, name: &str) {
+    match map.get_mut(name) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(name.to_string(), 1);
+        }
+    }
+}
+
+/// What one key did since the last flush.
+#[derive(Default)]
+struct Pending {
+    /// (hour start in Unix seconds, counts); usually one hour, two across an hour end.
+    hours: Vec<(i64, UsageCounts)>,
+    last_used: Option<Timestamp>,
+}
+
+pub struct UsageRecorder {
+    shards: Box<[Mutex<HashMap<String, Pending>>]>,
+    hasher: RandomState,
+    store: Arc<dyn KeyStore>,
+    clock: Arc<dyn Clock>,
+    /// Batches not yet accepted by the store, oldest first. The lock also keeps two
+    /// flushes from running at once.
+    unsent: tokio::sync::Mutex<VecDeque<UsageBatch>>,
+}
+
+impl UsageRecorder {
+    pub fn new(store: Arc<dyn KeyStore>, clock: Arc<dyn Clock>) -> Self {
+        UsageRecorder {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            store,
+            clock,
+            unsent: tokio::sync::Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn shard(&self, key_id: &str) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+        let i = (self.hasher.hash_one(key_id) as usize) % self.shards.len();
+        // Counters are plain integers: a panic elsewhere cannot leave them unusable.
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts one request of the key `key_id`; no IO.
+    pub fn record(&self, key_id: &str, outcome: &Outcome<'_>) {
+        let now = self.clock.now();
+        let hour = hour_of(now).as_second();
+        let mut shard = self.shard(key_id);
+        if !shard.contains_key(key_id) {
+            shard.insert(key_id.to_string(), Pending::default());
+        }
+        let Some(p) = shard.get_mut(key_id) else {
+            return;
+        };
+        let counts = match p.hours.iter().position(|(h, _)| *h == hour) {
+            Some(i) => &mut p.hours[i].1,
+            None => {
+                p.hours.push((hour, UsageCounts::default()));
+                let last = p.hours.len() - 1;
+                &mut p.hours[last].1
+            }
+        };
+        count(counts, outcome);
+        if outcome.authenticated() {
+            p.last_used = p.last_used.max(Some(now));
+        }
+    }
+
+    /// Everything counted so far, leaving the counters empty.
+    fn take(&self) -> (Vec<UsageRow>, Vec<(String, Timestamp)>) {
+        let mut rows = Vec::new();
+        let mut touched = Vec::new();
+        for shard in self.shards.iter() {
+            let taken = std::mem::take(
+                &mut *shard
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            );
+            for (key_id, p) in taken {
+                for (hour, counts) in p.hours {
+                    if let Ok(hour) = Timestamp::from_second(hour) {
+                        rows.push(UsageRow {
+                            key_id: key_id.clone(),
+                            hour,
+                            counts,
+                        });
+                    }
+                }
+                if let Some(t) = p.last_used {
+                    touched.push((key_id, t));
+                }
+            }
+        }
+        (rows, touched)
+    }
+
+    /// Writes what was counted. Never fails: what the store cannot take now is kept
+    /// (bounded) and written by a later flush.
+    pub async fn flush(&self) {
+        let mut unsent = self.unsent.lock().await;
+        let (mut rows, touched) = self.take();
+        while !rows.is_empty() {
+            let rest = rows.split_off(rows.len().min(MAX_BATCH_ROWS));
+            unsent.push_back(UsageBatch {
+                id: new_id("usb"),
+                rows,
+            });
+            rows = rest;
+        }
+        while let Some(batch) = unsent.front() {
+            match self.store.add_usage(batch).await {
+                Ok(()) => {
+                    unsent.pop_front();
+                }
+                Err(StoreError::Unavailable(e)) => {
+                    tracing::warn!(error = %e, unsent = unsent.len(), "usage not written yet; will retry");
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, rows = batch.rows.len(), "usage batch refused by the store; dropped");
+                    unsent.pop_front();
+                }
+            }
+        }
+        while unsent.len() > MAX_UNSENT {
+            if let Some(dropped) = unsent.pop_front() {
+                tracing::error!(
+                    rows = dropped.rows.len(),
+                    "usage kept too long while the store is unreachable; oldest batch dropped"
+                );
+            }
+        }
+        drop(unsent);
+
+        for chunk in touched.chunks(MAX_BATCH_ROWS) {
+            if let Err(e) = self.store.touch_keys(chunk).await {
+                tracing::warn!(error = %e, "last_used_at not written yet; will retry");
+                // Put them back: the next flush writes the latest of each.
+                for (key_id, t) in chunk {
+                    let mut shard = self.shard(key_id);
+                    let p = shard.entry(key_id.clone()).or_default();
+                    p.last_used = p.last_used.max(Some(*t));
+                }
+            }
+        }
+    }
+
+    /// Flushes every [`FLUSH_EVERY`] and prunes usage older than [`RETENTION_DAYS`]
+    /// every hour, until the task is dropped. The final flush at shutdown is the
+    /// caller's (after in-flight requests are done).
+    pub async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pruned: Option<Instant> = None;
+        loop {
+            tick.tick().await;
+            self.flush().await;
+            if pruned.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                pruned = Some(Instant::now());
+                let before = self
+                    .clock
+                    .now()
+                    .checked_sub(SignedDuration::from_hours(24 * RETENTION_DAYS))
+                    .unwrap_or(Timestamp::UNIX_EPOCH);
+                match self.store.prune_usage(before).await {
+                    Ok(n) => tracing::debug!(hours = n, "old usage pruned"),
+                    Err(e) => tracing::warn!(error = %e, "pruning old usage failed; will retry"),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::FakeClock;
+    use crate::store::EmbeddedStore;
+
+    fn outcome(status: u16, refusal: Option<&'static str>) -> Outcome<'static> {
+        Outcome {
+            route: "r",
+            resource: None,
+            status: StatusCode::from_u16(status).unwrap(),
+            refusal,
+        }
+    }
+
+    #[test]
+    fn every_request_lands_in_one_class() {
+        /// status, refusal, [successes, client_errors, upstream_errors, rate_limited], denied
+        type Row = (u16, Option<&'static str>, [u64; 4], Option<&'static str>);
+        let rows: &[Row] = &[
+            (200, None, [1, 0, 0, 0], None),
+            (304, None, [1, 0, 0, 0], None),
+            (404, None, [0, 1, 0, 0], None),
+            (500, None, [0, 0, 1, 0], None),
+            (
+                403,
+                Some("insufficient_scope"),
+                [0, 1, 0, 0],
+                Some("insufficient_scope"),
+            ),
+            (
+                401,
+                Some("revoked_api_key"),
+                [0, 1, 0, 0],
+                Some("revoked_api_key"),
+            ),
+            (
+                429,
+                Some("rate_limited"),
+                [0, 1, 0, 1],
+                Some("rate_limited"),
+            ),
+            (
+                429,
+                Some("quota_exceeded"),
+                [0, 1, 0, 1],
+                Some("quota_exceeded"),
+            ),
+            (502, Some("upstream_unavailable"), [0, 0, 1, 0], None),
+            (504, Some("upstream_timeout"), [0, 0, 1, 0], None),
+            (
+                503,
+                Some("auth_unavailable"),
+                [0, 0, 0, 0],
+                Some("auth_unavailable"),
+            ),
+        ];
+        for (status, refusal, want, denied) in rows {
+            let mut c = UsageCounts::default();
+            count(&mut c, &outcome(*status, *refusal));
+            assert_eq!(c.requests, 1);
+            assert_eq!(
+                [
+                    c.successes,
+                    c.client_errors,
+                    c.upstream_errors,
+                    c.rate_limited
+                ],
+                *want,
+                "{status} {refusal:?}"
+            );
+            let got: Vec<&str> = c.denied.keys().map(String::as_str).collect();
+            assert_eq!(got, denied.iter().copied().collect::<Vec<_>>(), "{status}");
+            assert_eq!(c.routes["r"], 1);
+        }
+        assert!(!outcome(401, Some("expired_api_key")).authenticated());
+        assert!(outcome(403, Some("ip_not_allowed")).authenticated());
+    }
+
+    #[test]
+    fn resources_in_memory_are_bounded() {
+        let mut c = UsageCounts::default();
+        let long = format!("feed:{}", "x".repeat(300));
+        for i in 0..(MEMORY_RESOURCES + 10) {
+            let r = format!("feed:{i}");
+            let o = Outcome {
+                resource: Some(&r),
+                ..outcome(200, None)
+            };
+            count(&mut c, &o);
+        }
+        let o = Outcome {
+            resource: Some(&long),
+            ..outcome(200, None)
+        };
+        count(&mut c, &o);
+        assert_eq!(c.resources.len(), MEMORY_RESOURCES + 1);
+        assert_eq!(c.resources[OTHER], 11);
+    }
+
+    #[tokio::test]
+    async fn flushed_usage_and_last_used_reach_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(&dir.path().join("k.db")).unwrap());
+        let clock = Arc::new(FakeClock::at("2024-05-01T10:59:59Z".parse().unwrap()));
+        let rec = UsageRecorder::new(store.clone(), clock.clone());
+        let ok = Outcome {
+            resource: Some("flow:a"),
+            ..outcome(200, None)
+        };
+        rec.record("key_a", &ok);
+        rec.record("key_a", &outcome(401, Some("revoked_api_key")));
+        clock.advance(Duration::from_secs(2));
+        rec.record("key_a", &ok);
+        rec.flush().await;
+        rec.flush().await;
+        let rows = store
+            .usage(
+                "key_a",
+                "2024-05-01T00:00:00Z".parse().unwrap(),
+                "2024-05-02T00:00:00Z".parse().unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0].counts.requests, 2);
+        assert_eq!(rows[0].counts.denied["revoked_api_key"], 1);
+        assert_eq!(
+            rows[1].hour,
+            "2024-05-01T11:00:00Z".parse::<Timestamp>().unwrap()
+        );
+        assert_eq!(rows[1].counts.resources["flow:a"], 1);
+    }
+}

@@ -1,0 +1,214 @@
+//! Forwarding (SPEC §3 "Forwarding", 502/504 rows): bodies stream both ways, pooled
+//! connections, and upstream failures map to `upstream_unavailable` /
+//! `upstream_timeout` without retrying a request that was already written.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use tokio::sync::{Notify, mpsc};
+
+#[tokio::test]
+async fn refused_upstream_is_502_upstream_unavailable() {
+    let dead = format!("http://127.0.0.1:{}", upstream::dead_port());
+    let env = Env::start_with(|b| {
+        b.upstream(
+            "dead",
+            json!({ "url": dead, "connect_timeout": "1s", "timeout": "2s" }),
+        )
+        .route(json!({ "name": "dead", "methods": ["GET"], "path": "/dead",
+                       "upstream": "dead", "scope": "read" }))
+    })
+    .await;
+    let key = env.read_key().await;
+    env.gw
+        .get("/dead", Some(&key.secret))
+        .await
+        .assert_refusal(502, "upstream_unavailable");
+}
+
+#[tokio::test]
+async fn reset_or_closed_upstream_is_502_and_not_retried() {
+    let env = Env::start().await;
+    let key = env.read_key().await;
+    for mode in [Mode::Reset, Mode::Close] {
+        env.clear();
+        env.up.set_mode(mode);
+        env.gw
+            .get("/echo/x", Some(&key.secret))
+            .await
+            .assert_refusal(502, "upstream_unavailable");
+        // The request was written upstream, so it must not be sent again.
+        assert_eq!(env.up.count(), 1, "a written request was retried");
+    }
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504_upstream_timeout() {
+    let env =
+        Env::start_with(|b| b.with(|c| c["upstreams"]["feeds"]["timeout"] = json!("500ms"))).await;
+    let key = env.read_key().await;
+    env.up.set_mode(Mode::Delay(Duration::from_secs(4)));
+    env.gw
+        .get("/echo/x", Some(&key.secret))
+        .await
+        .assert_refusal(504, "upstream_timeout");
+    env.up.set_mode(Mode::Ok);
+    env.gw
+        .get("/echo/x", Some(&key.secret))
+        .await
+        .assert_status(200);
+}
+
+#[tokio::test]
+async fn method_query_and_body_are_forwarded_intact() {
+    let env = Env::start().await;
+    let key = env.read_key().await;
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    for method in ["POST", "PUT", "PATCH", "DELETE"] {
+        let r = env
+            .gw
+            .send(
+                env.gw
+                    .request(method, "/echo/a/b?x=1&y=two%20words")
+                    .bearer_auth(&key.secret)
+                    .body(body.clone()),
+            )
+            .await;
+        r.assert_status(200);
+        let seen = env.up.last();
+        assert_eq!(seen.method, method);
+        assert_eq!(seen.target, "/echo/a/b?x=1&y=two%20words");
+        assert!(seen.body_complete);
+        assert_eq!(seen.body.len(), body.len());
+        assert!(seen.body == body, "{method} body changed on the way");
+    }
+}
+
+#[tokio::test]
+async fn large_response_body_arrives_intact() {
+    let env = Env::start().await;
+    let key = env.read_key().await;
+    const SIZE: usize = 8 * 1024 * 1024;
+    env.up.set_mode(Mode::LargeBody(SIZE));
+    let r = env.gw.get("/echo/big", Some(&key.secret)).await;
+    r.assert_status(200);
+    assert_eq!(r.body.len(), SIZE);
+    assert!(
+        r.body
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == b'a' + (i % 26) as u8),
+        "body bytes changed on the way"
+    );
+}
+
+#[tokio::test]
+async fn response_body_is_streamed_not_buffered() {
+    let env = Env::start().await;
+    let key = env.read_key().await;
+    let gate = Arc::new(Notify::new());
+    env.up.set_mode(Mode::Gated {
+        first: Bytes::from_static(b"first-part;"),
+        rest: Bytes::from_static(b"second-part"),
+        gate: gate.clone(),
+    });
+    let mut resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        env.gw
+            .request("GET", "/echo/stream")
+            .bearer_auth(&key.secret)
+            .send(),
+    )
+    .await
+    .expect("response headers while the upstream body is still open")
+    .expect("request");
+    assert_eq!(resp.status(), 200);
+    let mut got = Vec::new();
+    while got.len() < b"first-part;".len() {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+            .await
+            .expect("the first part arrives before the upstream finishes: keygate buffers")
+            .expect("chunk")
+            .expect("body not ended");
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got, b"first-part;");
+    gate.notify_one();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("rest of the body")
+        .expect("chunk")
+    {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got, b"first-part;second-part");
+}
+
+#[tokio::test]
+async fn request_body_is_streamed_not_buffered() {
+    let env = Env::start().await;
+    let key = env.read_key().await;
+    env.up.set_mode(Mode::Echo);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let send = env
+        .gw
+        .request("POST", "/echo/upload")
+        .bearer_auth(&key.secret)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send();
+    tx.send(Ok(Bytes::from_static(b"ping;")))
+        .await
+        .expect("send");
+    let mut resp = tokio::time::timeout(Duration::from_secs(10), send)
+        .await
+        .expect("response headers while the request body is still open")
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("the echo of the first part before the request body ends: keygate buffers")
+        .expect("chunk")
+        .expect("body not ended");
+    assert_eq!(&first[..], b"ping;");
+    tx.send(Ok(Bytes::from_static(b"pong")))
+        .await
+        .expect("send");
+    drop(tx);
+    let mut rest = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("rest of the echo")
+        .expect("chunk")
+    {
+        rest.extend_from_slice(&chunk);
+    }
+    assert_eq!(rest, b"pong");
+    assert_eq!(env.up.last().body, b"ping;pong");
+}
+
+#[tokio::test]
+async fn upstream_connections_are_pooled() {
+    let env = Env::start().await;
+    let key = env.read_key().await;
+    for _ in 0..6 {
+        env.gw
+            .get("/echo/x", Some(&key.secret))
+            .await
+            .assert_status(200);
+        // Lets the finished connection settle back into the pool.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(env.up.count(), 6);
+    assert!(
+        env.up.connections() <= 2,
+        "6 sequential requests opened {} upstream connections",
+        env.up.connections()
+    );
+}
