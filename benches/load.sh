@@ -394,6 +394,27 @@ perf_stop() {
     PERF_PID=
 }
 
+# Groups a flat `perf report --sort dso,symbol` by what the symbols belong to.
+perf_components() {
+    awk '
+        /^ +[0-9.]+%/ {
+            pct = $1 + 0; line = $0
+            if (line ~ /\[k\]/ && line ~ /tcp|skb|inet|ip_|sock|net_|dev_|napi|loopback|datagram|_iter/) c = "kernel: TCP/loopback"
+            else if (line ~ /\[k\]/) c = "kernel: other (syscalls, wakeups, scheduler)"
+            else if (line ~ /malloc|free|_int_|unlink_chunk|realloc|tcache/) c = "allocator"
+            else if (line ~ /mem(move|cpy|cmp|set)|str(len|cmp)/) c = "memcpy/memcmp"
+            else if (line ~ /ngx_/) c = "nginx code"
+            else if (line ~ /tracing|serde_json|core::fmt|fmt::|itoa|ryu/) c = "logging and formatting"
+            else if (line ~ /hyper|h2::/) c = "HTTP codec and proxying (hyper)"
+            else if (line ~ /http::/) c = "headers (http crate)"
+            else if (line ~ /tokio|mio::/) c = "event loop (tokio)"
+            else if (line ~ /prometheus|moka|crossbeam|keygate::|sha2|crc32|matchit|jiff/) c = "keygate: auth, policy, limits, metrics"
+            else c = "other user space"
+            sum[c] += pct
+        }
+        END { for (c in sum) printf "    %5.1f%%  %s\n", sum[c], c }' | sort -rn
+}
+
 # --- runs --------------------------------------------------------------------------
 
 # Shows one round's result as it comes, so a noisy round can be seen.
@@ -469,6 +490,9 @@ for side in nginx keygate; do
     # `|| true`: head closing the pipe early is not a failure.
     perf report -i "$PERF_DATA.$side" --no-children --sort dso --stdio -g none 2>/dev/null |
         grep -E '^ +[0-9]' | head -6 || true
+    echo "$side, CPU by component (flat profile, symbols grouped by name):"
+    perf report -i "$PERF_DATA.$side" --no-children --sort dso,symbol --stdio -g none 2>/dev/null |
+        perf_components || true
     echo "$side, hottest symbols:"
     perf report -i "$PERF_DATA.$side" --no-children --sort symbol --stdio -g none 2>/dev/null |
         grep -E '^ +[0-9]' | head -20 | cut -c1-120 || true
