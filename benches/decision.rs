@@ -6,16 +6,23 @@
 //! - `decision`: the whole decision as one function, in the pipeline's order (path
 //!   rules → route → client address → credential → token shape and checksum → SHA-256
 //!   → failed-auth limiter → cache → key status → IP, environment, endpoint, resource,
-//!   scope). `plain` is the request `benches/load.sh` sends (GET, read key, no
-//!   restrictions, direct peer); `restricted` is a key with every restriction, behind a
+//!   scope → rate limit). `plain` is the request `benches/load.sh` sends (GET, read
+//!   key, no restrictions, no rate limit, direct peer); `restricted` is a key with every
+//!   restriction and a per-minute and per-day limit (in-process limiter), behind a
 //!   trusted load balancer that sends `X-Forwarded-For`.
 //! - `part`: each step alone, so that a regression can be pinned on one of them.
 //! - `baseline`: work with no keygate code in it, measured in the same run, so that
 //!   results are reported as ratios that survive a change of machine.
-//! - `accounting`: the per-request metrics `pipeline::handle` records after the
-//!   decision; not part of the decision, but paid on every request.
+//! - `accounting`: what `pipeline::handle` records after the response (metrics, usage
+//!   counters); not part of the decision, but paid on every request.
 //!
 //! Target (docs/benchmarks.md): `decision/*` under 1 µs.
+//!
+//! Times are the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not wall time:
+//! on a small machine shared with other work, wall time counts every moment the
+//! scheduler gave the core to someone else, which made repeated runs differ by 2×.
+//! CPU time leaves that out (cache and memory contention still show). Set
+//! `BENCH_WALL_CLOCK=1` to measure wall time instead.
 //!
 //! Run: `cargo bench --bench decision -- --quick` (or `--warm-up-time 1
 //! --measurement-time 3`).
@@ -28,7 +35,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{Criterion, Throughput};
 use http::header::{AUTHORIZATION, HOST};
 use http::{HeaderMap, HeaderValue, Method};
 use ipnet::IpNet;
@@ -36,21 +44,28 @@ use jiff::Timestamp;
 
 use keygate::auth::{AuthFailureLimiter, KeyResolver, credential};
 use keygate::config::{CacheConfig, RouteConfig};
-use keygate::key::{AuditEvent, Environment, KeyFormat, KeyHash, KeyRecord, Org, Principal};
+use keygate::key::{
+    AuditEvent, Environment, KeyFormat, KeyHash, KeyPolicy, KeyRecord, Org, Principal, RateLimit,
+};
+use keygate::limits::{LocalLimiter, OrgCache, RateLimits, SystemClock};
 use keygate::metrics::Metrics;
 use keygate::policy::{self, Access, RouteTable, ScopeSet, ip, path};
 use keygate::refusal::Refusal;
 use keygate::store::{CreateOutcome, KeyStore, LocalBus, Page, StoreError};
+use keygate::usage::{self, UsageRecorder};
 
-/// A store that knows the bench's keys (one per case) and refuses everything else.
-/// After the warm-up lookup the resolver never calls it again: a warm cache is what
-/// this bench measures.
+/// A store that knows the bench's keys (one per case) and their org, and refuses
+/// everything else. After the warm-up lookup the resolver never calls it again: a warm
+/// cache is what this bench measures. (The org cache rereads the org every half
+/// second, as in production.)
 struct BenchStore {
     records: Vec<KeyRecord>,
     /// Key lookups that reached the store: checked after the run, so that a bench that
     /// silently missed the cache cannot pass for a cached decision.
     lookups: Arc<AtomicUsize>,
 }
+
+const ORG: &str = "bench";
 
 fn not_here<T>() -> Result<T, StoreError> {
     Err(StoreError::Unavailable(
@@ -98,8 +113,16 @@ impl KeyStore for BenchStore {
     async fn update_org(&self, _: &Org) -> Result<(), StoreError> {
         not_here()
     }
-    async fn get_org(&self, _: &str) -> Result<Option<Org>, StoreError> {
-        not_here()
+    async fn get_org(&self, id: &str) -> Result<Option<Org>, StoreError> {
+        Ok((id == ORG).then(|| Org {
+            id: ORG.into(),
+            name: "Bench".into(),
+            key_policy: KeyPolicy::Org,
+            max_key_lifetime_days: None,
+            rate_limit: None,
+            created_at: Timestamp::UNIX_EPOCH,
+            updated_at: Timestamp::UNIX_EPOCH,
+        }))
     }
     async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
         not_here()
@@ -144,6 +167,8 @@ struct Gate {
     resolver: Arc<KeyResolver>,
     failures: AuthFailureLimiter,
     trusted_proxies: Vec<IpNet>,
+    rate_limits: RateLimits,
+    usage: UsageRecorder,
     metrics: Arc<Metrics>,
     store_lookups: Arc<AtomicUsize>,
 }
@@ -268,7 +293,7 @@ fn record(token_hash: KeyHash) -> KeyRecord {
     let now = Timestamp::now();
     KeyRecord {
         id: "key_01jbench".into(),
-        org: "bench".into(),
+        org: ORG.into(),
         name: "load".into(),
         description: None,
         environment: Environment::Live,
@@ -333,6 +358,12 @@ fn restricted_case(format: &KeyFormat) -> Case {
     record.scopes = vec!["write".into()];
     record.resources = Some(vec!["flow:abc123".into(), "feed:*".into()]);
     record.endpoints = Some(vec!["get-feed".into(), "refresh-feed".into()]);
+    // Never reached: every request is counted in both windows and admitted.
+    record.rate_limit = Some(RateLimit {
+        per_minute: Some(u64::MAX / 2),
+        per_day: Some(u64::MAX / 2),
+        ..RateLimit::default()
+    });
     record.ip_allow = Some(vec![
         "192.0.2.0/24".parse().expect("net"),
         "203.0.113.0/24".parse().expect("net"),
@@ -373,7 +404,7 @@ fn gate(rt: &tokio::runtime::Runtime, cases: &[&Case], format: &KeyFormat) -> Ga
         stale_if_error: Duration::from_secs(7200),
     };
     let resolver = Arc::new(KeyResolver::new(
-        store,
+        store.clone(),
         Arc::new(LocalBus),
         &cache,
         Duration::from_millis(250),
@@ -401,6 +432,14 @@ fn gate(rt: &tokio::runtime::Runtime, cases: &[&Case], format: &KeyFormat) -> Ga
         resolver,
         failures: AuthFailureLimiter::new(600),
         trusted_proxies: vec!["10.0.0.0/8".parse().expect("net")],
+        rate_limits: RateLimits::new(
+            Arc::new(LocalLimiter::new()),
+            RateLimit::default(),
+            Arc::new(OrgCache::new(store.clone(), cache.stale_if_error)),
+            Arc::new(SystemClock),
+            metrics.clone(),
+        ),
+        usage: UsageRecorder::new(store, Arc::new(SystemClock)),
         metrics,
         store_lookups,
     }
@@ -461,10 +500,12 @@ async fn decide(g: &Gate, r: &Req) -> Result<Arc<KeyRecord>, Refusal> {
         },
         &g.scopes,
     )?;
+    let mut quota = None;
+    g.rate_limits.acquire(&key, &route, &mut quota).await?;
     Ok(key)
 }
 
-fn benches(c: &mut Criterion) {
+fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -580,6 +621,23 @@ fn benches(c: &mut Criterion) {
             b.iter(|| policy::authorize(black_box(&case.record), black_box(&access), &g.scopes))
         });
     }
+    for (name, case) in [("unlimited", &plain), ("minute_and_day", &restricted)] {
+        let route = g
+            .routes
+            .lookup(&case.req.method, Some(case.req.host), case.req.path)
+            .expect("route")
+            .route
+            .clone();
+        group.bench_function(format!("rate_limit/{name}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                let mut quota = None;
+                g.rate_limits
+                    .acquire(black_box(&case.record), &route, &mut quota)
+                    .await
+                    .map(|()| quota)
+            })
+        });
+    }
     group.finish();
 
     // Work with no keygate code in it: the yardsticks for the ratios.
@@ -616,15 +674,113 @@ fn benches(c: &mut Criterion) {
                 .observe(black_box(0.000_3));
         })
     });
+    group.bench_function("usage_record", |b| {
+        let outcome = usage::Outcome {
+            route: "list-feeds",
+            resource: None,
+            status: http::StatusCode::OK,
+            refusal: None,
+        };
+        b.iter(|| g.usage.record(black_box(&plain.record.id), &outcome))
+    });
     group.finish();
 }
 
-criterion_group! {
-    name = decision;
-    // Short defaults: the machine is small and shared; pass criterion flags to change.
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
-    targets = benches
+/// CPU time of the calling thread: time spent on a core by this thread only.
+struct ThreadCpuTime;
+
+fn thread_cpu_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    // Both fields are non-negative for a CPU-time clock.
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
 }
-criterion_main!(decision);
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_now()
+    }
+    fn end(&self, started: Duration) -> Duration {
+        thread_cpu_now().saturating_sub(started)
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &Nanos
+    }
+}
+
+/// Formats nanoseconds like criterion's own wall-time formatter.
+struct Nanos;
+
+impl ValueFormatter for Nanos {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = if typical < 1e3 {
+            (1.0, "ns")
+        } else if typical < 1e6 {
+            (1e-3, "µs")
+        } else if typical < 1e9 {
+            (1e-6, "ms")
+        } else {
+            (1e-9, "s")
+        };
+        for v in values {
+            *v *= factor;
+        }
+        unit
+    }
+
+    fn scale_throughputs(
+        &self,
+        _typical: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let (per, unit) = match *throughput {
+            Throughput::Bytes(n) | Throughput::BytesDecimal(n) => (n as f64, "B/s"),
+            Throughput::Bits(n) => (n as f64, "bit/s"),
+            Throughput::Elements(n) | Throughput::ElementsAndBytes { elements: n, .. } => {
+                (n as f64, "elem/s")
+            }
+        };
+        for v in values {
+            *v = per * 1e9 / *v;
+        }
+        unit
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
+/// Short defaults: the machine is small and shared; criterion flags override them.
+fn configured<M: Measurement>(c: Criterion<M>) -> Criterion<M> {
+    c.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args()
+}
+
+fn main() {
+    if std::env::var_os("BENCH_WALL_CLOCK").is_some() {
+        let mut c = configured(Criterion::default());
+        benches(&mut c);
+        c.final_summary();
+    } else {
+        let mut c = configured(Criterion::default().with_measurement(ThreadCpuTime));
+        benches(&mut c);
+        c.final_summary();
+    }
+}

@@ -384,7 +384,7 @@ perf_start() {
     [[ -n ${PERF:-} ]] || return 0
     local pids
     pids=$(pgrep -P "$2" | paste -sd, -)
-    perf record -q -F 499 -o "$PERF_DATA.$1" -p "$2${pids:+,$pids}" >"$WORK/perf.log" 2>&1 &
+    perf record -q -g -F 499 -o "$PERF_DATA.$1" -p "$2${pids:+,$pids}" >"$WORK/perf.log" 2>&1 &
     PERF_PID=$!
 }
 perf_stop() {
@@ -394,7 +394,35 @@ perf_stop() {
     PERF_PID=
 }
 
+# Groups a flat `perf report --sort dso,symbol` by what the symbols belong to.
+perf_components() {
+    awk '
+        /^ +[0-9.]+%/ {
+            pct = $1 + 0; line = $0
+            if (line ~ /\[k\]/ && line ~ /tcp|skb|inet|ip_|sock|net_|dev_|napi|loopback|datagram|_iter/) c = "kernel: TCP/loopback"
+            else if (line ~ /\[k\]/) c = "kernel: other (syscalls, wakeups, scheduler)"
+            else if (line ~ /malloc|free|_int_|unlink_chunk|realloc|tcache/) c = "allocator"
+            else if (line ~ /mem(move|cpy|cmp|set)|str(len|cmp)/) c = "memcpy/memcmp"
+            else if (line ~ /ngx_/) c = "nginx code"
+            else if (line ~ /tracing|serde_json|core::fmt|fmt::|itoa|ryu/) c = "logging and formatting"
+            else if (line ~ /hyper|h2::/) c = "HTTP codec and proxying (hyper)"
+            else if (line ~ /http::/) c = "headers (http crate)"
+            else if (line ~ /tokio|mio::/) c = "event loop (tokio)"
+            else if (line ~ /prometheus|moka|crossbeam|keygate::|sha2|crc32|matchit|jiff/) c = "keygate: auth, policy, limits, metrics"
+            else c = "other user space"
+            sum[c] += pct
+        }
+        END { for (c in sum) printf "    %5.1f%%  %s\n", sum[c], c }' | sort -rn
+}
+
 # --- runs --------------------------------------------------------------------------
+
+# Shows one round's result as it comes, so a noisy round can be seen.
+round_log() {
+    local rps p50 p90 p99 cpu rest
+    read -r rps p50 p90 p99 cpu rest
+    log "    $rps req/s, p99 $p99 ms, proxy core $cpu% busy"
+}
 
 # Runs both sides ROUNDS times, alternating, so that a burst of other load on this
 # shared machine does not land on one side only. Prints one result line per side:
@@ -406,13 +434,13 @@ run_pair() {
         if [[ -n $NGINX_PID ]]; then
             log "  round $r/$ROUNDS: nginx $kind"
             [[ $kind == http ]] && perf_start nginx "$NGINX_PID"
-            measure "$nginx_url" "$NGINX_PID" >>"$WORK/$kind.nginx"
+            measure "$nginx_url" "$NGINX_PID" | tee -a "$WORK/$kind.nginx" | round_log
             perf_stop
         fi
         if [[ -n $kg_pid ]]; then
             log "  round $r/$ROUNDS: keygate $kind"
             [[ $kind == http ]] && perf_start keygate "$kg_pid"
-            SECRET=$kg_secret measure "$kg_url" "$kg_pid" >>"$WORK/$kind.keygate"
+            SECRET=$kg_secret measure "$kg_url" "$kg_pid" | tee -a "$WORK/$kind.keygate" | round_log
             perf_stop
         fi
     done
@@ -459,8 +487,13 @@ for side in nginx keygate; do
     [[ -n ${PERF:-} && -s $PERF_DATA.$side ]] || continue
     echo
     echo "$side, CPU by shared object (perf, plain HTTP; data in $PERF_DATA.$side):"
-    perf report -i "$PERF_DATA.$side" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -6
+    # `|| true`: head closing the pipe early is not a failure.
+    perf report -i "$PERF_DATA.$side" --no-children --sort dso --stdio -g none 2>/dev/null |
+        grep -E '^ +[0-9]' | head -6 || true
+    echo "$side, CPU by component (flat profile, symbols grouped by name):"
+    perf report -i "$PERF_DATA.$side" --no-children --sort dso,symbol --stdio -g none 2>/dev/null |
+        perf_components || true
     echo "$side, hottest symbols:"
-    perf report -i "$PERF_DATA.$side" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -20 |
-        cut -c1-120
+    perf report -i "$PERF_DATA.$side" --no-children --sort symbol --stdio -g none 2>/dev/null |
+        grep -E '^ +[0-9]' | head -20 | cut -c1-120 || true
 done
