@@ -537,17 +537,15 @@ pub async fn patch(
         return Ok(Json(StatusOf::new(&ctx, &org).view(&key).await?));
     }
     key.updated_at = now;
-    ctx.store.update_key(&key).await?;
-    ctx.resolver.invalidate_key(&before).await;
-    audit::record(
-        ctx.store.as_ref(),
-        caller.id(),
-        Some(&key.org),
+    store_change(
+        &ctx,
+        &caller,
+        &key,
         "key.update",
-        &key.id,
         json!({ "fields": changed }),
     )
-    .await;
+    .await?;
+    ctx.resolver.invalidate_key(&before).await;
     Ok(Json(StatusOf::new(&ctx, &org).view(&key).await?))
 }
 
@@ -603,18 +601,16 @@ pub async fn regenerate(
     key.secret_hash = secret.hash;
     key.prefix = secret.display_prefix.clone();
     key.updated_at = now;
-    ctx.store.update_key(&key).await?;
-    ctx.resolver.invalidate_key(&before).await;
-    ctx.resolver.invalidate_key(&key).await;
-    audit::record(
-        ctx.store.as_ref(),
-        caller.id(),
-        Some(&key.org),
+    store_change(
+        &ctx,
+        &caller,
+        &key,
         "key.regenerate",
-        &key.id,
         json!({ "grace_seconds": grace }),
     )
-    .await;
+    .await?;
+    ctx.resolver.invalidate_key(&before).await;
+    ctx.resolver.invalidate_key(&key).await;
     let view = StatusOf::new(&ctx, &org).view(&key).await?;
     Ok(with_secret(StatusCode::OK, view, secret.token))
 }
@@ -644,16 +640,7 @@ pub async fn revoke(
         key.revoked_at.get_or_insert(now);
         key.previous_secret = None;
         key.updated_at = now;
-        ctx.store.update_key(&key).await?;
-        audit::record(
-            ctx.store.as_ref(),
-            caller.id(),
-            Some(&key.org),
-            "key.revoke",
-            &key.id,
-            json!({}),
-        )
-        .await;
+        store_change(&ctx, &caller, &key, "key.revoke", json!({})).await?;
     }
     // Also on a repeated revoke: a replica that missed the first one catches up.
     ctx.resolver.invalidate_key(&before).await;
@@ -677,19 +664,32 @@ pub async fn delete(
         key.deleted_at = Some(now);
         key.previous_secret = None;
         key.updated_at = now;
-        ctx.store.update_key(&key).await?;
-        audit::record(
-            ctx.store.as_ref(),
-            caller.id(),
-            Some(&key.org),
-            "key.delete",
-            &key.id,
-            json!({}),
-        )
-        .await;
+        store_change(&ctx, &caller, &key, "key.delete", json!({})).await?;
     }
     ctx.resolver.invalidate_key(&before).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Stores a changed key and audits the change (never a secret in `details`). The caller
+/// invalidates the resolver entries of the record as it was.
+async fn store_change(
+    ctx: &AdminContext,
+    caller: &Caller,
+    key: &KeyRecord,
+    action: &str,
+    details: serde_json::Value,
+) -> Result<(), AdminError> {
+    ctx.store.update_key(key).await?;
+    audit::record(
+        ctx.store.as_ref(),
+        caller.id(),
+        Some(&key.org),
+        action,
+        &key.id,
+        details,
+    )
+    .await;
+    Ok(())
 }
 
 #[cfg(test)]
