@@ -385,9 +385,10 @@ impl Reload {
     /// Re-reads the config file and certificates. An invalid config, or one that
     /// changes what only a restart can change, keeps everything as it was.
     fn run(&self) {
-        for (_, c) in &self.certs {
+        for (listener, c) in &self.certs {
             match c.reload() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Ok(true) => tracing::info!(listener, "SIGHUP: TLS certificate reloaded"),
+                Ok(false) => {}
                 Err(e) => tracing::error!(
                     error = format!("{e:#}"),
                     "SIGHUP: keeping the old certificate"

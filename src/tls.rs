@@ -28,18 +28,19 @@ pub struct ReloadableCert {
 }
 
 impl ReloadableCert {
-    /// Reads the PEM files again (no-op for a self-signed certificate). On error the
-    /// old certificate stays in use.
-    pub fn reload(&self) -> anyhow::Result<()> {
-        if let TlsMode::Files { cert, key } = &self.mode {
-            let fresh = load_files(cert, key)?;
-            let mut guard = self
-                .current
-                .write()
-                .map_err(|_| anyhow!("certificate lock poisoned"))?;
-            *guard = Arc::new(fresh);
-        }
-        Ok(())
+    /// Reads the PEM files again; `Ok(false)` for a self-signed certificate, which
+    /// has no files. On error the old certificate stays in use.
+    pub fn reload(&self) -> anyhow::Result<bool> {
+        let TlsMode::Files { cert, key } = &self.mode else {
+            return Ok(false);
+        };
+        let fresh = load_files(cert, key)?;
+        let mut guard = self
+            .current
+            .write()
+            .map_err(|_| anyhow!("certificate lock poisoned"))?;
+        *guard = Arc::new(fresh);
+        Ok(true)
     }
 }
 
