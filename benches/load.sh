@@ -26,6 +26,9 @@
 #   KEYGATE_BIN     use this binary instead of `cargo build --release`
 #   NGINX_ACCESS_LOG [on]  nginx as usually deployed logs every request, as keygate does
 #   BASE_PORT [18000]  ports BASE_PORT+1 … +7 on 127.0.0.1 are used
+#   RATE_LIMIT      a global `rate_limit:` for keygate's config, e.g.
+#                   '{ per_minute: 1000000000, per_day: 1000000000000 }' (limits so high
+#                   nothing is refused), to measure what the limiter costs [none]
 #   KEEP_WORKDIR    set to keep the temporary directory (configs, logs) for inspection
 #   PERF            set to profile both proxies with `perf record` during the plain-HTTP
 #                   runs; the data goes to PERF_DATA.nginx and PERF_DATA.keygate
@@ -71,168 +74,28 @@ done
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/keygate-load.XXXXXX)
-PIDS=()
-
-log() { printf '%s\n' "$*" >&2; }
-die() { log "load.sh: $*"; exit 1; }
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        # Bounded wait: 50 × 0.1 s, then force.
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-    done
-    if [[ -n ${KEEP_WORKDIR:-} ]]; then
-        log "work directory kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
+# shellcheck source=benches/common.sh
+source "$REPO/benches/common.sh"
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- tools -------------------------------------------------------------------------
 
-need_apt=()
-command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need_apt+=(nginx)
-command -v wrk >/dev/null || need_apt+=(wrk)
-command -v curl >/dev/null || need_apt+=(curl)
-command -v jq >/dev/null || need_apt+=(jq)
-command -v taskset >/dev/null || need_apt+=(util-linux)
-((TLS)) && ! command -v openssl >/dev/null && need_apt+=(openssl)
-[[ -n ${PERF:-} ]] && ! command -v perf >/dev/null && need_apt+=(linux-perf)
-if ((${#need_apt[@]})); then
-    log "installing ${need_apt[*]} with apt-get"
-    SUDO=
-    ((EUID == 0)) || SUDO=sudo
-    $SUDO apt-get update -qq
-    # nginx's package starts a system nginx on port 80; this script does not need it.
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
+tools=(nginx:nginx wrk:wrk curl:curl jq:jq taskset:util-linux)
+((TLS)) && tools+=(openssl:openssl)
+[[ -n ${PERF:-} ]] && tools+=(perf:linux-perf)
+need_tools "${tools[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 NCPU=$(nproc)
 ((PROXY_CPU < NCPU && LOAD_CPU < NCPU)) || die "PROXY_CPU=$PROXY_CPU / LOAD_CPU=$LOAD_CPU: this machine has $NCPU cores"
 ((PROXY_CPU != LOAD_CPU)) || log "warning: the proxy and the load generator share core $PROXY_CPU"
 
-for port in $(seq $((BASE_PORT + 1)) $((BASE_PORT + 7))); do
-    if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then
-        die "port $port is already in use; choose another BASE_PORT"
-    fi
-done
-
-# --- helpers -----------------------------------------------------------------------
-
-# Waits (at most $2 seconds) until URL $1 answers at all.
-wait_http() {
-    local url=$1 limit=${2:-30} i
-    for ((i = 0; i < limit * 10; i++)); do
-        curl -sk -o /dev/null --max-time 1 "$url" && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-# Total CPU ticks (user + system) of a process and its children.
-cpu_ticks() {
-    local total=0 p
-    for p in "$@" $(pgrep -P "$1" || true); do
-        [[ -r /proc/$p/stat ]] || continue
-        # Fields 14 and 15 after the command name, which may contain spaces.
-        local stat rest
-        stat=$(</proc/"$p"/stat)
-        rest=${stat##*) }
-        read -r -a f <<<"$rest"
-        total=$((total + f[11] + f[12]))
-    done
-    echo "$total"
-}
-
-# Runs wrk against URL $1 while measuring the CPU use of process $2; prints
-# "req_per_s p50 p90 p99 cpu_percent non2xx errors".
-measure() {
-    local url=$1 pid=$2 out hz before after secs
-    hz=$(getconf CLK_TCK)
-    before=$(cpu_ticks "$pid")
-    local t0 t1
-    t0=$(date +%s.%N)
-    out=$(taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
-        -H "Authorization: Bearer $SECRET" -H "Accept: application/json" "$url")
-    t1=$(date +%s.%N)
-    after=$(cpu_ticks "$pid")
-    printf '%s\n' "$out" >>"$WORK/wrk.log"
-    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
-    awk -v ticks=$((after - before)) -v hz="$hz" -v secs="$secs" '
-        function ms(v) {
-            if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
-            if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
-            if (v ~ /s$/)  return substr(v, 1, length(v) - 1) * 1000
-            return v
-        }
-        /^Requests\/sec:/ { rps = $2 }
-        /^ +50%/ { p50 = ms($2) } /^ +90%/ { p90 = ms($2) } /^ +99%/ { p99 = ms($2) }
-        /Non-2xx or 3xx responses:/ { non2xx = $NF }
-        /Socket errors:/ { errors = $0; sub(/.*Socket errors: /, "", errors); gsub(/ /, "", errors) }
-        END {
-            printf "%s %.3f %.3f %.3f %.0f %d %s\n", rps, p50, p90, p99,
-                100 * ticks / hz / secs, non2xx, (errors == "" ? "none" : errors)
-        }' <<<"$out"
-}
+ports_free 7
 
 # --- upstream and nginx --------------------------------------------------------------
 
-NGINX_USER=
-((EUID == 0)) && NGINX_USER="user root;"
-
-# Common nginx settings: one worker, no system paths, long keep-alive so that neither
-# proxy is measured reconnecting.
-nginx_conf() {
-    local name=$1 access_log=$2 server_block=$3
-    mkdir -p "$WORK/$name"
-    cat >"$WORK/$name/nginx.conf" <<EOF
-$NGINX_USER
-worker_processes 1;
-daemon off;
-pid $WORK/$name/nginx.pid;
-error_log $WORK/$name/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log $access_log;
-    client_body_temp_path $WORK/$name/body;
-    proxy_temp_path $WORK/$name/proxy;
-    fastcgi_temp_path $WORK/$name/fastcgi;
-    uwsgi_temp_path $WORK/$name/uwsgi;
-    scgi_temp_path $WORK/$name/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 75s;
-$server_block
-}
-EOF
-}
-
-# Starts the nginx named $1 on core $2; sets NGINX_STARTED_PID.
-start_nginx() {
-    local name=$1 cpu=$2
-    "$NGINX" -t -q -p "$WORK/$name" -c "$WORK/$name/nginx.conf" 2>"$WORK/$name/check.log" ||
-        die "nginx config $name is invalid: $(cat "$WORK/$name/check.log")"
-    taskset -c "$cpu" "$NGINX" -p "$WORK/$name" -c "$WORK/$name/nginx.conf" \
-        >"$WORK/$name/stdout.log" 2>&1 &
-    NGINX_STARTED_PID=$!
-    PIDS+=("$NGINX_STARTED_PID")
-}
-
-nginx_conf upstream off "
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        default_type application/json;
-        location / { return 200 '{\"feeds\":[]}\n'; }
-    }"
-start_nginx upstream "$LOAD_CPU"
-wait_http "http://127.0.0.1:$UPSTREAM_PORT/" 10 || die "the upstream nginx did not start: $(cat "$WORK/upstream/error.log")"
+start_upstream "$UPSTREAM_PORT"
 
 if ((TLS)); then
     openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
@@ -298,6 +161,7 @@ store:
   backend: embedded
   path: $dir/keygate.db
 keys: { prefix: kg }
+${RATE_LIMIT:+rate_limit: $RATE_LIMIT}
 upstreams:
   feeds: { url: "http://127.0.0.1:$UPSTREAM_PORT" }
 routes:
@@ -308,13 +172,7 @@ EOF
     taskset -c "$PROXY_CPU" "$KEYGATE" serve --config "$dir/keygate.yaml" >"$dir/keygate.log" 2>&1 &
     KG_STARTED_PID=$!
     PIDS+=("$KG_STARTED_PID")
-    local i
-    for ((i = 0; i < 300; i++)); do
-        kill -0 "$KG_STARTED_PID" 2>/dev/null || die "keygate exited at start; its log: $(tail -20 "$dir/keygate.log")"
-        [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$admin/readyz") == 200 ]] && return 0
-        sleep 0.1
-    done
-    die "keygate was not ready within 30 s; its log: $(tail -20 "$dir/keygate.log")"
+    wait_keygate "$KG_STARTED_PID" "$admin" "$dir/keygate.log"
 }
 
 # Creates org `bench` and a read key through the admin API of the keygate in $1; sets
@@ -434,21 +292,20 @@ run_pair() {
         if [[ -n $NGINX_PID ]]; then
             log "  round $r/$ROUNDS: nginx $kind"
             [[ $kind == http ]] && perf_start nginx "$NGINX_PID"
-            measure "$nginx_url" "$NGINX_PID" | tee -a "$WORK/$kind.nginx" | round_log
+            measure "$nginx_url" "$NGINX_PID" -H "Authorization: Bearer $SECRET" -H "Accept: application/json" | tee -a "$WORK/$kind.nginx" | round_log
             perf_stop
         fi
         if [[ -n $kg_pid ]]; then
             log "  round $r/$ROUNDS: keygate $kind"
             [[ $kind == http ]] && perf_start keygate "$kg_pid"
-            SECRET=$kg_secret measure "$kg_url" "$kg_pid" | tee -a "$WORK/$kind.keygate" | round_log
+            measure "$kg_url" "$kg_pid" -H "Authorization: Bearer $kg_secret" -H "Accept: application/json" | tee -a "$WORK/$kind.keygate" | round_log
             perf_stop
         fi
     done
     local side
     for side in nginx keygate; do
         [[ -s $WORK/$kind.$side ]] || continue
-        sort -n -k1,1 "$WORK/$kind.$side" | awk -v n="$ROUNDS" -v label="$side/$kind" \
-            'NR == int((n + 1) / 2) { print label, $0 }'
+        echo "$side/$kind $(median_line "$WORK/$kind.$side" "$ROUNDS")"
     done
 }
 
