@@ -90,12 +90,7 @@ async fn main() -> anyhow::Result<()> {
                 secret_hash: secret.hash,
                 previous_secret: None,
             };
-            async move {
-                store
-                    .create_key(&record, None)
-                    .await
-                    .map(|_| secret.token)
-            }
+            async move { store.create_key(&record, None).await.map(|_| secret.token) }
         })
         .buffer_unordered(IN_FLIGHT);
     let mut done = 0usize;
@@ -103,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
         let token = r.map_err(|e| anyhow::anyhow!("create_key failed after {done} keys: {e}"))?;
         writeln!(out, "{token}")?;
         done += 1;
-        if done % 100_000 == 0 {
+        if done.is_multiple_of(100_000) {
             eprintln!(
                 "seed_redis: {done} keys in {:.1} s",
                 started.elapsed().as_secs_f64()

@@ -101,8 +101,9 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<StorePa
             redis.spawn_settings_check();
             let bus: Arc<dyn InvalidationBus> = Arc::new(redis.bus());
             // Limits hold across replicas through Redis (SPEC §3).
-            let limiter: Arc<dyn Limiter> =
-                Arc::new(RedisLimiter::new(redis.clone(), config.store.timeout));
+            let limiter = Arc::new(RedisLimiter::new(redis.clone(), config.store.timeout));
+            limiter.start();
+            let limiter: Arc<dyn Limiter> = limiter;
             (redis, bus, limiter)
         }
     };

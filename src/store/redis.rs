@@ -88,7 +88,8 @@ struct Scripts {
     add_usage: Script,
     usage: Script,
     prune_usage: Script,
-    take_windows: Script,
+    lease_windows: Script,
+    refund_window: Script,
 }
 
 impl Scripts {
@@ -110,7 +111,8 @@ impl Scripts {
             add_usage: Script::new(scripts::ADD_USAGE),
             usage: Script::new(scripts::USAGE),
             prune_usage: Script::new(scripts::PRUNE_USAGE),
-            take_windows: Script::new(scripts::TAKE_WINDOWS),
+            lease_windows: Script::new(scripts::LEASE_WINDOWS),
+            refund_window: Script::new(scripts::REFUND_WINDOW),
         }
     }
 }
@@ -226,28 +228,45 @@ impl RedisStore {
         format!("{}{rest}", self.prefix)
     }
 
-    /// Rate-limit window counters (`limits::RedisLimiter`): counts one request in
-    /// every counter of `windows` (name, limit, expire at in Unix seconds) if each has
-    /// room, or in none, in one atomic step. Returns whether it counted, and each
-    /// counter's value before this request.
-    pub async fn take_windows(
+    /// Rate-limit window counters (`limits::RedisLimiter`): leases tokens from every
+    /// counter of `windows` (name, limit, expire at in Unix seconds, tokens wanted ≥ 1)
+    /// if each has room, or from none, in one atomic step. Returns whether it granted,
+    /// and per counter the tokens granted (0 when refused) and its value after.
+    pub async fn lease_windows(
         &self,
-        windows: &[(String, u64, i64)],
-    ) -> Result<(bool, Vec<u64>), StoreError> {
+        windows: &[(String, u64, i64, u64)],
+    ) -> Result<(bool, Vec<(u64, u64)>), StoreError> {
         let owned: Vec<String> = windows
             .iter()
-            .flat_map(|(name, limit, expire)| {
-                [format!("rl:{name}"), limit.to_string(), expire.to_string()]
+            .flat_map(|(name, limit, expire, want)| {
+                [
+                    format!("rl:{name}"),
+                    limit.to_string(),
+                    expire.to_string(),
+                    want.max(&1).to_string(),
+                ]
             })
             .collect();
         let args: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let reply: Vec<u64> = self.invoke(&self.scripts.take_windows, &args).await?;
+        let reply: Vec<u64> = self.invoke(&self.scripts.lease_windows, &args).await?;
         match reply.split_first() {
-            Some((ok, used)) if used.len() == windows.len() => Ok((*ok == 1, used.to_vec())),
+            Some((ok, rest)) if rest.len() == 2 * windows.len() => Ok((
+                *ok == 1,
+                rest.chunks_exact(2).map(|c| (c[0], c[1])).collect(),
+            )),
             _ => Err(StoreError::Corrupt(
                 "a rate-limit check came back malformed".to_string(),
             )),
         }
+    }
+
+    /// Gives back `tokens` leased from counter `name` and not used; returns how many
+    /// were given back (fewer if the counter is lower, none once it expired).
+    pub async fn refund_window(&self, name: &str, tokens: u64) -> Result<u64, StoreError> {
+        let counter = format!("rl:{name}");
+        let tokens = tokens.to_string();
+        self.invoke(&self.scripts.refund_window, &[&counter, &tokens])
+            .await
     }
 
     /// The current values of rate-limit window counters (0 where absent), counting

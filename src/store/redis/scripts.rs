@@ -302,28 +302,46 @@ return #old
 "#;
 
 /// `ARGV`: prefix, then per window counter: name suffix, limit, expire at (Unix
-/// seconds). → {admitted (1/0), used before this request…} in argument order.
+/// seconds), tokens wanted (≥ 1). → {granted (1/0), then per counter: tokens granted,
+/// counter value after}, in argument order.
 ///
-/// Fixed-window check-and-count, all or nothing: the request is counted in every
-/// window only if each has room (`used < limit`), so a request refused by one window
-/// is counted in none, and no window ever counts past its limit, whatever the number
-/// of replicas calling.
-pub(super) const TAKE_WINDOWS: &str = r#"
+/// Leases tokens of fixed windows, all or nothing: only if every counter has room
+/// (`used < limit`) does each grant `min(wanted, limit - used)` and count it; otherwise
+/// nothing is counted anywhere. A counter counts every token granted (used by a
+/// request, or held by a replica until used or refunded), so no window ever grants past
+/// its limit, whatever the number of replicas calling. With every `wanted` = 1 this is
+/// the exact per-request check-and-count.
+pub(super) const LEASE_WINDOWS: &str = r#"
 local p = ARGV[1]
+local n = (#ARGV - 1) / 4
 local used, ok = {}, 1
-for i = 2, #ARGV, 3 do
-  local n = tonumber(redis.call('GET', p .. ARGV[i]) or '0')
-  used[#used + 1] = n
-  if n >= tonumber(ARGV[i + 1]) then ok = 0 end
-end
-if ok == 1 then
-  for i = 2, #ARGV, 3 do
-    local k = p .. ARGV[i]
-    redis.call('INCR', k)
-    redis.call('EXPIREAT', k, ARGV[i + 2])
-  end
+for i = 0, n - 1 do
+  local b = 2 + 4 * i
+  used[i + 1] = tonumber(redis.call('GET', p .. ARGV[b]) or '0')
+  if used[i + 1] >= tonumber(ARGV[b + 1]) then ok = 0 end
 end
 local out = {ok}
-for _, n in ipairs(used) do out[#out + 1] = n end
+for i = 0, n - 1 do
+  local b = 2 + 4 * i
+  local g = 0
+  if ok == 1 then
+    g = math.min(tonumber(ARGV[b + 3]), tonumber(ARGV[b + 1]) - used[i + 1])
+    redis.call('INCRBY', p .. ARGV[b], g)
+    redis.call('EXPIREAT', p .. ARGV[b], ARGV[b + 2])
+  end
+  out[#out + 1] = g
+  out[#out + 1] = used[i + 1] + g
+end
 return out
+"#;
+
+/// `ARGV`: prefix, counter name suffix, tokens. → tokens given back.
+///
+/// Gives back tokens a replica leased and did not use: never takes a counter below
+/// zero, and does nothing to a counter that has expired (its window is over).
+pub(super) const REFUND_WINDOW: &str = r#"
+local k = ARGV[1] .. ARGV[2]
+local n = math.min(tonumber(ARGV[3]), tonumber(redis.call('GET', k) or '0'))
+if n > 0 then redis.call('DECRBY', k, n) end
+return n
 "#;
