@@ -139,7 +139,7 @@ probe=$(curl -s -o "$WORK/probe.json" -w '%{http_code}' --max-time 5 \
 # Sets the org's rate_limit (JSON, or null) through the admin API.
 org_limit() {
     local status
-    status=$(curl -s -o "$WORK/org.json" -w '%{http_code}' --max-time 5 -X PATCH \
+    status=$(curl -s -o "$WORK/org.json" -w '%{http_code}' --max-time 30 -X PATCH \
         -H "Authorization: Bearer $ADMIN_TOKEN" -H 'Content-Type: application/json' \
         --data "{\"rate_limit\":$1}" "http://127.0.0.1:$KG_ADMIN_PORT/v1/orgs/$ORG")
     [[ $status == 200 ]] || die "PATCH /v1/orgs/$ORG answered $status: $(cat "$WORK/org.json")"

@@ -22,7 +22,9 @@ use crate::admin::{self, AdminContext};
 use crate::auth::{AuthFailureLimiter, KeyResolver};
 use crate::config::{Config, ConfigError, StoreBackend};
 use crate::key::KeyFormat;
-use crate::limits::{Limiter, LocalLimiter, OrgCache, RateLimits, RedisLimiter, SystemClock};
+use crate::limits::{
+    Limiter, LocalLimiter, OrgCache, QuotaFile, RateLimits, RedisLimiter, SystemClock,
+};
 use crate::metrics::Metrics;
 use crate::policy::{RouteTable, ScopeSet};
 use crate::proxy::forward::Upstream;
@@ -72,23 +74,26 @@ fn build_upstreams(config: &Config) -> Result<HashMap<String, Upstream>, ConfigE
         .collect()
 }
 
-/// The store, the invalidation bus and the rate limiter that go with it.
+/// The store, the invalidation bus and the rate limiter that go with it, and (embedded
+/// store) where the limiter's quota counters are kept across restarts.
 type StoreParts = (
     Arc<dyn KeyStore>,
     Arc<dyn InvalidationBus>,
     Arc<dyn Limiter>,
+    Option<Arc<QuotaFile>>,
 );
 
 fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<StoreParts> {
-    let (inner, bus, limiter): StoreParts = match &config.store.backend {
-        StoreBackend::Embedded { path } => (
-            Arc::new(
+    let (inner, bus, limiter, quotas): StoreParts = match &config.store.backend {
+        StoreBackend::Embedded { path } => {
+            let store = Arc::new(
                 EmbeddedStore::open(path)
                     .with_context(|| format!("opening the embedded store {}", path.display()))?,
-            ),
-            Arc::new(LocalBus),
-            Arc::new(LocalLimiter::new()),
-        ),
+            );
+            let limiter = Arc::new(LocalLimiter::with_saved_quotas());
+            let quotas = Arc::new(QuotaFile::new(limiter.clone(), store.clone()));
+            (store, Arc::new(LocalBus), limiter, Some(quotas))
+        }
         StoreBackend::Redis { url } => {
             // Connection and response timeouts of the Redis sockets: above store.timeout
             // (which bounds each caller) so that a slow answer still clears the pipe.
@@ -104,7 +109,7 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<StorePa
             let limiter = Arc::new(RedisLimiter::new(redis.clone(), config.store.timeout));
             limiter.start();
             let limiter: Arc<dyn Limiter> = limiter;
-            (redis, bus, limiter)
+            (redis, bus, limiter, None)
         }
     };
     Ok((
@@ -115,6 +120,7 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<StorePa
         )),
         bus,
         limiter,
+        quotas,
     ))
 }
 
@@ -172,7 +178,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
-    let (store, bus, limiter) = open_store(&config, &metrics)?;
+    let (store, bus, limiter, quotas) = open_store(&config, &metrics)?;
+    // Day and month quotas used before a restart still count (embedded store).
+    if let Some(q) = &quotas {
+        let restored = q
+            .restore(jiff::Timestamp::now())
+            .await
+            .context("reading the saved quota counters")?;
+        tracing::info!(counters = restored, "quota counters restored");
+    }
+    let quota_task = quotas.clone().map(|q| tokio::spawn(q.run()));
     let resolver = Arc::new(KeyResolver::new(
         store.clone(),
         bus,
@@ -302,6 +317,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("shutdown: the last usage counts could not be written in time");
     }
     usage_task.abort();
+    if let Some(q) = &quotas {
+        if let Some(t) = quota_task {
+            t.abort();
+        }
+        if let Err(e) = q.save(jiff::Timestamp::now()).await {
+            tracing::warn!(error = %e, "shutdown: the quota counters could not be saved");
+        }
+    }
     Ok(())
 }
 

@@ -68,3 +68,40 @@ async fn acknowledged_writes_survive_sigkill() {
         .assert_refusal(401, "revoked_api_key");
     env.assert_nothing_forwarded();
 }
+
+#[tokio::test]
+async fn day_and_month_quotas_survive_a_restart() {
+    let mut env = Env::start().await;
+    let key = env
+        .gw
+        .create_key(
+            ORG,
+            serde_json::json!({"name": "quota", "scopes": ["read"],
+                               "rate_limit": {"per_day": 3, "per_month": 5}}),
+        )
+        .await;
+    for _ in 0..2 {
+        env.gw
+            .get("/v1/feeds", Some(&key.secret))
+            .await
+            .assert_status(200);
+    }
+    let status = env.gw.terminate().await;
+    assert!(
+        status.is_some(),
+        "keygate did not exit within 10 s of SIGTERM"
+    );
+    env.gw.restart().await;
+
+    // The two requests of the day before the restart still count: one is left.
+    let r = env.gw.get("/v1/feeds", Some(&key.secret)).await;
+    r.assert_status(200);
+    assert_eq!(
+        r.header("ratelimit-remaining").as_deref(),
+        Some("0"),
+        "{r:?}"
+    );
+    let r = env.gw.get("/v1/feeds", Some(&key.secret)).await;
+    r.assert_status(429);
+    assert!(r.text().contains("quota_exceeded"), "{}", r.text());
+}

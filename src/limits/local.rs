@@ -7,16 +7,20 @@
 //!
 //! Counters are per process: on the embedded store that is the whole gateway; on Redis
 //! this is the fallback each replica enforces on its own while Redis is unreachable.
-//! They are not persisted: a restart starts every window afresh.
+//! On the embedded store the day and month quotas outlive a restart: [`QuotaFile`]
+//! writes the counters that changed to the store every [`QUOTA_SAVE_EVERY`] and at
+//! shutdown, and reads them back at start (a crash loses at most the last interval's
+//! counts). Second, minute and hour windows start afresh after a restart.
 //!
 //! Memory: one entry per key that has a limit and was used in the current month; a
 //! shard drops, every few thousand operations, the entries whose every window has
 //! ended (which changes nothing: such an entry counts as zero everywhere).
 
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -24,6 +28,12 @@ use jiff::Timestamp;
 use super::Limiter;
 use super::plan::{Count, Decision, Limits, Plan, Quota};
 use super::window::{Span, Window};
+use crate::store::{EmbeddedStore, QuotaCount, StoreError};
+
+/// How often [`QuotaFile`] writes the quota counters that changed.
+pub const QUOTA_SAVE_EVERY: Duration = Duration::from_secs(5);
+/// Indexes of the day and month windows in [`Window::ALL`]: the ones kept across restarts.
+const QUOTA_WINDOWS: [usize; 2] = [3, 4];
 
 const SHARDS: usize = 64;
 /// Operations on a shard between sweeps of its ended entries.
@@ -32,12 +42,16 @@ const SWEEP_EVERY: u32 = 4096;
 pub struct LocalLimiter {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
+    /// Note which keys' quota counters changed, for [`QuotaFile`].
+    track_quotas: bool,
 }
 
 #[derive(Default)]
 struct Shard {
     keys: HashMap<String, Counters>,
     ops: u32,
+    /// Keys whose day or month counters changed since they were last saved.
+    changed: HashSet<String>,
 }
 
 /// A key's counters: its own five windows, and five per limited route it called.
@@ -102,7 +116,99 @@ impl LocalLimiter {
         LocalLimiter {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
+            track_quotas: false,
         }
+    }
+
+    /// A limiter whose day and month counters a [`QuotaFile`] keeps across restarts.
+    pub fn with_saved_quotas() -> Self {
+        LocalLimiter {
+            track_quotas: true,
+            ..Self::new()
+        }
+    }
+
+    /// The day and month counters of the keys that changed since the last call.
+    fn changed_quotas(&self, now: Timestamp) -> Vec<QuotaCount> {
+        let spans = Window::ALL.map(|w| w.span(now));
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = std::mem::take(&mut shard.changed);
+            for key_id in changed {
+                let Some(counters) = shard.keys.get(&key_id) else {
+                    continue;
+                };
+                let mut add = |owner: String, slots: &Slots| {
+                    for i in QUOTA_WINDOWS {
+                        if slots[i].live(&spans[i]) {
+                            out.push(QuotaCount {
+                                owner: owner.clone(),
+                                window: Window::ALL[i].as_str().to_string(),
+                                start: slots[i].start,
+                                count: slots[i].count,
+                            });
+                        }
+                    }
+                };
+                add(key_id.clone(), &counters.key);
+                for (route, slots) in &counters.routes {
+                    add(format!("{key_id}:r:{route}"), slots);
+                }
+            }
+        }
+        out
+    }
+
+    /// Marks keys as changed again (their counters could not be saved).
+    fn mark_changed(&self, owners: impl IntoIterator<Item = String>) {
+        for owner in owners {
+            let key_id = owner.split(":r:").next().unwrap_or_default().to_string();
+            self.shard(&key_id).changed.insert(key_id);
+        }
+    }
+
+    /// Puts saved counters back, where their window is still the current one.
+    fn restore(&self, counts: &[QuotaCount], now: Timestamp) -> usize {
+        let spans = Window::ALL.map(|w| w.span(now));
+        let mut restored = 0;
+        for c in counts {
+            let Some(i) = QUOTA_WINDOWS
+                .into_iter()
+                .find(|&i| Window::ALL[i].as_str() == c.window)
+            else {
+                continue;
+            };
+            if c.start != spans[i].start {
+                continue;
+            }
+            let (key_id, route) = match c.owner.split_once(":r:") {
+                Some((k, r)) => (k, Some(r)),
+                None => (c.owner.as_str(), None),
+            };
+            let mut shard = self.shard(key_id);
+            let counters = shard.keys.entry(key_id.to_string()).or_default();
+            let slots = match route {
+                None => &mut counters.key,
+                Some(r) => match counters.routes.iter().position(|(n, _)| **n == *r) {
+                    Some(p) => &mut counters.routes[p].1,
+                    None => {
+                        counters.routes.push((r.into(), Slots::default()));
+                        let last = counters.routes.len() - 1;
+                        &mut counters.routes[last].1
+                    }
+                },
+            };
+            let slot = &mut slots[i];
+            if slot.start < c.start || slot.count < c.count {
+                *slot = Slot {
+                    start: c.start,
+                    count: c.count,
+                };
+            }
+            restored += 1;
+        }
+        restored
     }
 
     fn shard(&self, key_id: &str) -> MutexGuard<'_, Shard> {
@@ -153,6 +259,10 @@ impl LocalLimiter {
             collect(&mut counts, slots, limits, &spans);
         }
         let decision = Decision::from_counts(&counts, now);
+        let quota_windows = |l: &Limits| QUOTA_WINDOWS.iter().any(|&i| l[i].is_some());
+        let track = self.track_quotas
+            && matches!(decision, Decision::Admitted(_))
+            && (quota_windows(&plan.key) || route.as_ref().is_some_and(|(_, l)| quota_windows(l)));
         if matches!(decision, Decision::Admitted(_)) {
             for (slot, span) in key.iter_mut().zip(&spans) {
                 slot.add(span);
@@ -162,6 +272,9 @@ impl LocalLimiter {
                     slot.add(span);
                 }
             }
+        }
+        if track && !shard.changed.contains(key_id) {
+            shard.changed.insert(key_id.to_string());
         }
         decision
     }
@@ -213,6 +326,56 @@ impl Limiter for LocalLimiter {
 
     async fn peek(&self, key_id: &str, plan: &Plan<'_>, now: Timestamp) -> Option<Quota> {
         self.peek_now(key_id, plan, now)
+    }
+}
+
+/// Keeps a [`LocalLimiter`]'s day and month counters in the embedded store, so a
+/// restart does not hand every key a fresh daily or monthly quota.
+pub struct QuotaFile {
+    limiter: Arc<LocalLimiter>,
+    store: Arc<EmbeddedStore>,
+}
+
+impl QuotaFile {
+    /// `limiter` should come from [`LocalLimiter::with_saved_quotas`].
+    pub fn new(limiter: Arc<LocalLimiter>, store: Arc<EmbeddedStore>) -> Self {
+        QuotaFile { limiter, store }
+    }
+
+    /// Reads the saved counters of the current day and month into the limiter; returns
+    /// how many were put back.
+    pub async fn restore(&self, now: Timestamp) -> Result<usize, StoreError> {
+        let month_start = Window::Month.span(now).start;
+        let since = Timestamp::from_second(month_start).unwrap_or(now);
+        let counts = self.store.load_quotas(since).await?;
+        Ok(self.limiter.restore(&counts, now))
+    }
+
+    /// Writes the counters that changed since the last save. On failure they stay
+    /// marked, for the next save.
+    pub async fn save(&self, now: Timestamp) -> Result<(), StoreError> {
+        let counts = self.limiter.changed_quotas(now);
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let owners: Vec<String> = counts.iter().map(|c| c.owner.clone()).collect();
+        let result = self.store.save_quotas(counts).await;
+        if result.is_err() {
+            self.limiter.mark_changed(owners);
+        }
+        result
+    }
+
+    /// Saves every [`QUOTA_SAVE_EVERY`] until the task is dropped.
+    pub async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(QUOTA_SAVE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.save(Timestamp::now()).await {
+                tracing::warn!(error = %e, "could not save the quota counters; will retry");
+            }
+        }
     }
 }
 

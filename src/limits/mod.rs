@@ -44,7 +44,7 @@ pub mod plan;
 pub mod redis;
 pub mod window;
 
-pub use local::LocalLimiter;
+pub use local::{LocalLimiter, QuotaFile};
 pub use orgs::OrgCache;
 pub use plan::{Count, Decision, Plan, Quota};
 pub use redis::RedisLimiter;

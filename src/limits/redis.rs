@@ -96,6 +96,20 @@ struct Lease {
 }
 
 impl Lease {
+    fn empty(c: &Counter, now: Instant) -> Self {
+        Lease {
+            tokens: 0,
+            refund: 0,
+            limit: c.limit,
+            counted: 0,
+            end: c.span.end,
+            granted: 0,
+            granted_at: now,
+            touched: now,
+            asking: 0,
+        }
+    }
+
     /// Tokens to ask for when this lease has run dry.
     fn want(&self, limit: u64, now: Instant) -> u64 {
         if self.limit != limit {
@@ -190,17 +204,12 @@ impl RedisLimiter {
         counters
             .iter()
             .map(|c| {
-                let l = shard.entry(c.name.clone()).or_insert_with(|| Lease {
-                    tokens: 0,
-                    refund: 0,
-                    limit: c.limit,
-                    counted: 0,
-                    end: c.span.end,
-                    granted: 0,
-                    granted_at: now,
-                    touched: now,
-                    asking: 0,
-                });
+                if !shard.contains_key(&c.name) {
+                    shard.insert(c.name.clone(), Lease::empty(c, now));
+                }
+                let Some(l) = shard.get_mut(&c.name) else {
+                    return Err(1);
+                };
                 if l.limit == c.limit && l.tokens > 0 {
                     let used = l.counted.saturating_sub(l.tokens);
                     l.tokens -= 1;
@@ -243,17 +252,10 @@ impl RedisLimiter {
             .zip(taken.iter_mut())
             .filter(|(_, t)| t.is_err());
         for ((c, t), &(granted, after)) in lacking.zip(grants) {
-            let l = shard.entry(c.name.clone()).or_insert_with(|| Lease {
-                tokens: 0,
-                refund: 0,
-                limit: c.limit,
-                counted: 0,
-                end: c.span.end,
-                granted: 0,
-                granted_at: now,
-                touched: now,
-                asking: 1,
-            });
+            // The entry exists (`reserve` made it); a sweep never drops one asked for.
+            let l = shard
+                .entry(c.name.clone())
+                .or_insert_with(|| Lease::empty(c, now));
             l.asking = l.asking.saturating_sub(1);
             if l.limit != c.limit {
                 l.refund += std::mem::take(&mut l.tokens);
@@ -357,7 +359,10 @@ impl Drop for Hold<'_> {
             }
         }
         drop(shard);
-        self.limiter.answered[self.limiter.shard_index(self.key_id)].notify_waiters();
+        // Only a wait on Redis ending can change what `settle` waits for.
+        if self.taken.iter().any(Result::is_err) {
+            self.limiter.answered[self.limiter.shard_index(self.key_id)].notify_waiters();
+        }
     }
 }
 

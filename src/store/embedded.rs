@@ -48,7 +48,9 @@ use serde::de::DeserializeOwned;
 use jiff::Timestamp;
 
 use super::usage::RESOURCES_PER_HOUR;
-use super::{CreateOutcome, KeyStore, Page, StoreError, UsageBatch, UsageCounts, UsageRow};
+use super::{
+    CreateOutcome, KeyStore, Page, QuotaCount, StoreError, UsageBatch, UsageCounts, UsageRow,
+};
 use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
 
 /// Bumped whenever the table layout or record encoding changes incompatibly.
@@ -72,6 +74,8 @@ const ORG_AUDIT: TableDefinition<(&str, &str), ()> = TableDefinition::new("org_a
 const USAGE: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("usage");
 const USAGE_HOURS: TableDefinition<(i64, &str), ()> = TableDefinition::new("usage_hours");
 const USAGE_BATCHES: TableDefinition<&str, i64> = TableDefinition::new("usage_batches");
+/// `<owner>|<window>` → (window start, requests counted): quota counters of the limiter.
+const QUOTAS: TableDefinition<&str, (i64, u64)> = TableDefinition::new("quotas");
 /// How long a usage batch id is remembered (a retry comes within seconds or minutes).
 const BATCH_MEMORY_SECS: i64 = 86_400;
 
@@ -136,6 +140,58 @@ impl EmbeddedStore {
         blocking(move || {
             let txn = db.begin_read().map_err(db_error)?;
             f(&txn)
+        })
+        .await
+    }
+
+    /// Stores quota counters (`limits::local`), replacing each owner's and window's
+    /// earlier value, in one durable write.
+    pub async fn save_quotas(&self, counts: Vec<QuotaCount>) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            let mut table = txn.open_table(QUOTAS).map_err(db_error)?;
+            for c in &counts {
+                let name = format!("{}|{}", c.owner, c.window);
+                table
+                    .insert(name.as_str(), (c.start, c.count))
+                    .map_err(db_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The stored quota counters of windows that started at `since` or later; older
+    /// ones (their window is over) are deleted.
+    pub async fn load_quotas(&self, since: Timestamp) -> Result<Vec<QuotaCount>, StoreError> {
+        let since = since.as_second();
+        self.write(move |txn| {
+            let mut table = txn.open_table(QUOTAS).map_err(db_error)?;
+            let mut live = Vec::new();
+            let mut ended = Vec::new();
+            for entry in table.iter().map_err(db_error)? {
+                let (name, value) = entry.map_err(db_error)?;
+                let name = name.value().to_string();
+                let (start, count) = value.value();
+                if start < since {
+                    ended.push(name);
+                    continue;
+                }
+                let Some((owner, window)) = name.rsplit_once('|') else {
+                    return Err(StoreError::Corrupt(format!(
+                        "quota counter {name:?} has no window"
+                    )));
+                };
+                live.push(QuotaCount {
+                    owner: owner.to_string(),
+                    window: window.to_string(),
+                    start,
+                    count,
+                });
+            }
+            for name in &ended {
+                table.remove(name.as_str()).map_err(db_error)?;
+            }
+            Ok(live)
         })
         .await
     }
@@ -206,6 +262,7 @@ fn prepare_tables(db: &Database) -> Result<(), StoreError> {
         txn.open_table(USAGE).map_err(db_error)?;
         txn.open_table(USAGE_HOURS).map_err(db_error)?;
         txn.open_table(USAGE_BATCHES).map_err(db_error)?;
+        txn.open_table(QUOTAS).map_err(db_error)?;
         Ok(())
     })
 }

@@ -54,6 +54,17 @@ pub enum CreateOutcome {
     },
 }
 
+/// A rate-limit quota counter of the embedded store's limiter, kept across restarts
+/// (day and month windows): `owner` is a key id, or `<key id>:r:<route>` for a route's
+/// limit; `window` is `day` or `month`; `start` (Unix seconds) names the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaCount {
+    pub owner: String,
+    pub window: String,
+    pub start: i64,
+    pub count: u64,
+}
+
 /// One page of a newest-first listing.
 #[derive(Debug, Clone)]
 pub struct Page<T> {
