@@ -12,7 +12,8 @@
 //! hash, a record's content, the URL or its password in a log line or an error message,
 //! never retry a write (the `Instrumented` wrapper bounds each call by `store.timeout`),
 //! and never hold a lock across an await on the lookup path: commands are pipelined on
-//! one multiplexed connection, so lookups do not queue behind each other.
+//! multiplexed connections (a few, used in turn), so lookups do not queue behind each
+//! other.
 //!
 //! Durability is Redis's: an acknowledged revoke survives a Redis restart only with AOF
 //! persistence, which is why [`RedisStore::check_server_settings`] warns at start when

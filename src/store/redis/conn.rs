@@ -1,8 +1,9 @@
 //! Connections to Redis: the `store.url` parsed into a [`Target`] (one server, or a
-//! master found through Sentinel), and [`Conn`], the multiplexed command connection
-//! that every store call and every publish shares.
+//! master found through Sentinel), and [`Conn`], the multiplexed command connections
+//! that every store call and every publish share (a few, used in turn, for one server;
+//! one to the current master under Sentinel).
 //!
-//! Commands are pipelined on one multiplexed connection, so concurrent lookups do not
+//! Commands are pipelined on multiplexed connections, so concurrent lookups do not
 //! wait for each other's round trips, and nothing here holds a lock across an await on
 //! the request path. Reconnecting is bounded and backs off with jitter, so an outage
 //! never turns into a connection storm against Redis (or against the Sentinels).
@@ -10,6 +11,7 @@
 //! The URL may hold a password: nothing here puts the URL, a password or a reply's
 //! content in an error message.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,9 +100,19 @@ impl Target {
                     .set_number_of_retries(0)
                     .set_min_delay(MIN_BACKOFF)
                     .set_max_delay(MAX_BACKOFF);
-                let manager = ConnectionManager::new_lazy_with_config((**client).clone(), config)
-                    .map_err(|e| unavailable("cannot set up the Redis connection", &e))?;
-                Ok(Conn::Direct(manager))
+                let size = std::thread::available_parallelism()
+                    .map_or(2, |n| n.get())
+                    .clamp(2, MAX_CONNECTIONS);
+                let managers = (0..size)
+                    .map(|_| {
+                        ConnectionManager::new_lazy_with_config((**client).clone(), config.clone())
+                            .map_err(|e| unavailable("cannot set up the Redis connection", &e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Conn::Direct(Arc::new(Pool {
+                    managers,
+                    next: AtomicUsize::new(0),
+                })))
             }
             Target::Sentinel(s) => Ok(Conn::Sentinel(Arc::new(SentinelConn {
                 target: s.clone(),
@@ -417,11 +429,29 @@ pub(super) fn is_unreachable(e: &RedisError) -> bool {
 /// The shared command connection.
 #[derive(Clone)]
 pub(super) enum Conn {
-    /// The crate's connection manager: one multiplexed connection, replaced in the
-    /// background when it breaks.
-    Direct(ConnectionManager),
+    /// A few of the crate's connection managers (each one multiplexed connection,
+    /// replaced in the background when it breaks), used in turn.
+    Direct(Arc<Pool>),
     Sentinel(Arc<SentinelConn>),
 }
+
+/// Command connections to one server, one per core (2 to [`MAX_CONNECTIONS`]): each
+/// pipelines its commands, and commands go to them in turn, so lookups neither wait for
+/// each other's round trips nor all pass through one connection's reader.
+pub(super) struct Pool {
+    managers: Vec<ConnectionManager>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    fn pick(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.managers.len();
+        self.managers[i].clone()
+    }
+}
+
+/// Most command connections a store opens to a direct (non-Sentinel) server.
+const MAX_CONNECTIONS: usize = 8;
 
 /// A multiplexed connection to the master that Sentinel names, dropped (and the master
 /// looked up again) when it fails or the server turns out to be a replica.
@@ -457,7 +487,10 @@ impl SentinelConn {
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Direct(m) => m.req_packed_command(cmd),
+            Conn::Direct(p) => {
+                let mut m = p.pick();
+                Box::pin(async move { m.req_packed_command(cmd).await })
+            }
             Conn::Sentinel(s) => Box::pin(async move {
                 let mut c = s.connection().await?;
                 let r = c.req_packed_command(cmd).await;
@@ -474,7 +507,10 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Direct(m) => m.req_packed_commands(pipeline, offset, count),
+            Conn::Direct(p) => {
+                let mut m = p.pick();
+                Box::pin(async move { m.req_packed_commands(pipeline, offset, count).await })
+            }
             Conn::Sentinel(s) => Box::pin(async move {
                 let mut c = s.connection().await?;
                 let r = c.req_packed_commands(pipeline, offset, count).await;
@@ -486,7 +522,7 @@ impl ConnectionLike for Conn {
 
     fn get_db(&self) -> i64 {
         match self {
-            Conn::Direct(m) => m.get_db(),
+            Conn::Direct(p) => p.managers.first().map_or(0, |m| m.get_db()),
             Conn::Sentinel(s) => lock(&s.current).as_ref().map_or(0, |c| c.get_db()),
         }
     }
