@@ -190,14 +190,7 @@ impl LocalLimiter {
             let counters = shard.keys.entry(key_id.to_string()).or_default();
             let slots = match route {
                 None => &mut counters.key,
-                Some(r) => match counters.routes.iter().position(|(n, _)| **n == *r) {
-                    Some(p) => &mut counters.routes[p].1,
-                    None => {
-                        counters.routes.push((r.into(), Slots::default()));
-                        let last = counters.routes.len() - 1;
-                        &mut counters.routes[last].1
-                    }
-                },
+                Some(r) => route_slots(&mut counters.routes, r),
             };
             let slot = &mut slots[i];
             if slot.start < c.start || slot.count < c.count {
@@ -239,19 +232,10 @@ impl LocalLimiter {
             return Decision::Unlimited;
         };
         let Counters { key, routes } = counters;
-        let route = match plan.route {
-            Some((name, limits)) => {
-                let i = match routes.iter().position(|(n, _)| **n == *name) {
-                    Some(i) => i,
-                    None => {
-                        routes.push((name.into(), Slots::default()));
-                        routes.len() - 1
-                    }
-                };
-                Some((&mut routes[i].1, limits))
-            }
-            None => None,
-        };
+        let route = plan
+            .route
+            .as_ref()
+            .map(|(name, limits)| (route_slots(routes, name), limits));
 
         let mut counts = Vec::with_capacity(10);
         collect(&mut counts, key, &plan.key, &spans);
@@ -303,6 +287,18 @@ impl LocalLimiter {
         }
         Decision::peek(&counts, now)
     }
+}
+
+/// The counters of a key on route `name`, added (at zero) if the key has none yet.
+fn route_slots<'a>(routes: &'a mut Vec<(Box<str>, Slots)>, name: &str) -> &'a mut Slots {
+    let i = match routes.iter().position(|(n, _)| **n == *name) {
+        Some(i) => i,
+        None => {
+            routes.push((name.into(), Slots::default()));
+            routes.len() - 1
+        }
+    };
+    &mut routes[i].1
 }
 
 fn collect(out: &mut Vec<Count>, slots: &Slots, limits: &Limits, spans: &[Span; 5]) {

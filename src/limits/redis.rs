@@ -176,12 +176,19 @@ impl RedisLimiter {
 
     fn counters(key_id: &str, plan: &Plan<'_>, now: Timestamp) -> Vec<Counter> {
         let mut out = Vec::with_capacity(10);
-        let mut add = |owner: String, limits: &Limits| {
+        // `route` is `""` for the key's own windows; names are built in one go, with no
+        // intermediate owner string.
+        let mut add = |route: &str, limits: &Limits| {
             for (i, window) in Window::ALL.iter().enumerate() {
                 if let Some(limit) = limits[i] {
                     let span = window.span(now);
+                    let (w, start) = (window.as_str(), span.start);
                     out.push(Counter {
-                        name: format!("{owner}:{}:{}", window.as_str(), span.start),
+                        name: if route.is_empty() {
+                            format!("{key_id}:{w}:{start}")
+                        } else {
+                            format!("{key_id}:r:{route}:{w}:{start}")
+                        },
                         window: *window,
                         limit,
                         span,
@@ -189,9 +196,9 @@ impl RedisLimiter {
                 }
             }
         };
-        add(key_id.to_string(), &plan.key);
+        add("", &plan.key);
         if let Some((route, limits)) = &plan.route {
-            add(format!("{key_id}:r:{route}"), limits);
+            add(route, limits);
         }
         out
     }
@@ -347,6 +354,11 @@ struct Hold<'a> {
 
 impl Drop for Hold<'_> {
     fn drop(&mut self) {
+        let waited = self.taken.iter().any(Result::is_err);
+        if !self.give_back && !waited {
+            // Admitted from the lease: nothing to put back, no wait to end.
+            return;
+        }
         let mut shard = self.limiter.shard(self.key_id);
         for (c, t) in self.counters.iter().zip(&self.taken) {
             let Some(l) = shard.get_mut(&c.name) else {
@@ -360,7 +372,7 @@ impl Drop for Hold<'_> {
         }
         drop(shard);
         // Only a wait on Redis ending can change what `settle` waits for.
-        if self.taken.iter().any(Result::is_err) {
+        if waited {
             self.limiter.answered[self.limiter.shard_index(self.key_id)].notify_waiters();
         }
     }
