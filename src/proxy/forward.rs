@@ -231,8 +231,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// Whether a client header name spoofs an identity header: same name ignoring case
-/// and treating `_` as `-`.
+/// Headers that say who the client is or how it connected: believed only from a
+/// trusted proxy, removed (in any spelling) from everyone else.
+const CLIENT_ADDRESS: [&str; 6] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "true-client-ip",
+];
+
+/// Whether header `name` is `target` as upstreams may read it: the same ignoring case
+/// and treating `_` as `-` (CGI, PHP and others map both to one variable).
+fn same_header(name: &[u8], target: &[u8]) -> bool {
+    target.len() == name.len()
+        && target.iter().zip(name).all(|(t, n)| {
+            let n = if *n == b'_' { b'-' } else { *n };
+            t.eq_ignore_ascii_case(&n)
+        })
+}
+
+/// Whether a client header name spoofs an identity header.
 fn spoofs(name: &HeaderName, identity: &IdentityHeaders) -> bool {
     let n = name.as_str().as_bytes();
     [
@@ -242,14 +262,13 @@ fn spoofs(name: &HeaderName, identity: &IdentityHeaders) -> bool {
         &identity.environment,
     ]
     .iter()
-    .any(|id| {
-        let id = id.as_str().as_bytes();
-        id.len() == n.len()
-            && id.iter().zip(n).all(|(a, b)| {
-                let b = if *b == b'_' { b'-' } else { *b };
-                a.eq_ignore_ascii_case(&b)
-            })
-    })
+    .any(|id| same_header(n, id.as_str().as_bytes()))
+}
+
+/// Whether a client header name is a client-address header in some spelling.
+fn names_client_address(name: &HeaderName) -> bool {
+    let n = name.as_str().as_bytes();
+    CLIENT_ADDRESS.iter().any(|a| same_header(n, a.as_bytes()))
 }
 
 /// Everything the header rewrite needs to know about this request.
@@ -266,11 +285,14 @@ pub struct Forwarding<'a> {
 }
 
 /// Rewrites client headers into upstream headers (SPEC §3 "Headers"), in order:
-/// spoofed identity headers out, hop-by-hop out, then keygate's own in.
+/// spoofed identity headers out (and, from an untrusted peer, every client-address
+/// header: `Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `True-Client-IP`), hop-by-hop
+/// out, then keygate's own in.
 pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<(), Refusal> {
+    // Empty in the common case: no allocation.
     let spoofed: Vec<HeaderName> = h
         .keys()
-        .filter(|n| spoofs(n, f.identity))
+        .filter(|n| spoofs(n, f.identity) || (!f.peer_trusted && names_client_address(n)))
         .cloned()
         .collect();
     for n in spoofed {
@@ -299,10 +321,8 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<
             .map_err(|_| Refusal::BadRequest("malformed X-Forwarded-For header"))?;
         h.insert("x-forwarded-for", v);
     } else {
+        // The client-address headers went with the spoofed ones above.
         h.insert("x-forwarded-for", peer);
-        h.remove("x-forwarded-proto");
-        h.remove("x-forwarded-host");
-        h.remove(header::FORWARDED);
     }
     if !h.contains_key("x-forwarded-proto") {
         let proto = if f.tls { "https" } else { "http" };
