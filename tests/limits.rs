@@ -226,14 +226,22 @@ async fn content_length_with_transfer_encoding_is_400_and_closes() {
         for kept_alive in [false, true] {
             let mut conn = env.gw.raw_conn().await;
             if kept_alive {
-                assert!(conn.send(&raw_request("GET", "/echo/first", &[&auth], b"")).await);
+                assert!(
+                    conn.send(&raw_request("GET", "/echo/first", &[&auth], b""))
+                        .await
+                );
                 conn.read_response(Duration::from_secs(10))
                     .await
                     .expect("first response")
                     .assert_status(200);
             }
             let _ = conn
-                .send(&raw_request("POST", "/echo/x", &lines, b"5\r\nhello\r\n0\r\n\r\n"))
+                .send(&raw_request(
+                    "POST",
+                    "/echo/x",
+                    &lines,
+                    b"5\r\nhello\r\n0\r\n\r\n",
+                ))
                 .await;
             match conn.read_response(Duration::from_secs(10)).await {
                 Ok(r) if r.status == 400 => {
@@ -268,12 +276,18 @@ async fn a_body_that_looks_like_a_conflicting_head_is_forwarded() {
     let env = limited().await;
     let key = env.read_key().await;
     let auth = bearer(&key.secret);
-    let smuggled = b"POST /echo/x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let smuggled =
+        b"POST /echo/x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
     let mut body = format!("{:x}\r\n", smuggled.len()).into_bytes();
     body.extend_from_slice(smuggled);
     body.extend_from_slice(b"\r\n0\r\n\r\n");
     let mut conn = env.gw.raw_conn().await;
-    let req = raw_request("POST", "/echo/x", &[&auth, "Transfer-Encoding: chunked"], &body);
+    let req = raw_request(
+        "POST",
+        "/echo/x",
+        &[&auth, "Transfer-Encoding: chunked"],
+        &body,
+    );
     assert!(conn.send(&req).await);
     conn.read_response(Duration::from_secs(10))
         .await
@@ -281,7 +295,10 @@ async fn a_body_that_looks_like_a_conflicting_head_is_forwarded() {
         .assert_status(200);
     assert_eq!(env.up.last().body, smuggled);
     // The connection is still usable.
-    assert!(conn.send(&raw_request("GET", "/echo/next", &[&auth], b"")).await);
+    assert!(
+        conn.send(&raw_request("GET", "/echo/next", &[&auth], b""))
+            .await
+    );
     conn.read_response(Duration::from_secs(10))
         .await
         .expect("second response")

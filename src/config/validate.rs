@@ -232,7 +232,9 @@ fn admin(raw: raw::RawAdmin, p: &mut Problems) -> AdminConfig {
     }
     let max_connections = match raw.max_connections {
         None => ADMIN_MAX_CONNECTIONS,
-        Some(n) if (1..=1 << 20).contains(&n) => usize::try_from(n).unwrap_or(ADMIN_MAX_CONNECTIONS),
+        Some(n) if (1..=1 << 20).contains(&n) => {
+            usize::try_from(n).unwrap_or(ADMIN_MAX_CONNECTIONS)
+        }
         Some(n) => {
             p.add(
                 "admin.max_connections",

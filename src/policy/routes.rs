@@ -298,10 +298,21 @@ mod tests {
             Some("api")
         );
         assert_eq!(name(&t, "GET", Some("other"), "/x").as_deref(), Some("any"));
-        for host in ["api.example.com.", "Api.Example.Com.:8443", "api.example.com:1"] {
-            assert_eq!(name(&t, "GET", Some(host), "/x").as_deref(), Some("api"), "{host}");
+        for host in [
+            "api.example.com.",
+            "Api.Example.Com.:8443",
+            "api.example.com:1",
+        ] {
+            assert_eq!(
+                name(&t, "GET", Some(host), "/x").as_deref(),
+                Some("api"),
+                "{host}"
+            );
         }
-        assert_eq!(name(&t, "GET", Some("api.example.com.."), "/x").as_deref(), Some("any"));
+        assert_eq!(
+            name(&t, "GET", Some("api.example.com.."), "/x").as_deref(),
+            Some("any")
+        );
         assert_eq!(name(&t, "GET", None, "/x").as_deref(), Some("any"));
     }
 

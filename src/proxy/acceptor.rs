@@ -227,14 +227,15 @@ impl Connection {
         let svc = service(client);
         match &self.tls {
             Some(acceptor) => {
-                match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp))
-                    .await
+                match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)).await
                 {
                     Ok(Ok(stream)) => self.serve_http(stream, svc).await,
                     Ok(Err(e)) => {
                         tracing::debug!(listener = self.name, %peer, error = %e, "TLS handshake failed")
                     }
-                    Err(_) => tracing::debug!(listener = self.name, %peer, "TLS handshake timed out"),
+                    Err(_) => {
+                        tracing::debug!(listener = self.name, %peer, "TLS handshake timed out")
+                    }
                 }
             }
             None => self.serve_http(tcp, svc).await,
@@ -370,7 +371,8 @@ impl Watchdog {
         }
         let in_flight = requests & (EVENT - 1);
         if in_flight > 0 {
-            return (self.still >= self.idle_timeout).then_some("no bytes moved while a request was in flight");
+            return (self.still >= self.idle_timeout)
+                .then_some("no bytes moved while a request was in flight");
         }
         if requests == 0 {
             return (self.quiet >= self.header_read_timeout)

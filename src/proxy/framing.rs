@@ -255,7 +255,9 @@ mod tests {
         let cases = [
             "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n".to_string(),
             // A body that looks like a conflicting head is body, not a head.
-            format!("POST / HTTP/1.1\r\nContent-Length: {n}\r\n\r\n{smuggled}GET / HTTP/1.1\r\n\r\n"),
+            format!(
+                "POST / HTTP/1.1\r\nContent-Length: {n}\r\n\r\n{smuggled}GET / HTTP/1.1\r\n\r\n"
+            ),
             format!(
                 "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n{smuggled}\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n"
             ),

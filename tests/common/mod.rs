@@ -23,6 +23,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod gateway;
+pub mod h2raw;
 pub mod pki;
 pub mod raw;
 pub mod reply;
