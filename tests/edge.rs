@@ -279,7 +279,7 @@ async fn admin_and_metrics_ports_close_silent_and_half_sent_connections() {
                 "half a request head",
                 &b"GET /healthz HTTP/1.1\r\nHost: x\r\n"[..],
             ),
-            ("an h2 preface", &PREFACE[..]),
+            ("an h2 preface", PREFACE),
         ] {
             let mut c = RawConn::plain(addr).await;
             assert!(c.send(bytes).await);

@@ -143,4 +143,159 @@ mod tests {
             assert!(check(p).is_err(), "{p}");
         }
     }
+
+    #[test]
+    fn needlessly_encoded_characters_fail() {
+        for p in [
+            "/v1/%61dmin",
+            "/%41",
+            "/a/%30",
+            "/a/%2D",
+            "/a/%5f",
+            "/a/%7E",
+            "/a/%2e",
+        ] {
+            assert!(check(p).is_err(), "{p}");
+        }
+        for p in [
+            "/a/%20",
+            "/a/%3B",
+            "/a/%25",
+            "/a/%40",
+            "/a/%2B",
+            "/a/%C3%A9",
+        ] {
+            assert!(check(p).is_ok(), "{p}");
+        }
+    }
+}
+
+/// Property: no path [`check`] accepts means another route to an upstream that decodes
+/// and normalises it (percent-decoding, dot segments, repeated slashes) than the
+/// route keygate matched on the raw path.
+#[cfg(test)]
+mod properties {
+    use percent_encoding::percent_decode_str;
+    use proptest::prelude::*;
+
+    use super::check;
+    use crate::config::RouteConfig;
+    use crate::policy::RouteTable;
+
+    fn table() -> RouteTable {
+        let rc = |name: &str, path: &str| RouteConfig {
+            name: name.into(),
+            methods: vec![http::Method::GET],
+            path: path.into(),
+            host: None,
+            upstream: "u".into(),
+            scope: "read".into(),
+            resource: None,
+            query_key: false,
+            environments: None,
+            rate_limit: None,
+        };
+        RouteTable::new(&[
+            rc("admin", "/v1/admin"),
+            rc("admin-item", "/v1/admin/{id}"),
+            rc("section-item", "/v1/{section}/{id}"),
+            rc("a-x", "/a/x"),
+            rc("a-rest", "/a/{*rest}"),
+            rc("tilde", "/~u/{id}"),
+        ])
+        .expect("routes")
+    }
+
+    /// What a common upstream does with a path: decode, then RFC 3986 §5.2.4 dot
+    /// segment removal and merging of empty segments. `None` if not UTF-8.
+    fn upstream_view(raw: &str) -> Option<String> {
+        let decoded = percent_decode_str(raw).decode_utf8().ok()?;
+        let mut out: Vec<&str> = Vec::new();
+        let segments: Vec<&str> = decoded.split('/').skip(1).collect();
+        let last = segments.len().saturating_sub(1);
+        for (i, seg) in segments.iter().enumerate() {
+            match *seg {
+                "." => {}
+                ".." => {
+                    out.pop();
+                }
+                "" if i != last => {}
+                s => out.push(s),
+            }
+        }
+        Some(format!("/{}", out.join("/")))
+    }
+
+    fn route_of(t: &RouteTable, path: &str) -> Option<String> {
+        t.lookup(&http::Method::GET, None, path)
+            .map(|m| m.route.name.clone())
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("v1"),
+            Just("admin"),
+            Just("a"),
+            Just("x"),
+            Just("~u"),
+            Just("id7"),
+            Just("."),
+            Just(".."),
+            Just(""),
+            Just("%2e"),
+            Just("%2E%2e"),
+            Just(".%2e"),
+            Just("%61dmin"),
+            Just("adm%69n"),
+            Just("%78"),
+            Just("%7Eu"),
+            Just("%2f"),
+            Just("a%2Fx"),
+            Just("%5c"),
+            Just("\\"),
+            Just("%00"),
+            Just("%20"),
+            Just("%25"),
+            Just("%3B"),
+            Just("x;y"),
+            Just("..;"),
+            Just(".;p"),
+            Just("%c3%a9"),
+            Just("%ff"),
+            Just("%e2%80%ae"),
+            Just("%"),
+            Just("%4"),
+            Just("%zz"),
+        ]
+        .prop_map(str::to_string)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn accepted_paths_route_as_upstreams_read_them(
+            segments in proptest::collection::vec(segment(), 1..6)
+        ) {
+            let t = table();
+            let path = format!("/{}", segments.join("/"));
+            if check(&path).is_ok() {
+                let view = upstream_view(&path);
+                prop_assert!(view.is_some(), "{path} accepted but not UTF-8 decoded");
+                let view = view.unwrap_or_default();
+                prop_assert_eq!(
+                    route_of(&t, &path),
+                    route_of(&t, &view),
+                    "{} accepted; upstreams read it as {}", path, view
+                );
+            }
+        }
+
+        /// Any string: `check` never panics, and what it accepts starts with `/`.
+        #[test]
+        fn check_is_total(path in "\\PC{0,40}") {
+            if check(&path).is_ok() {
+                prop_assert!(path.starts_with('/'));
+            }
+        }
+    }
 }

@@ -453,3 +453,152 @@ mod tests {
         assert!(h.contains_key("x-kept"));
     }
 }
+
+/// Property: after the rewrite, no identity header and (from an untrusted peer) no
+/// client-address header the client sent survives, whatever its case or `_`/`-`
+/// spelling; the upstream sees exactly one of each identity header, with keygate's
+/// values.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::key::{Environment, KeyHash};
+
+    const SENSITIVE: [&str; 10] = [
+        "x-org-id",
+        "x-api-key-id",
+        "x-api-key-scopes",
+        "x-api-key-environment",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+        "true-client-ip",
+    ];
+
+    fn identity() -> IdentityHeaders {
+        IdentityHeaders {
+            org: HeaderName::from_static("x-org-id"),
+            key_id: HeaderName::from_static("x-api-key-id"),
+            scopes: HeaderName::from_static("x-api-key-scopes"),
+            environment: HeaderName::from_static("x-api-key-environment"),
+        }
+    }
+
+    fn key() -> KeyRecord {
+        let t = jiff::Timestamp::UNIX_EPOCH;
+        KeyRecord {
+            id: "key_1".into(),
+            org: "acme".into(),
+            name: "k".into(),
+            description: None,
+            environment: Environment::Live,
+            prefix: "kg_live_abcd".into(),
+            scopes: vec!["read".into()],
+            resources: None,
+            endpoints: None,
+            ip_allow: None,
+            rate_limit: None,
+            created_at: t,
+            created_by: "prn_1".into(),
+            updated_at: t,
+            last_used_at: None,
+            expires_at: None,
+            revoked_at: None,
+            deleted_at: None,
+            suspended_at: None,
+            secret_hash: KeyHash([7; 32]),
+            previous_secret: None,
+        }
+    }
+
+    /// A sensitive name in some spelling: each character's case flipped or `-` made
+    /// `_` at random (HeaderMap lowercases; the spelling that survives is `_`).
+    fn spelling() -> impl Strategy<Value = (usize, String)> {
+        (0..SENSITIVE.len(), any::<u64>()).prop_map(|(i, bits)| {
+            let name: String = SENSITIVE[i]
+                .chars()
+                .enumerate()
+                .map(|(j, c)| match (c, bits >> (j % 64) & 1) {
+                    ('-', 1) => '_',
+                    (c, 1) => c.to_ascii_uppercase(),
+                    (c, _) => c,
+                })
+                .collect();
+            (i, name)
+        })
+    }
+
+    fn normalized(name: &str) -> String {
+        name.to_ascii_lowercase().replace('_', "-")
+    }
+
+    proptest! {
+        #[test]
+        fn no_client_identity_header_survives(
+            sent in proptest::collection::vec((spelling(), "[a-z0-9., =;]{0,20}"), 0..12),
+            others in proptest::collection::vec(("x-[a-z_-]{1,12}", "[a-z0-9]{0,8}"), 0..4),
+            trusted in any::<bool>(),
+        ) {
+            let mut h = HeaderMap::new();
+            for ((_, name), value) in &sent {
+                h.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            for (name, value) in &others {
+                h.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            let id = identity();
+            let k = key();
+            let rid = HeaderValue::from_static("req-1");
+            let f = Forwarding {
+                key: &k,
+                identity: &id,
+                peer: "10.0.0.1".parse().unwrap(),
+                peer_trusted: trusted,
+                client_host: Some("api.example.com"),
+                tls: true,
+                request_id: &rid,
+                preserve_host: false,
+            };
+            // A trusted proxy's malformed X-Forwarded-For is a 400, not a leak.
+            if rewrite_request_headers(&mut h, &f).is_err() {
+                return Ok(());
+            }
+            for (i, expected) in [(0, "acme"), (1, "key_1"), (2, "read"), (3, "live")] {
+                let name = SENSITIVE[i];
+                let values: Vec<_> = h.get_all(name).iter().collect();
+                prop_assert_eq!(values, vec![expected], "{}", name);
+            }
+            for name in h.keys() {
+                let n = normalized(name.as_str());
+                let Some(i) = SENSITIVE.iter().position(|s| *s == n) else { continue };
+                // Identity headers: only keygate's, checked above, in the plain spelling.
+                prop_assert!(i >= 4 || name.as_str() == SENSITIVE[i], "{}", name);
+                if i >= 4 && !trusted {
+                    // From an untrusted peer only keygate's own X-Forwarded-* remain.
+                    prop_assert!(name.as_str() == SENSITIVE[i], "{} survived", name);
+                    let v = h.get(name).map(|v| v.to_str().unwrap_or("").to_string());
+                    let ours = match n.as_str() {
+                        "x-forwarded-for" => "10.0.0.1",
+                        "x-forwarded-host" => "api.example.com",
+                        "x-forwarded-proto" => "https",
+                        other => {
+                            prop_assert!(false, "{} survived", other);
+                            ""
+                        }
+                    };
+                    prop_assert_eq!(h.get_all(name).iter().count(), 1);
+                    prop_assert_eq!(v.as_deref(), Some(ours));
+                }
+            }
+        }
+    }
+}
