@@ -267,9 +267,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "admin API listening on {admin_scheme}://{}",
         admin_listener.local_addr()?
     );
-    // The admin and metrics ports: the data plane's header-read and idle timeouts,
-    // their own connection cap each (SPEC §3).
-    let admin_limits = ConnLimits::from(&config.limits);
+    // The admin and metrics ports: the data plane's header-read and idle timeouts (as
+    // reloaded), their own connection cap each (SPEC §3).
+    let admin_limits = {
+        let current = current.clone();
+        move || ConnLimits::from(&current.load().limits)
+    };
     tasks.spawn(serve_router(
         admin_listener,
         Port {
@@ -361,7 +364,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 async fn serve_router(
     listener: TcpListener,
     port: Port,
-    limits: ConnLimits,
+    limits: impl Fn() -> ConnLimits,
     router: axum::Router,
     gauge: prometheus::IntGauge,
     stop: watch::Receiver<bool>,
@@ -370,7 +373,7 @@ async fn serve_router(
         listener,
         port,
         gauge,
-        move || limits.clone(),
+        limits,
         move |_peer| TowerToHyperService::new(router.clone()),
         stop,
     )
