@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::service::service_fn;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -20,14 +18,16 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{self, AdminContext};
 use crate::auth::{AuthFailureLimiter, KeyResolver};
-use crate::config::{Config, ConfigError, StoreBackend};
+use crate::config::{Config, ConfigError, ProxyProtocol, StoreBackend};
 use crate::key::KeyFormat;
 use crate::limits::{
     Limiter, LocalLimiter, OrgCache, QuotaFile, RateLimits, RedisLimiter, SystemClock,
 };
 use crate::metrics::Metrics;
 use crate::policy::{RouteTable, ScopeSet};
+use crate::proxy::acceptor::{self, ConnLimits, Port};
 use crate::proxy::forward::Upstream;
+use crate::proxy::pipeline::ConnInfo;
 use crate::proxy::{self, DataPlane};
 use crate::store::instrumented::Instrumented;
 use crate::store::{EmbeddedStore, InvalidationBus, KeyStore, LocalBus, RedisStore};
@@ -229,12 +229,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     certs.extend(data_tls.as_ref().map(|(_, c)| ("data", c.clone())));
     certs.extend(admin_tls.as_ref().map(|(_, c)| ("admin", c.clone())));
     publish_cert_expiry(&certs, &metrics);
-    let acceptor = data_tls.map(|(cfg, _)| TlsAcceptor::from(cfg));
-    tasks.spawn(proxy::server::serve(
+    let data_gauge = metrics.connections_active.with_label_values(&["data"]);
+    let conn_limits = current.clone();
+    let dp_for_requests = current.clone();
+    tasks.spawn(acceptor::serve(
         data_listener,
-        current.clone(),
-        acceptor,
-        config.listen.proxy_protocol,
+        Port {
+            name: "data",
+            // Fixed at start (a restart-only field); per-connection limits follow
+            // SIGHUP reloads.
+            max_connections: config.limits.max_connections,
+            tls: data_tls.map(|(cfg, _)| TlsAcceptor::from(cfg)),
+            proxy_protocol: config.listen.proxy_protocol,
+        },
+        data_gauge,
+        move || ConnLimits::from(&conn_limits.load().limits),
+        move |peer| {
+            let current = dp_for_requests.clone();
+            let info = ConnInfo { peer };
+            // The data plane is loaded per request, so a reload reaches kept-alive
+            // connections too.
+            service_fn(move |req| proxy::pipeline::handle(current.load_full(), info, req))
+        },
         stop_rx.clone(),
     ));
 
@@ -251,22 +267,38 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "admin API listening on {admin_scheme}://{}",
         admin_listener.local_addr()?
     );
-    let admin_gauge = metrics.connections_active.with_label_values(&["admin"]);
+    // The admin and metrics ports: the data plane's header-read and idle timeouts (as
+    // reloaded), their own connection cap each (SPEC §3).
+    let admin_limits = {
+        let current = current.clone();
+        move || ConnLimits::from(&current.load().limits)
+    };
     tasks.spawn(serve_router(
         admin_listener,
-        admin_tls.map(|(cfg, _)| TlsAcceptor::from(cfg)),
+        Port {
+            name: "admin",
+            max_connections: config.admin.max_connections,
+            tls: admin_tls.map(|(cfg, _)| TlsAcceptor::from(cfg)),
+            proxy_protocol: ProxyProtocol::Off,
+        },
+        admin_limits.clone(),
         admin::router(ctx),
-        admin_gauge,
+        metrics.connections_active.with_label_values(&["admin"]),
         stop_rx.clone(),
     ));
     if let Some(l) = metrics_listener {
         tracing::info!("metrics listening on http://{}/metrics", l.local_addr()?);
-        let gauge = metrics.connections_active.with_label_values(&["metrics"]);
         tasks.spawn(serve_router(
             l,
-            None,
+            Port {
+                name: "metrics",
+                max_connections: config.admin.max_connections,
+                tls: None,
+                proxy_protocol: ProxyProtocol::Off,
+            },
+            admin_limits,
             admin::metrics_router(metrics.clone()),
-            gauge,
+            metrics.connections_active.with_label_values(&["metrics"]),
             stop_rx.clone(),
         ));
     }
@@ -303,7 +335,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     wait_for_signals(&reload).await;
     tracing::info!("shutting down: no new connections, draining in-flight requests");
     let _ = stop_tx.send(true);
-    let deadline = proxy::server::DRAIN_DEADLINE + Duration::from_secs(1);
+    let deadline = acceptor::DRAIN_DEADLINE + Duration::from_secs(1);
     let _ = tokio::time::timeout(deadline, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -328,61 +360,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Serves an axum router (admin API or metrics) over plain TCP or TLS, until `stop`.
+/// Serves an axum router (admin API or metrics) on the shared acceptor, until `stop`.
 async fn serve_router(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    port: Port,
+    limits: impl Fn() -> ConnLimits,
     router: axum::Router,
     gauge: prometheus::IntGauge,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        let svc = TowerToHyperService::new(router.clone());
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        let gauge = gauge.clone();
-        tokio::spawn(async move {
-            gauge.inc();
-            match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(ADMIN_HANDSHAKE, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                            let _ = watcher.watch(conn).await;
-                        }
-                        _ => tracing::debug!(%peer, "admin TLS handshake failed"),
-                    }
-                }
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-                    let _ = watcher.watch(conn).await;
-                }
-            }
-            gauge.dec();
-        });
-    }
-    let _ = tokio::time::timeout(proxy::server::DRAIN_DEADLINE, graceful.shutdown()).await;
+    acceptor::serve(
+        listener,
+        port,
+        gauge,
+        limits,
+        move |_peer| TowerToHyperService::new(router.clone()),
+        stop,
+    )
+    .await;
 }
 
 /// How long shutdown waits for the last usage flush.
 const USAGE_FLUSH_DEADLINE: Duration = Duration::from_secs(5);
-
-/// TLS handshake deadline on the admin and metrics ports.
-const ADMIN_HANDSHAKE: Duration = Duration::from_secs(10);
 
 /// What SIGHUP needs: the running config, the parts that survive, the swappable data
 /// plane and the certificates to re-read.
@@ -459,7 +458,10 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
     if old.listen.proxy_protocol != new.listen.proxy_protocol {
         return Some("listen.proxy_protocol");
     }
-    if old.admin.address != new.admin.address || old.admin.tls != new.admin.tls {
+    if old.admin.address != new.admin.address
+        || old.admin.tls != new.admin.tls
+        || old.admin.max_connections != new.admin.max_connections
+    {
         return Some("admin");
     }
     if old.metrics.as_ref().map(|m| m.address) != new.metrics.as_ref().map(|m| m.address) {

@@ -537,3 +537,53 @@ mod tests {
         assert!(!format!("{h:?}").contains(&h.to_hex()));
     }
 }
+
+/// Properties of the token format: every generated token checks; any change of one
+/// character, a cut or an extension is refused offline; `check` never panics and
+/// accepts only the documented shape.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+        #[test]
+        fn one_changed_character_is_refused(
+            prefix in "[a-z][a-z0-9]{0,5}",
+            live in any::<bool>(),
+            at in any::<prop::sample::Index>(),
+            to in any::<prop::sample::Index>(),
+        ) {
+            let f = KeyFormat::new(&prefix).unwrap();
+            let env = if live { Environment::Live } else { Environment::Test };
+            let token = f.generate(env).token;
+            prop_assert_eq!(f.check(&token), Ok(env));
+            let mut bytes = token.clone().into_bytes();
+            let i = at.index(bytes.len());
+            let c = ALPHABET[to.index(ALPHABET.len())];
+            prop_assume!(bytes[i] != c);
+            bytes[i] = c;
+            let changed = String::from_utf8(bytes).unwrap();
+            prop_assert!(f.check(&changed).is_err(), "{} accepted", changed);
+            prop_assert!(f.check(&token[..token.len() - 1]).is_err());
+            let longer = format!("{token}0");
+            prop_assert!(f.check(&longer).is_err());
+        }
+
+        #[test]
+        fn check_accepts_only_the_shape(token in "\\PC{0,60}|kg_(live|test)_[0-9A-Za-z]{40}") {
+            let f = KeyFormat::new("kg").unwrap();
+            if f.check(&token).is_ok() {
+                let body = token
+                    .strip_prefix("kg_live_")
+                    .or_else(|| token.strip_prefix("kg_test_"));
+                prop_assert!(body.is_some_and(|b| b.len() == 40
+                    && b.bytes().all(|c| c.is_ascii_alphanumeric())));
+            }
+        }
+    }
+}

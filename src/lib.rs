@@ -3,8 +3,8 @@
 //! # Layout
 //!
 //! A data-plane request flows
-//! `proxy::listener` (accept, PROXY protocol) → `tls` → `proxy::server` (hyper, HTTP/1.1
-//! and h2) → `proxy::pipeline` (route → credential → key → ip → environment → endpoint →
+//! `proxy::acceptor` (accept within the port's cap, PROXY protocol, `tls`, hyper for
+//! HTTP/1.1 and h2, per-connection deadlines) → `proxy::pipeline` (route → credential → key → ip → environment → endpoint →
 //! resource → scope → forward) → `proxy::forward` (pooled upstream client) →
 //! `proxy::respond` (the one refusal → response mapping) → `metrics`.
 //!
@@ -18,7 +18,8 @@
 //!   store, negative entries, single-flight lookups), the failed-auth limiter.
 //! - [`policy`]: route table, path rules, scopes, resources, IP rules, the authorize
 //!   decision. No IO.
-//! - [`proxy`]: listener, TLS, HTTP server, pipeline, forwarding, responses.
+//! - [`proxy`]: the acceptor of every port, the framing guard, pipeline, forwarding,
+//!   responses.
 //! - [`admin`]: the admin API, bootstrap, `/metrics`, `/healthz`, `/readyz`.
 //! - [`limits`]: rate limits and quotas: window resolution, the limiter, `RateLimit-*`.
 //! - [`tls`]: rustls server configs, certificates, reload.

@@ -380,3 +380,67 @@ async fn upstream_response_headers_and_body_reach_the_client() {
         .await
         .assert_status(418);
 }
+
+/// Client-address headers: believed only from a trusted proxy, removed in any spelling
+/// (`_` for `-`, any case) from everyone else (SPEC §3 "Headers").
+const CLIENT_ADDRESS_LINES: [&str; 9] = [
+    "Forwarded: for=1.2.3.4;proto=http",
+    "X-Real-IP: 1.2.3.4",
+    "True-Client-IP: 1.2.3.4",
+    "x_real_ip: 1.2.3.4",
+    "TRUE_CLIENT_IP: 1.2.3.4",
+    "X_Forwarded_For: 1.2.3.4",
+    "x_forwarded_host: evil.test",
+    "X_FORWARDED_PROTO: http",
+    "forwarded: for=5.6.7.8",
+];
+
+#[tokio::test]
+async fn client_address_headers_are_removed_from_an_untrusted_peer() {
+    let env = Env::start().await;
+    let key = env.read_key().await;
+    let auth = bearer(&key.secret);
+    let mut lines = vec![auth.as_str()];
+    lines.extend_from_slice(&CLIENT_ADDRESS_LINES);
+    env.gw
+        .raw(raw_request("GET", "/echo/x", &lines, b""))
+        .await
+        .assert_status(200);
+    let seen = env.up.last();
+    for name in seen.header_names() {
+        let n = normalized(&name);
+        assert!(
+            !matches!(n.as_str(), "forwarded" | "x-real-ip" | "true-client-ip")
+                && (!n.starts_with("x-forwarded-") || name.contains('-')),
+            "{name} from an untrusted client reached the upstream: {:?}",
+            seen.header_all(&name)
+        );
+    }
+    assert_eq!(seen.header_all("x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(seen.header_one("x-forwarded-proto"), "https");
+}
+
+#[tokio::test]
+async fn client_address_headers_are_kept_from_a_trusted_proxy() {
+    let env = Env::start_with(|b| b.trusted_proxies(&["127.0.0.1/32"])).await;
+    let key = env.read_key().await;
+    let auth = bearer(&key.secret);
+    env.gw
+        .raw(raw_request(
+            "GET",
+            "/echo/x",
+            &[
+                &auth,
+                "Forwarded: for=1.2.3.4",
+                "X-Real-IP: 1.2.3.4",
+                "True-Client-IP: 1.2.3.4",
+            ],
+            b"",
+        ))
+        .await
+        .assert_status(200);
+    let seen = env.up.last();
+    assert_eq!(seen.header_one("forwarded"), "for=1.2.3.4");
+    assert_eq!(seen.header_one("x-real-ip"), "1.2.3.4");
+    assert_eq!(seen.header_one("true-client-ip"), "1.2.3.4");
+}

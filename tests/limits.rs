@@ -204,39 +204,105 @@ async fn slow_client_is_disconnected() {
     env.assert_nothing_forwarded();
 }
 
-/// Content-Length together with chunked: hyper's parser lets Transfer-Encoding win and
-/// drops Content-Length before keygate sees the request (RFC 9112 §6.3 allows this), so
-/// keygate cannot answer 400 here. What must hold is that the upstream gets one
-/// unambiguous framing: no Content-Length, exactly the chunked body.
+/// Content-Length with Transfer-Encoding (SPEC §3): 400 and the connection closed, in
+/// any order and spelling, also as the second request of a kept-alive connection, and
+/// nothing reaches the upstream. hyper drops Content-Length before a request exists, so
+/// keygate refuses these below hyper (`proxy::framing`).
 #[tokio::test]
-async fn content_length_with_chunked_reaches_upstream_unambiguously() {
+async fn content_length_with_transfer_encoding_is_400_and_closes() {
     let env = limited().await;
     let key = env.read_key().await;
     let auth = bearer(&key.secret);
-    let lines = vec![
-        auth.as_str(),
-        "Content-Length: 5",
-        "Transfer-Encoding: chunked",
+    let cases: [&[&str]; 4] = [
+        &["Content-Length: 5", "Transfer-Encoding: chunked"],
+        &["Transfer-Encoding: chunked", "Content-Length: 5"],
+        &["content-length: 0", "transfer-encoding: gzip, chunked"],
+        &["Content-Length: 5", "Transfer-Encoding: identity"],
     ];
-    let mut conn = env.gw.raw_conn().await;
-    let _ = conn
-        .send(&raw_request(
-            "POST",
-            "/echo/x",
-            &lines,
-            b"5\r\nhello\r\n0\r\n\r\n",
-        ))
-        .await;
-    let _ = conn.read_response(Duration::from_secs(10)).await;
-    let forwarded = env.up.requests();
-    assert_eq!(forwarded.len(), 1, "{forwarded:?}");
-    for r in forwarded {
-        assert!(
-            !r.headers.iter().any(|(n, _)| n == "content-length"),
-            "Content-Length forwarded beside chunked: {r:?}"
-        );
-        assert_eq!(r.body, b"hello", "{r:?}");
+    let mut failures = Vec::new();
+    for framing in cases {
+        let mut lines = vec![auth.as_str()];
+        lines.extend_from_slice(framing);
+        for kept_alive in [false, true] {
+            let mut conn = env.gw.raw_conn().await;
+            if kept_alive {
+                assert!(
+                    conn.send(&raw_request("GET", "/echo/first", &[&auth], b""))
+                        .await
+                );
+                conn.read_response(Duration::from_secs(10))
+                    .await
+                    .expect("first response")
+                    .assert_status(200);
+            }
+            let _ = conn
+                .send(&raw_request(
+                    "POST",
+                    "/echo/x",
+                    &lines,
+                    b"5\r\nhello\r\n0\r\n\r\n",
+                ))
+                .await;
+            match conn.read_response(Duration::from_secs(10)).await {
+                Ok(r) if r.status == 400 => {
+                    r.assert_parser_refusal(400, "bad_request");
+                    if conn.wait_closed(Duration::from_secs(5)).await.is_err() {
+                        failures.push(format!("{framing:?}: 400 but the connection stayed open"));
+                    }
+                }
+                Ok(r) => failures.push(format!("{framing:?}: {} {}", r.status, r.text())),
+                Err(e) => failures.push(format!("{framing:?} (kept alive: {kept_alive}): {e:?}")),
+            }
+        }
     }
+    let forwarded: Vec<String> = env
+        .up
+        .requests()
+        .into_iter()
+        .map(|r| r.target)
+        .filter(|t| t != "/echo/first")
+        .collect();
+    assert!(
+        failures.is_empty() && forwarded.is_empty(),
+        "Content-Length with Transfer-Encoding not refused:\n{}\nforwarded: {forwarded:?}",
+        failures.join("\n")
+    );
+}
+
+/// A body that carries a conflicting head is body: the guard below hyper follows the
+/// framing and does not refuse it.
+#[tokio::test]
+async fn a_body_that_looks_like_a_conflicting_head_is_forwarded() {
+    let env = limited().await;
+    let key = env.read_key().await;
+    let auth = bearer(&key.secret);
+    let smuggled =
+        b"POST /echo/x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let mut body = format!("{:x}\r\n", smuggled.len()).into_bytes();
+    body.extend_from_slice(smuggled);
+    body.extend_from_slice(b"\r\n0\r\n\r\n");
+    let mut conn = env.gw.raw_conn().await;
+    let req = raw_request(
+        "POST",
+        "/echo/x",
+        &[&auth, "Transfer-Encoding: chunked"],
+        &body,
+    );
+    assert!(conn.send(&req).await);
+    conn.read_response(Duration::from_secs(10))
+        .await
+        .expect("response")
+        .assert_status(200);
+    assert_eq!(env.up.last().body, smuggled);
+    // The connection is still usable.
+    assert!(
+        conn.send(&raw_request("GET", "/echo/next", &[&auth], b""))
+            .await
+    );
+    conn.read_response(Duration::from_secs(10))
+        .await
+        .expect("second response")
+        .assert_status(200);
 }
 
 #[tokio::test]

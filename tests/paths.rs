@@ -30,6 +30,14 @@ const AMBIGUOUS: &[&str] = &[
     "/echo/a%00b",
     "/echo/%ff",
     "/echo/%c0%ae%c0%ae/x",
+    // Percent-encoded characters that never need it (SPEC §3).
+    "/echo/%61dmin",
+    "/echo/%41",
+    "/echo/%30",
+    "/echo/a%2Db",
+    "/echo/a%5fb",
+    "/echo/a%7Eb",
+    "/echo/a%2eb",
 ];
 
 /// Paths that are not ambiguous and must reach the upstream exactly as sent.
@@ -40,6 +48,8 @@ const VERBATIM: &[&str] = &[
     "/echo/x/",
     "/echo/x?q=a%2Fb&r=..%2F&s=%2e%2e",
     "/echo/x?",
+    // Reserved and other characters may be encoded.
+    "/echo/a%3Bb%3Dc%40d%25e%2Bf",
 ];
 
 #[tokio::test]
@@ -127,4 +137,39 @@ async fn a_fragment_is_never_forwarded() {
             seen.target
         );
     }
+}
+
+/// The case: with a literal route and an overlapping `{param}` route of a
+/// lower scope, `/v1/%61dmin/x` would take the `{param}` route while upstreams decode it
+/// to the literal one. It is refused before routing.
+#[tokio::test]
+async fn encoded_letters_cannot_pick_another_route() {
+    let env = Env::start_with(|b| {
+        b.route(
+            json!({ "name": "admin-x", "methods": ["GET"], "path": "/v1/admin/{id}",
+                        "upstream": "feeds", "scope": "write" }),
+        )
+        .route(
+            json!({ "name": "any-x", "methods": ["GET"], "path": "/v1/{section}/{id}",
+                           "upstream": "feeds", "scope": "read" }),
+        )
+    })
+    .await;
+    let read = env.read_key().await;
+    let auth = bearer(&read.secret);
+    for target in ["/v1/%61dmin/x", "/v1/%61%64%6d%69%6e/x", "/v1/adm%69n/x"] {
+        env.gw
+            .raw(raw_request("GET", target, &[&auth], b""))
+            .await
+            .assert_refusal(400, "bad_request");
+    }
+    env.gw
+        .raw(raw_request("GET", "/v1/admin/x", &[&auth], b""))
+        .await
+        .assert_refusal(403, "insufficient_scope");
+    env.assert_nothing_forwarded();
+    env.gw
+        .raw(raw_request("GET", "/v1/other/x", &[&auth], b""))
+        .await
+        .assert_status(200);
 }

@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 
 #[tokio::test]
@@ -140,10 +142,13 @@ async fn routes_may_match_on_host() {
     .await;
     let key = env.read_key().await;
     let auth = bearer(&key.secret);
+    // SPEC §3: compared case-insensitively and without a trailing dot.
     for host in [
         "api.example.test",
         "API.Example.Test",
         "api.example.test:8443",
+        "api.example.test.",
+        "API.EXAMPLE.TEST.:8443",
     ] {
         let host_line = format!("Host: {host}");
         let r = env
@@ -152,6 +157,23 @@ async fn routes_may_match_on_host() {
             .await;
         assert_eq!(r.status, 200, "Host {host}: {}", r.text());
     }
+    // Over h2 the host is `:authority`.
+    let mut c = common::h2raw::H2Conn::tls(env.gw.listen).await;
+    assert!(c.handshake().await);
+    let authz = format!("Bearer {}", key.secret);
+    let block = common::h2raw::hpack(&[
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "Api.Example.Test."),
+        (":path", "/hosted"),
+        ("authorization", &authz),
+    ]);
+    use common::h2raw::{END_HEADERS, END_STREAM, HEADERS, frame};
+    assert!(
+        c.send(&frame(HEADERS, END_HEADERS | END_STREAM, 1, &block))
+            .await
+    );
+    assert_eq!(c.response(1, Duration::from_secs(10)).await.ok(), Some(200));
     env.clear();
     env.gw
         .raw(raw_request(

@@ -193,3 +193,104 @@ mod tests {
         assert_eq!(strip_query_credential("x=1&&y"), Some("x=1&y".into()));
     }
 }
+
+/// Properties of credential extraction: a lone Bearer header yields exactly its token
+/// (any scheme case, any spaces); a second credential of any kind is always refused;
+/// `api_key` counts however its name is encoded.
+#[cfg(test)]
+mod properties {
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn scheme() -> impl Strategy<Value = String> {
+        any::<u8>().prop_map(|bits| {
+            "bearer"
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if bits >> i & 1 == 1 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn one_bearer_header_gives_its_token(
+            scheme in scheme(),
+            spaces in 1usize..4,
+            trailing in 0usize..3,
+            token in "[!-~]{1,60}",
+            query_key in any::<bool>(),
+            query in "[a-z]{1,5}=[a-z0-9]{0,5}",
+        ) {
+            let mut h = HeaderMap::new();
+            let v = format!("{scheme}{}{token}{}", " ".repeat(spaces), " ".repeat(trailing));
+            h.insert(AUTHORIZATION, HeaderValue::from_str(&v).unwrap());
+            let query = (!query.starts_with("api")).then_some(query.as_str());
+            let c = extract(&h, query, query_key);
+            prop_assert!(c.is_ok(), "{v:?}");
+            let c = c.unwrap();
+            prop_assert_eq!(c.token.as_ref(), token.as_str());
+            prop_assert_eq!(c.source, Source::Header);
+        }
+
+        #[test]
+        fn a_second_credential_is_always_refused(
+            a in "[A-Za-z0-9_]{1,40}",
+            b in "[A-Za-z0-9_]{1,40}",
+            second_header in any::<bool>(),
+            name_spelling in prop_oneof![Just("api_key"), Just("api%5Fkey"), Just("%61pi_key"), Just("api%5fkey")],
+            query_key in any::<bool>(),
+        ) {
+            let mut h = HeaderMap::new();
+            h.append(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {a}")).unwrap());
+            let query = if second_header {
+                h.append(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {b}")).unwrap());
+                None
+            } else {
+                Some(format!("x=1&{name_spelling}={b}"))
+            };
+            let r = extract(&h, query.as_deref(), query_key);
+            prop_assert_eq!(r.err().map(|e| e.code()), Some("invalid_api_key"));
+            // Two in the query, without a header.
+            let q = format!("{name_spelling}={a}&api_key={b}");
+            let empty = HeaderMap::new();
+            let r = extract(&empty, Some(&q), true);
+            prop_assert_eq!(r.err().map(|e| e.code()), Some("invalid_api_key"));
+        }
+
+        /// Whatever the query, the stripped query sent upstream has no api_key in any
+        /// encoding, and keeps every other parameter byte for byte.
+        #[test]
+        fn stripped_query_has_no_credential(
+            params in proptest::collection::vec(
+                prop_oneof![
+                    Just("api_key=t".to_string()),
+                    Just("api%5Fkey=t".to_string()),
+                    Just("%61pi_key=t".to_string()),
+                    "[a-z]{1,4}=[a-z0-9%]{0,4}",
+                ],
+                0..6,
+            )
+        ) {
+            let q = params.join("&");
+            let out = strip_query_credential(&q);
+            for (name, _) in form_urlencoded::parse(out.as_deref().unwrap_or("").as_bytes()) {
+                prop_assert_ne!(name.as_ref(), QUERY_PARAM);
+            }
+            let kept: Vec<&str> = params
+                .iter()
+                .map(String::as_str)
+                .filter(|p| !matches!(*p, "api_key=t" | "api%5Fkey=t" | "%61pi_key=t"))
+                .collect();
+            prop_assert_eq!(out.unwrap_or_default(), kept.join("&"));
+        }
+    }
+}

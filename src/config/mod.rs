@@ -92,6 +92,9 @@ pub struct AdminConfig {
     /// Required for a non-loopback address unless `insecure`.
     pub tls: Option<TlsMode>,
     pub insecure: bool,
+    /// Open connections on the admin port, and separately on `metrics.address`: their
+    /// own cap, so a flood there never takes the data plane's slots (and vice versa).
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]

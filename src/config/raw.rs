@@ -59,6 +59,7 @@ pub struct RawAdmin {
     pub bootstrap_token_file: Option<PathBuf>,
     pub tls: Option<RawTls>,
     pub insecure: Option<bool>,
+    pub max_connections: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -322,7 +322,7 @@ fn check_resource(tmpl: &str, params: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Routes match the request's host without its port, ignoring case.
+/// Routes match the request's host without its port or a trailing dot, ignoring case.
 fn normalize_host(h: &str) -> Result<String, String> {
     if let Some(inner) = h.strip_prefix('[') {
         let ok = inner
@@ -343,7 +343,8 @@ fn normalize_host(h: &str) -> Result<String, String> {
             "{h:?}: give the host without a port; routes match the request's host whatever its port"
         ));
     }
-    let lower = h.to_ascii_lowercase();
+    // `api.example.com.` is the same host (a fully qualified name).
+    let lower = h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase();
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63

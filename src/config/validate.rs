@@ -48,6 +48,8 @@ impl Problems {
 const LISTEN_ADDRESS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8443);
 const ADMIN_ADDRESS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);
 const BOOTSTRAP_TOKEN_FILE: &str = "data/admin-token";
+/// SPEC §3: the admin and metrics ports' own connection cap.
+const ADMIN_MAX_CONNECTIONS: usize = 256;
 const STORE_PATH: &str = "data/keygate.db";
 const STORE_TIMEOUT: Duration = Duration::from_millis(250);
 const STORE_NAMESPACE: &str = "keygate";
@@ -228,11 +230,25 @@ fn admin(raw: raw::RawAdmin, p: &mut Problems) -> AdminConfig {
             ),
         );
     }
+    let max_connections = match raw.max_connections {
+        None => ADMIN_MAX_CONNECTIONS,
+        Some(n) if (1..=1 << 20).contains(&n) => {
+            usize::try_from(n).unwrap_or(ADMIN_MAX_CONNECTIONS)
+        }
+        Some(n) => {
+            p.add(
+                "admin.max_connections",
+                format!("is {n}; it must be between 1 and {}", 1 << 20),
+            );
+            ADMIN_MAX_CONNECTIONS
+        }
+    };
     AdminConfig {
         address,
         bootstrap_token_file,
         tls,
         insecure,
+        max_connections,
     }
 }
 

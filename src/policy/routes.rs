@@ -165,7 +165,8 @@ impl RouteTable {
         Ok(table)
     }
 
-    /// The route for this request. `host` is the request's Host (any case, may have a port).
+    /// The route for this request. `host` is the request's Host (any case, may have a
+    /// port and a trailing dot: `API.example.com.:8443` is `api.example.com`).
     pub fn lookup<'t, 'p>(
         &'t self,
         method: &Method,
@@ -175,7 +176,7 @@ impl RouteTable {
         if !self.by_host.is_empty()
             && let Some(host) = host
         {
-            let name = strip_port(host);
+            let name = host_name(host);
             let group = self
                 .by_host
                 .iter()
@@ -218,11 +219,15 @@ impl RouteTable {
     }
 }
 
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
+/// The host without its port and one trailing dot (SPEC §3: compared without a
+/// trailing dot). A bracketed IPv6 literal keeps its brackets, as configured.
+pub fn host_name(host: &str) -> &str {
+    let name = if host.starts_with('[') {
+        host.find(']').map_or(host, |end| &host[..=end])
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.strip_suffix('.').unwrap_or(name)
 }
 
 #[cfg(test)]
@@ -293,6 +298,21 @@ mod tests {
             Some("api")
         );
         assert_eq!(name(&t, "GET", Some("other"), "/x").as_deref(), Some("any"));
+        for host in [
+            "api.example.com.",
+            "Api.Example.Com.:8443",
+            "api.example.com:1",
+        ] {
+            assert_eq!(
+                name(&t, "GET", Some(host), "/x").as_deref(),
+                Some("api"),
+                "{host}"
+            );
+        }
+        assert_eq!(
+            name(&t, "GET", Some("api.example.com.."), "/x").as_deref(),
+            Some("any")
+        );
         assert_eq!(name(&t, "GET", None, "/x").as_deref(), Some("any"));
     }
 

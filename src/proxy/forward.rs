@@ -231,8 +231,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-/// Whether a client header name spoofs an identity header: same name ignoring case
-/// and treating `_` as `-`.
+/// Headers that say who the client is or how it connected: believed only from a
+/// trusted proxy, removed (in any spelling) from everyone else.
+const CLIENT_ADDRESS: [&str; 6] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "true-client-ip",
+];
+
+/// Whether header `name` is `target` as upstreams may read it: the same ignoring case
+/// and treating `_` as `-` (CGI, PHP and others map both to one variable).
+fn same_header(name: &[u8], target: &[u8]) -> bool {
+    target.len() == name.len()
+        && target.iter().zip(name).all(|(t, n)| {
+            let n = if *n == b'_' { b'-' } else { *n };
+            t.eq_ignore_ascii_case(&n)
+        })
+}
+
+/// Whether a client header name spoofs an identity header.
 fn spoofs(name: &HeaderName, identity: &IdentityHeaders) -> bool {
     let n = name.as_str().as_bytes();
     [
@@ -242,14 +262,13 @@ fn spoofs(name: &HeaderName, identity: &IdentityHeaders) -> bool {
         &identity.environment,
     ]
     .iter()
-    .any(|id| {
-        let id = id.as_str().as_bytes();
-        id.len() == n.len()
-            && id.iter().zip(n).all(|(a, b)| {
-                let b = if *b == b'_' { b'-' } else { *b };
-                a.eq_ignore_ascii_case(&b)
-            })
-    })
+    .any(|id| same_header(n, id.as_str().as_bytes()))
+}
+
+/// Whether a client header name is a client-address header in some spelling.
+fn names_client_address(name: &HeaderName) -> bool {
+    let n = name.as_str().as_bytes();
+    CLIENT_ADDRESS.iter().any(|a| same_header(n, a.as_bytes()))
 }
 
 /// Everything the header rewrite needs to know about this request.
@@ -266,11 +285,14 @@ pub struct Forwarding<'a> {
 }
 
 /// Rewrites client headers into upstream headers (SPEC §3 "Headers"), in order:
-/// spoofed identity headers out, hop-by-hop out, then keygate's own in.
+/// spoofed identity headers out (and, from an untrusted peer, every client-address
+/// header: `Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `True-Client-IP`), hop-by-hop
+/// out, then keygate's own in.
 pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<(), Refusal> {
+    // Empty in the common case: no allocation.
     let spoofed: Vec<HeaderName> = h
         .keys()
-        .filter(|n| spoofs(n, f.identity))
+        .filter(|n| spoofs(n, f.identity) || (!f.peer_trusted && names_client_address(n)))
         .cloned()
         .collect();
     for n in spoofed {
@@ -299,10 +321,8 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<
             .map_err(|_| Refusal::BadRequest("malformed X-Forwarded-For header"))?;
         h.insert("x-forwarded-for", v);
     } else {
+        // The client-address headers went with the spoofed ones above.
         h.insert("x-forwarded-for", peer);
-        h.remove("x-forwarded-proto");
-        h.remove("x-forwarded-host");
-        h.remove(header::FORWARDED);
     }
     if !h.contains_key("x-forwarded-proto") {
         let proto = if f.tls { "https" } else { "http" };
@@ -431,5 +451,154 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+}
+
+/// Property: after the rewrite, no identity header and (from an untrusted peer) no
+/// client-address header the client sent survives, whatever its case or `_`/`-`
+/// spelling; the upstream sees exactly one of each identity header, with keygate's
+/// values.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::key::{Environment, KeyHash};
+
+    const SENSITIVE: [&str; 10] = [
+        "x-org-id",
+        "x-api-key-id",
+        "x-api-key-scopes",
+        "x-api-key-environment",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+        "true-client-ip",
+    ];
+
+    fn identity() -> IdentityHeaders {
+        IdentityHeaders {
+            org: HeaderName::from_static("x-org-id"),
+            key_id: HeaderName::from_static("x-api-key-id"),
+            scopes: HeaderName::from_static("x-api-key-scopes"),
+            environment: HeaderName::from_static("x-api-key-environment"),
+        }
+    }
+
+    fn key() -> KeyRecord {
+        let t = jiff::Timestamp::UNIX_EPOCH;
+        KeyRecord {
+            id: "key_1".into(),
+            org: "acme".into(),
+            name: "k".into(),
+            description: None,
+            environment: Environment::Live,
+            prefix: "kg_live_abcd".into(),
+            scopes: vec!["read".into()],
+            resources: None,
+            endpoints: None,
+            ip_allow: None,
+            rate_limit: None,
+            created_at: t,
+            created_by: "prn_1".into(),
+            updated_at: t,
+            last_used_at: None,
+            expires_at: None,
+            revoked_at: None,
+            deleted_at: None,
+            suspended_at: None,
+            secret_hash: KeyHash([7; 32]),
+            previous_secret: None,
+        }
+    }
+
+    /// A sensitive name in some spelling: each character's case flipped or `-` made
+    /// `_` at random (HeaderMap lowercases; the spelling that survives is `_`).
+    fn spelling() -> impl Strategy<Value = (usize, String)> {
+        (0..SENSITIVE.len(), any::<u64>()).prop_map(|(i, bits)| {
+            let name: String = SENSITIVE[i]
+                .chars()
+                .enumerate()
+                .map(|(j, c)| match (c, bits >> (j % 64) & 1) {
+                    ('-', 1) => '_',
+                    (c, 1) => c.to_ascii_uppercase(),
+                    (c, _) => c,
+                })
+                .collect();
+            (i, name)
+        })
+    }
+
+    fn normalized(name: &str) -> String {
+        name.to_ascii_lowercase().replace('_', "-")
+    }
+
+    proptest! {
+        #[test]
+        fn no_client_identity_header_survives(
+            sent in proptest::collection::vec((spelling(), "[a-z0-9., =;]{0,20}"), 0..12),
+            others in proptest::collection::vec(("x-[a-z_-]{1,12}", "[a-z0-9]{0,8}"), 0..4),
+            trusted in any::<bool>(),
+        ) {
+            let mut h = HeaderMap::new();
+            for ((_, name), value) in &sent {
+                h.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            for (name, value) in &others {
+                h.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            let id = identity();
+            let k = key();
+            let rid = HeaderValue::from_static("req-1");
+            let f = Forwarding {
+                key: &k,
+                identity: &id,
+                peer: "10.0.0.1".parse().unwrap(),
+                peer_trusted: trusted,
+                client_host: Some("api.example.com"),
+                tls: true,
+                request_id: &rid,
+                preserve_host: false,
+            };
+            // A trusted proxy's malformed X-Forwarded-For is a 400, not a leak.
+            if rewrite_request_headers(&mut h, &f).is_err() {
+                return Ok(());
+            }
+            for (i, expected) in [(0, "acme"), (1, "key_1"), (2, "read"), (3, "live")] {
+                let name = SENSITIVE[i];
+                let values: Vec<_> = h.get_all(name).iter().collect();
+                prop_assert_eq!(values, vec![expected], "{}", name);
+            }
+            for name in h.keys() {
+                let n = normalized(name.as_str());
+                let Some(i) = SENSITIVE.iter().position(|s| *s == n) else { continue };
+                // Identity headers: only keygate's, checked above, in the plain spelling.
+                prop_assert!(i >= 4 || name.as_str() == SENSITIVE[i], "{}", name);
+                if i >= 4 && !trusted {
+                    // From an untrusted peer only keygate's own X-Forwarded-* remain.
+                    prop_assert!(name.as_str() == SENSITIVE[i], "{} survived", name);
+                    let v = h.get(name).map(|v| v.to_str().unwrap_or("").to_string());
+                    let ours = match n.as_str() {
+                        "x-forwarded-for" => "10.0.0.1",
+                        "x-forwarded-host" => "api.example.com",
+                        "x-forwarded-proto" => "https",
+                        other => {
+                            prop_assert!(false, "{} survived", other);
+                            ""
+                        }
+                    };
+                    prop_assert_eq!(h.get_all(name).iter().count(), 1);
+                    prop_assert_eq!(v.as_deref(), Some(ours));
+                }
+            }
+        }
     }
 }

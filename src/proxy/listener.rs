@@ -1,19 +1,15 @@
-//! Accepting client connections: the connection cap, the PROXY protocol header, the TLS
-//! handshake (each bounded in time), and an idle timeout on the stream.
+//! The PROXY protocol header (v1 or v2) at the start of a connection, read by the
+//! acceptor before TLS (bounded by `header_read_timeout` there).
 //!
-//! Nothing here reads HTTP; a connection that fails any step is closed without a
-//! response, before a request exists.
+//! Nothing here reads HTTP; a connection whose header is missing or malformed is
+//! closed without a response, before a request exists.
 
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use ppp::PartialResult;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
 
 use crate::config::ProxyProtocol;
 
@@ -81,90 +77,3 @@ pub async fn read_proxy_header(
         }
     }
 }
-
-/// A stream that fails reads once neither direction has moved for `timeout`: closes
-/// idle keep-alive connections (HTTP/1.1 and h2 alike).
-pub struct IdleTimeout<T> {
-    inner: T,
-    timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
-}
-
-impl<T> IdleTimeout<T> {
-    pub fn new(inner: T, timeout: Duration) -> Self {
-        IdleTimeout {
-            inner,
-            timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
-        }
-    }
-
-    fn touch(&mut self) {
-        self.sleep.as_mut().reset(Instant::now() + self.timeout);
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    self.touch();
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => match self.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection idle",
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-use std::future::Future;

@@ -1,8 +1,12 @@
 //! The data plane: accept → PROXY header → TLS → HTTP (1.1 or h2) → pipeline →
 //! forward → respond.
 //!
-//! - `listener`: connection cap, PROXY protocol, idle timeout.
-//! - `server`: the accept loop and hyper's connection settings (limits, timeouts).
+//! - `acceptor`: the one accept loop of every port (data, admin, metrics): connection
+//!   cap, PROXY header, TLS handshake, hyper's settings, first-request and idle
+//!   deadlines per connection.
+//! - `listener`: the PROXY protocol header.
+//! - `framing`: the HTTP/1.1 framing guard below hyper (`Content-Length` with
+//!   `Transfer-Encoding`).
 //! - `pipeline`: one request's checks, in SPEC §3 order, top to bottom.
 //! - `forward`: pooled upstream clients and the header rewrite.
 //! - `respond`: the one refusal → response mapping.
@@ -25,11 +29,12 @@ use crate::metrics::Metrics;
 use crate::policy::{RouteTable, ScopeSet};
 use crate::usage::UsageRecorder;
 
+pub mod acceptor;
 pub mod forward;
+pub mod framing;
 pub mod listener;
 pub mod pipeline;
 pub mod respond;
-pub mod server;
 
 /// Error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -19,10 +19,13 @@
 //! `permissions` (IP, environment, endpoint, resource, scope, order), `routes`,
 //! `paths`, `headers`, `limits` (413/414/431, framing, slow clients, 100 Continue),
 //! `forwarding` (502/504, streaming, pooling), `upstream_tls`, `tls`, `proxy_protocol`,
-//! `persistence`, `reload`, `metrics`, `logs`; `harness` checks this module itself.
+//! `persistence`, `reload`, `metrics`, `logs`, `edge` (h2 frames, floods, idle and
+//! first-request deadlines, the admin and metrics ports' timeouts and cap, with the raw
+//! h2 client [`h2raw`]); `harness` checks this module itself.
 #![allow(dead_code, unused_imports)]
 
 pub mod gateway;
+pub mod h2raw;
 pub mod pki;
 pub mod raw;
 pub mod reply;

@@ -1,0 +1,607 @@
+//! The one acceptor every port uses (data, admin, metrics, and any later listener):
+//! accept within the port's connection cap → PROXY header → TLS handshake → hyper
+//! (HTTP/1.1 or h2), each step bounded in time, and a watchdog per connection.
+//!
+//! A port says what differs ([`Port`]: its name, cap, TLS, PROXY protocol) and hands
+//! over a service per connection; the limits ([`ConnLimits`]) come from `limits:`.
+//! What holds on every port:
+//!
+//! - **Connection cap**: accepting waits for a free slot; each port has its own, so a
+//!   flood on one never takes another's.
+//! - **First request**: its head must arrive within `header_read_timeout` after the
+//!   connection is set up (HTTP/1.1 and h2 alike; an h2 client that only answers
+//!   PINGs does not count).
+//! - **Idle**: a connection with no request in flight is closed after `idle_timeout`,
+//!   whatever control frames (PING, SETTINGS) it exchanges; one with a request in
+//!   flight is closed when no byte has moved either way for `idle_timeout`.
+//! - **HTTP/1.1 framing**: [`framing::FramingGuard`] refuses `Content-Length` with
+//!   `Transfer-Encoding` below hyper (400, closed).
+//! - **h2**: concurrent streams, header list size, and h2's own flood protections set
+//!   explicitly: reset streams pending accept (rapid reset, CVE-2023-44487), locally
+//!   reset streams, CONTINUATION frames per header block (bounded by the header list
+//!   size), one pending PING answer and one pending SETTINGS acknowledgement at a
+//!   time (reading stops until they are written).
+//!
+//! The watchdog counts requests with two atomic adds per request (no clock read, no
+//! lock, no allocation) and checks them from a timer per connection.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use prometheus::IntGauge;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Limits, ProxyProtocol};
+use crate::proxy::BoxError;
+use crate::proxy::framing::{FramingGuard, Verdict};
+use crate::proxy::listener::read_proxy_header;
+
+/// How long in-flight requests may finish after shutdown starts.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// After the watchdog closes a connection (h2 GOAWAY), how long the peer has to let go.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Resets of streams the server has not yet accepted, per connection, before GOAWAY
+/// `ENHANCE_YOUR_CALM` (h2's answer to rapid reset; its default, stated here).
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams the server resets because the client broke the protocol, per connection.
+const H2_MAX_LOCAL_RESETS: usize = 1024;
+
+/// What differs between ports.
+pub struct Port {
+    /// The `listener` label of `keygate_connections_active`.
+    pub name: &'static str,
+    pub max_connections: usize,
+    pub tls: Option<TlsAcceptor>,
+    pub proxy_protocol: ProxyProtocol,
+}
+
+/// Per-connection limits, read when a connection is accepted (so the data plane's
+/// follow SIGHUP reloads).
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub h2_max_concurrent_streams: u32,
+    /// hyper's buffer for a request head (and h2's header list limit): the configured
+    /// header and URI limits plus slack, so that a request slightly over them still
+    /// parses and gets the pipeline's JSON 414/431.
+    pub max_head_bytes: usize,
+}
+
+impl From<&Limits> for ConnLimits {
+    fn from(l: &Limits) -> Self {
+        ConnLimits {
+            header_read_timeout: l.header_read_timeout,
+            idle_timeout: l.idle_timeout,
+            tls_handshake_timeout: l.tls_handshake_timeout,
+            h2_max_concurrent_streams: l.h2_max_concurrent_streams,
+            max_head_bytes: (l.max_header_bytes + l.max_uri_bytes + 4096).max(8192),
+        }
+    }
+}
+
+/// hyper's HTTP settings for one connection.
+fn http_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_head_bytes)
+        .max_headers(256)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_RESETS)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// Accepts and serves connections on one port until `shutdown` turns true, then
+/// drains them (at most [`DRAIN_DEADLINE`]). `limits` is asked once per connection;
+/// `service` makes the connection's service from the client address (the PROXY
+/// header's source when configured).
+pub async fn serve<L, M, S, B>(
+    listener: TcpListener,
+    port: Port,
+    gauge: IntGauge,
+    limits: L,
+    service: M,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    L: Fn() -> ConnLimits,
+    M: Fn(SocketAddr) -> S + Send + Sync + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let service = Arc::new(service);
+    let slots = Arc::new(Semaphore::new(port.max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(listener = port.name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let conn = Connection {
+            limits: limits(),
+            tls: port.tls.clone(),
+            proxy_protocol: port.proxy_protocol,
+            stop: shutdown.clone(),
+            name: port.name,
+        };
+        let gauge = gauge.clone();
+        let service = service.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            gauge.inc();
+            conn.run(tcp, peer, &*service).await;
+            gauge.dec();
+        });
+    }
+    drop(listener);
+    // Every connection task holds a slot: all slots back means all connections closed.
+    let all = u32::try_from(port.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN_DEADLINE + CLOSE_GRACE, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = port.name,
+            "some connections were still open at the drain deadline"
+        );
+    }
+}
+
+/// One accepted connection, before and while it is served.
+struct Connection {
+    limits: ConnLimits,
+    tls: Option<TlsAcceptor>,
+    proxy_protocol: ProxyProtocol,
+    /// Turns true at shutdown: finish the requests in flight, then close.
+    stop: watch::Receiver<bool>,
+    name: &'static str,
+}
+
+impl Connection {
+    async fn run<M, S, B>(self, mut tcp: TcpStream, peer: SocketAddr, service: &M)
+    where
+        M: Fn(SocketAddr) -> S,
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+        S::Future: Send + 'static,
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let limits = &self.limits;
+        // The PROXY header is part of the first request's head time.
+        let client = match tokio::time::timeout(
+            limits.header_read_timeout,
+            read_proxy_header(&mut tcp, self.proxy_protocol, peer),
+        )
+        .await
+        {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                tracing::debug!(listener = self.name, %peer, error = %e, "PROXY header refused");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(listener = self.name, %peer, "PROXY header timed out");
+                return;
+            }
+        };
+        let svc = service(client);
+        match &self.tls {
+            Some(acceptor) => {
+                match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(stream)) => self.serve_http(stream, svc).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(listener = self.name, %peer, error = %e, "TLS handshake failed")
+                    }
+                    Err(_) => {
+                        tracing::debug!(listener = self.name, %peer, "TLS handshake timed out")
+                    }
+                }
+            }
+            None => self.serve_http(tcp, svc).await,
+        }
+    }
+
+    /// hyper on the stream, with the watchdog beside it.
+    async fn serve_http<T, S, B>(mut self, stream: T, svc: S)
+    where
+        T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+        S::Future: Send + 'static,
+        B: HttpBody<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let limits = self.limits.clone();
+        let activity = Arc::new(Activity::default());
+        let io = TokioIo::new(Watched {
+            inner: stream,
+            guard: FramingGuard::new(limits.max_head_bytes),
+            activity: activity.clone(),
+        });
+        let builder = http_builder(&limits);
+        let conn = builder.serve_connection(
+            io,
+            Tracked {
+                inner: svc,
+                activity: activity.clone(),
+            },
+        );
+        tokio::pin!(conn);
+        let mut watchdog = Watchdog::new(&limits);
+        let mut tick = tokio::time::interval(watchdog.period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let grace = loop {
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = self.stop.changed() => break DRAIN_DEADLINE,
+                _ = tick.tick() => {
+                    if let Some(why) = watchdog.check(&activity) {
+                        tracing::debug!(listener = self.name, why, "closing connection");
+                        break CLOSE_GRACE;
+                    }
+                }
+            }
+        };
+        // h2: GOAWAY, then close once the streams in flight are done; HTTP/1.1: close
+        // after the response in flight.
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(grace, conn.as_mut()).await;
+    }
+}
+
+/// What the watchdog sees of a connection, updated by the request path and the
+/// stream without locks.
+#[derive(Debug, Default)]
+struct Activity {
+    /// High 32 bits: requests started or finished (an event count); low 32 bits:
+    /// requests in flight. One atomic add per start and per finish.
+    requests: AtomicU64,
+    /// Bumped by every read or write that moved bytes.
+    io: AtomicU32,
+}
+
+const EVENT: u64 = 1 << 32;
+
+impl Activity {
+    fn started(&self) {
+        self.requests.fetch_add(EVENT + 1, Ordering::Relaxed);
+    }
+
+    fn finished(&self) {
+        // One more event, one fewer in flight.
+        self.requests.fetch_add(EVENT - 1, Ordering::Relaxed);
+    }
+
+    fn moved(&self) {
+        // Only this connection's task writes it: a plain increment is enough.
+        let n = self.io.load(Ordering::Relaxed);
+        self.io.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+}
+
+/// The per-connection timer's view: how long the connection has gone without a
+/// request event (or, with a request in flight, without a byte moving).
+struct Watchdog {
+    period: Duration,
+    header_read_timeout: Duration,
+    idle_timeout: Duration,
+    last_requests: u64,
+    last_io: u32,
+    /// Time since the last request event (or the start).
+    quiet: Duration,
+    /// Time since bytes last moved.
+    still: Duration,
+}
+
+impl Watchdog {
+    fn new(limits: &ConnLimits) -> Self {
+        // A close comes at most a quarter of the timeout late.
+        let shortest = limits.header_read_timeout.min(limits.idle_timeout);
+        Watchdog {
+            period: (shortest / 4).max(Duration::from_millis(10)),
+            header_read_timeout: limits.header_read_timeout,
+            idle_timeout: limits.idle_timeout,
+            last_requests: 0,
+            last_io: 0,
+            quiet: Duration::ZERO,
+            still: Duration::ZERO,
+        }
+    }
+
+    /// One tick: `Some(reason)` when the connection must close.
+    fn check(&mut self, activity: &Activity) -> Option<&'static str> {
+        let requests = activity.requests.load(Ordering::Relaxed);
+        let io = activity.io.load(Ordering::Relaxed);
+        self.observe(requests, io)
+    }
+
+    fn observe(&mut self, requests: u64, io: u32) -> Option<&'static str> {
+        if requests == self.last_requests {
+            self.quiet += self.period;
+        } else {
+            self.last_requests = requests;
+            self.quiet = Duration::ZERO;
+        }
+        if io == self.last_io {
+            self.still += self.period;
+        } else {
+            self.last_io = io;
+            self.still = Duration::ZERO;
+        }
+        let in_flight = requests & (EVENT - 1);
+        if in_flight > 0 {
+            return (self.still >= self.idle_timeout)
+                .then_some("no bytes moved while a request was in flight");
+        }
+        if requests == 0 {
+            return (self.quiet >= self.header_read_timeout)
+                .then_some("no request within header_read_timeout");
+        }
+        (self.quiet >= self.idle_timeout).then_some("idle")
+    }
+}
+
+/// The client stream as hyper sees it: counts moved bytes for the watchdog and runs
+/// the HTTP/1.1 framing guard on what is read.
+struct Watched<T> {
+    inner: T,
+    guard: FramingGuard,
+    activity: Arc<Activity>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r
+            && buf.filled().len() > before
+        {
+            this.activity.moved();
+            if this.guard.scan(&mut buf.filled_mut()[before..]) == Verdict::Refused {
+                tracing::debug!("request with both Content-Length and Transfer-Encoding refused");
+            }
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.moved();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.moved();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// A port's service, counting each request as in flight from its head until its
+/// response body is done (or dropped).
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+/// Holds a request "in flight" while alive.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.started();
+        InFlight(activity.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.finished();
+    }
+}
+
+impl<S, B> Service<Request<Incoming>> for Tracked<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        TrackedFuture {
+            in_flight: Some(InFlight::new(&self.activity)),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F, B, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                let in_flight = this.in_flight.take();
+                Poll::Ready(r.map(|resp| {
+                    resp.map(|body| TrackedBody {
+                        inner: body,
+                        _in_flight: in_flight,
+                    })
+                }))
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request in flight until hyper drops it.
+    pub struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        _in_flight: Option<InFlight>,
+    }
+}
+
+impl<B: HttpBody> HttpBody for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(header: u64, idle: u64) -> ConnLimits {
+        ConnLimits {
+            header_read_timeout: Duration::from_secs(header),
+            idle_timeout: Duration::from_secs(idle),
+            tls_handshake_timeout: Duration::from_secs(1),
+            h2_max_concurrent_streams: 10,
+            max_head_bytes: 8192,
+        }
+    }
+
+    /// Ticks until the watchdog closes, feeding `(requests, io)` per tick; returns the
+    /// tick count.
+    fn ticks_until_close(w: &mut Watchdog, mut feed: impl FnMut(u32) -> (u64, u32)) -> u32 {
+        for t in 1..=1000 {
+            let (r, io) = feed(t);
+            if w.observe(r, io).is_some() {
+                return t;
+            }
+        }
+        panic!("never closed");
+    }
+
+    #[test]
+    fn watchdog_timeouts() {
+        // header_read_timeout 4 s (period 1 s): no request, bytes moving (PINGs) → 4 ticks.
+        let mut w = Watchdog::new(&limits(4, 8));
+        assert_eq!(ticks_until_close(&mut w, |t| (0, t)), 4);
+        // A request done at tick 1, then only PINGs: idle 8 s after it.
+        let mut w = Watchdog::new(&limits(4, 8));
+        let done = 2 * EVENT;
+        assert_eq!(
+            ticks_until_close(&mut w, |t| (if t == 1 { EVENT + 1 } else { done }, t)),
+            10
+        );
+        // A request in flight with bytes moving is never closed; stalled, after idle.
+        let mut w = Watchdog::new(&limits(4, 8));
+        for t in 0..100 {
+            assert_eq!(w.observe(EVENT + 1, t), None);
+        }
+        assert_eq!(ticks_until_close(&mut w, |_| (EVENT + 1, 99)), 8);
+    }
+
+    #[test]
+    fn activity_counts_in_flight_and_events() {
+        let a = Activity::default();
+        a.started();
+        a.started();
+        a.finished();
+        let r = a.requests.load(Ordering::Relaxed);
+        assert_eq!(r & (EVENT - 1), 1);
+        assert_eq!(r >> 32, 3);
+    }
+}

@@ -1,0 +1,275 @@
+//! The HTTP/1.1 framing guard: refuses a request head that carries both
+//! `Content-Length` and `Transfer-Encoding` (SPEC §3 "Paths": 400, connection closed).
+//!
+//! hyper lets `Transfer-Encoding` win and drops `Content-Length` before the request
+//! exists (RFC 9112 §6.3 allows it), so the pipeline can never see the conflict. This
+//! guard therefore sits *below* hyper, on the bytes it reads: it follows the message
+//! framing of the connection (head, then a fixed-length or chunked body, then the next
+//! head) and, when a head has both framings, turns the head's last byte into a NUL so
+//! that hyper's parser refuses it with its bare 400 and closes the connection.
+//!
+//! It never changes any other byte, and stops looking (passes everything through) on
+//! an h2 connection, an upgrade, or anything it cannot follow: hyper then refuses or
+//! serves exactly as without the guard. Per request it costs one parse of the head
+//! (httparse, as hyper's own) and a copy of the head into a buffer kept per
+//! connection; body bytes are only counted.
+
+/// The client preface of an h2 connection with prior knowledge (h2c or ALPN h2).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// hyper's header count limit on the data plane; a head with more is hyper's to refuse.
+const MAX_HEADERS: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Collecting a request head in `buf`.
+    Head,
+    /// Skipping this many bytes of a `Content-Length` body.
+    Body(u64),
+    /// Collecting a chunk-size line in `buf`.
+    ChunkSize,
+    /// Skipping this many bytes of chunk data (the data and its CRLF).
+    ChunkData(u64),
+    /// Collecting trailer lines in `buf` until an empty one.
+    Trailers,
+    /// Not looking any more (h2, upgrade, or a head hyper will refuse itself).
+    Pass,
+    /// A conflicting head was refused; hyper answers 400 and closes.
+    Refused,
+}
+
+/// What [`FramingGuard::scan`] did to the bytes it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    /// A head with both `Content-Length` and `Transfer-Encoding` ended in these bytes;
+    /// its last byte was changed so that hyper refuses it.
+    Refused,
+}
+
+/// One connection's framing state (see the module doc).
+#[derive(Debug)]
+pub struct FramingGuard {
+    state: State,
+    /// The head, chunk-size line or trailers being collected; kept across requests.
+    buf: Vec<u8>,
+    /// Past this, a head is hyper's to refuse (431): stop looking.
+    max_head: usize,
+    /// Whether the connection's first bytes have been seen (h2 preface check).
+    started: bool,
+}
+
+impl FramingGuard {
+    pub fn new(max_head: usize) -> Self {
+        FramingGuard {
+            state: State::Head,
+            buf: Vec::new(),
+            max_head,
+            started: false,
+        }
+    }
+
+    /// Follows `bytes`, the next bytes read from the client, in place.
+    pub fn scan(&mut self, bytes: &mut [u8]) -> Verdict {
+        let mut at = 0;
+        while at < bytes.len() {
+            match self.state {
+                State::Pass | State::Refused => return Verdict::Pass,
+                State::Body(n) => {
+                    let take = n.min((bytes.len() - at) as u64);
+                    at += take as usize;
+                    self.state = match n - take {
+                        0 => State::Head,
+                        rest => State::Body(rest),
+                    };
+                }
+                State::ChunkData(n) => {
+                    let take = n.min((bytes.len() - at) as u64);
+                    at += take as usize;
+                    self.state = match n - take {
+                        0 => State::ChunkSize,
+                        rest => State::ChunkData(rest),
+                    };
+                }
+                State::Head | State::ChunkSize | State::Trailers => {
+                    // Collect up to and including the next LF, then judge.
+                    let rest = &bytes[at..];
+                    let (end, line_done) = match rest.iter().position(|&b| b == b'\n') {
+                        Some(i) => (at + i + 1, true),
+                        None => (bytes.len(), false),
+                    };
+                    self.buf.extend_from_slice(&bytes[at..end]);
+                    at = end;
+                    if self.buf.len() > self.max_head {
+                        self.state = State::Pass;
+                        continue;
+                    }
+                    if !self.started && self.state == State::Head {
+                        if H2_PREFACE.starts_with(&self.buf) && self.buf.len() < H2_PREFACE.len() {
+                            continue;
+                        }
+                        if self.buf.starts_with(H2_PREFACE) {
+                            self.state = State::Pass;
+                            continue;
+                        }
+                    }
+                    if line_done && self.line_done() == Verdict::Refused {
+                        // The head's last byte is the LF just read, in this slice.
+                        bytes[at - 1] = 0;
+                        return Verdict::Refused;
+                    }
+                }
+            }
+        }
+        Verdict::Pass
+    }
+
+    /// A line ended in `buf`: moves on if what was collected is complete.
+    fn line_done(&mut self) -> Verdict {
+        match self.state {
+            State::Head => self.head_done(),
+            State::ChunkSize => {
+                self.state = match httparse::parse_chunk_size(&self.buf) {
+                    Ok(httparse::Status::Complete((_, 0))) => State::Trailers,
+                    // The data, then its CRLF.
+                    Ok(httparse::Status::Complete((_, n))) => State::ChunkData(n + 2),
+                    // hyper refuses the same line.
+                    _ => State::Pass,
+                };
+                self.buf.clear();
+                Verdict::Pass
+            }
+            State::Trailers => {
+                if self.buf == b"\r\n" || self.buf == b"\n" {
+                    self.state = State::Head;
+                }
+                self.buf.clear();
+                Verdict::Pass
+            }
+            _ => Verdict::Pass,
+        }
+    }
+
+    fn head_done(&mut self) -> Verdict {
+        self.started = true;
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&self.buf) {
+            Ok(httparse::Status::Partial) => return Verdict::Pass,
+            Ok(httparse::Status::Complete(_)) => {}
+            Err(_) => {
+                // hyper refuses this head itself.
+                self.state = State::Pass;
+                return Verdict::Pass;
+            }
+        }
+        let mut length: Option<&[u8]> = None;
+        let mut te: Option<&[u8]> = None;
+        let mut upgrade = req.method == Some("CONNECT");
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                length = Some(h.value);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                te = Some(h.value);
+            } else if h.name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            }
+        }
+        let next = match (length, te) {
+            (Some(_), Some(_)) => {
+                self.state = State::Refused;
+                self.buf.clear();
+                return Verdict::Refused;
+            }
+            _ if upgrade => State::Pass,
+            (None, Some(te)) if ends_with_chunked(te) => State::ChunkSize,
+            // Not chunked last: hyper refuses it.
+            (None, Some(_)) => State::Pass,
+            (Some(len), None) => match parse_length(len) {
+                Some(0) => State::Head,
+                Some(n) => State::Body(n),
+                None => State::Pass,
+            },
+            (None, None) => State::Head,
+        };
+        self.state = next;
+        self.buf.clear();
+        Verdict::Pass
+    }
+}
+
+/// Whether `chunked` is the last transfer coding (as hyper decides).
+fn ends_with_chunked(v: &[u8]) -> bool {
+    let last = v.rsplit(|&b| b == b',').next().unwrap_or(v);
+    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
+}
+
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in pieces of `step` bytes; returns the bytes as hyper would see
+    /// them and whether a head was refused.
+    fn run(input: &[u8], step: usize) -> (Vec<u8>, bool) {
+        let mut g = FramingGuard::new(64 * 1024);
+        let mut out = input.to_vec();
+        let mut refused = false;
+        for chunk in out.chunks_mut(step.max(1)) {
+            refused |= g.scan(chunk) == Verdict::Refused;
+        }
+        (out, refused)
+    }
+
+    #[test]
+    fn conflicting_framing_is_refused_in_any_split() {
+        let cases: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\ncontent-length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\nTransfer-Encoding: chunked\nContent-Length: 0\n\n",
+            // The second request of a kept-alive connection, after a fixed body.
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcPOST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            // After a chunked body with an extension and trailers.
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        ];
+        for input in cases {
+            for step in [1, 2, 7, 4096] {
+                let (out, refused) = run(input, step);
+                assert!(refused, "{:?} step {step}", String::from_utf8_lossy(input));
+                assert_eq!(out.last(), Some(&0), "{:?}", String::from_utf8_lossy(input));
+                assert_eq!(&out[..out.len() - 1], &input[..input.len() - 1]);
+            }
+        }
+    }
+
+    #[test]
+    fn everything_else_passes_untouched() {
+        let smuggled = "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let n = smuggled.len();
+        let cases = [
+            "GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n".to_string(),
+            // A body that looks like a conflicting head is body, not a head.
+            format!(
+                "POST / HTTP/1.1\r\nContent-Length: {n}\r\n\r\n{smuggled}GET / HTTP/1.1\r\n\r\n"
+            ),
+            format!(
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n{smuggled}\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n"
+            ),
+            format!("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n{smuggled}"),
+            format!("GET / HTTP/1.1\r\nUpgrade: x\r\n\r\n{smuggled}"),
+        ];
+        for input in &cases {
+            for step in [1, 3, 4096] {
+                let (out, refused) = run(input.as_bytes(), step);
+                assert!(!refused, "{input:?} step {step}");
+                assert_eq!(out, input.as_bytes());
+            }
+        }
+    }
+}
