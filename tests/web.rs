@@ -921,7 +921,7 @@ async fn owner_keys(gw: &Keygate, b: &Browser) -> Result<()> {
     b.dismiss_secret(&new_secret).await?;
 
     // Details: every field, restrictions, limits, usage, export and audit events.
-    b.click(&format!("{row} button[data-action=\"details\"]"))
+    b.click(&format!("{row} button[data-action=\"open\"]"))
         .await?;
     b.css("#key-detail:not([hidden])").await?;
     b.text_contains("#detail-fields", &id).await?;
@@ -1049,6 +1049,11 @@ async fn owner_keys(gw: &Keygate, b: &Browser) -> Result<()> {
     ensure!(near.contains("per hour"), "{near}");
     b.text_contains(&b.row(&partner_id), "3 failed auth")
         .await?;
+    b.js(
+        "document.querySelector(arguments[0]).scrollIntoView({ block: 'center' })",
+        vec![json!(quota_row)],
+    )
+    .await?;
     b.screenshot("keys-list.png").await?;
     b.accessible("the API keys list").await?;
 
@@ -1102,6 +1107,7 @@ async fn owner_keys(gw: &Keygate, b: &Browser) -> Result<()> {
         "a header and one row per hour: {csv_file}"
     );
     b.text_contains("#export-status", "Downloaded").await?;
+    b.js("window.scrollTo(0, 0)", vec![]).await?;
     b.screenshot("key-detail.png").await?;
     b.accessible("the key detail view").await?;
     b.click("#detail-back").await?;
@@ -1232,6 +1238,7 @@ async fn owner_pages(gw: &Keygate, b: &Browser) -> Result<Team> {
     );
     b.click("#person-cancel").await?;
     let admin = add_person(b, "Ada Admin", "admin", true).await?;
+    b.js("window.scrollTo(0, 0)", vec![]).await?;
     b.screenshot("people-token.png").await?;
     b.click("#dismiss-secret").await?;
     let manager = add_person(b, "Max Manager", "manager", false).await?;
@@ -1291,6 +1298,7 @@ async fn owner_pages(gw: &Keygate, b: &Browser) -> Result<Team> {
         !token_works(gw, &temp).await?,
         "a deleted person's token is refused"
     );
+    b.js("window.scrollTo(0, 0)", vec![]).await?;
     b.screenshot("people.png").await?;
     b.accessible("the People page").await?;
 
@@ -1326,13 +1334,26 @@ async fn owner_pages(gw: &Keygate, b: &Browser) -> Result<Team> {
     )
     .await?;
     b.click("#audit-clear").await?;
+    // By actor: Ada has done nothing yet; the owner did everything so far.
     let ada = person_row(gw, "Ada Admin").await?;
-    let ada_id = ada
-        .split('"')
-        .nth(1)
-        .context("principal id in the selector")?
-        .to_string();
-    ensure!(b.text_contains("#audit-body", "key.").await?.len() > 0);
+    let ada_id = ada.split('"').nth(1).context("Ada's id")?.to_string();
+    b.select("#audit-actor", &ada_id).await?;
+    b.click("#audit-apply").await?;
+    b.text_contains("#audit-empty", "No audit events match")
+        .await?;
+    let (_, me) = gw.admin_call(Method::GET, "/v1/whoami", None).await?;
+    let owner_id = me["principal"]["id"].as_str().context("owner id")?;
+    b.select("#audit-actor", owner_id).await?;
+    b.click("#audit-apply").await?;
+    b.until(
+        "only the owner's events",
+        &format!(
+            "const rows = Array.from(document.querySelectorAll('#audit-body tr')); \
+             return rows.length > 0 && rows.every(r => r.dataset.actor === '{owner_id}')"
+        ),
+    )
+    .await?;
+    // A malformed filter is refused with the server's message naming the field.
     b.select("#audit-actor", "").await?;
     b.fill("#audit-key", "not-a-key").await?;
     b.click("#audit-apply").await?;
@@ -1340,9 +1361,9 @@ async fn owner_pages(gw: &Keygate, b: &Browser) -> Result<Team> {
     b.fill("#audit-key", "").await?;
     b.click("#audit-apply").await?;
     b.text_contains("#audit-body", "principal.create").await?;
+    b.js("window.scrollTo(0, 0)", vec![]).await?;
     b.screenshot("audit.png").await?;
     b.accessible("the Audit page").await?;
-    let _ = ada_id;
 
     // Org settings: key policy, key lifetime and org rate limits.
     b.click("#nav-org").await?;
@@ -1369,6 +1390,7 @@ async fn owner_pages(gw: &Keygate, b: &Browser) -> Result<Team> {
         org["rate_limit"] == json!({"per_minute": 120, "per_day": 1000}),
         "{org}"
     );
+    b.js("window.scrollTo(0, 0)", vec![]).await?;
     b.screenshot("org-settings.png").await?;
     b.accessible("the Org settings page").await?;
     // Back to defaults: clearing a box removes the setting.
@@ -1459,14 +1481,20 @@ async fn admin_session(gw: &Keygate, b: &Browser, team: &Team) -> Result<()> {
         .and_then(|all| all.iter().find(|p| p["name"] == "Max Manager"))
         .map(|p| p["api_access"].clone());
     ensure!(granted == Some(json!(true)), "{v}");
-    // An admin cannot change an owner or another admin: no buttons on their rows.
-    let owner_row = format!("tr[data-role=\"owner\"]");
+    // An admin sees no owner, cannot disable or delete itself, and manages managers.
     ensure!(
-        b.count(&format!("{owner_row} button[data-action=\"delete\"]"))
+        b.count("tr[data-role=\"owner\"]").await? == 0,
+        "owners are hidden"
+    );
+    ensure!(
+        b.count("tr[data-role=\"admin\"] button[data-action=\"delete\"]")
             .await?
             == 0,
-        "no delete on the owner's row"
+        "no delete on its own row"
     );
+    let mo = person_row(gw, "Mo Manager").await?;
+    b.css(&format!("{mo} button[data-action=\"disable\"]"))
+        .await?;
     b.click("#nav-audit").await?;
     b.text_contains("#audit-body", "principal.update").await?;
     b.accessible("the admin's Audit page").await?;
@@ -1525,6 +1553,7 @@ async fn idle_manager_session(gw: &Keygate, b: &Browser, team: &Team) -> Result<
     let why = b.text_contains("#access-notice", "api_access").await?;
     ensure!(why.contains("administrator"), "{why}");
     ensure!(key_buttons(b).await? == [false; 5], "read only");
+    b.js("window.scrollTo(0, 0)", vec![]).await?;
     b.screenshot("manager-without-api-access.png").await?;
     b.accessible("the read-only API keys page").await?;
     b.no_csp_violations().await

@@ -57,7 +57,7 @@ function render() {
   const body = $('audit-body');
   body.textContent = '';
   for (const e of audit.events) {
-    body.append(h('tr', { 'data-audit-id': e.id, 'data-action': e.action },
+    body.append(h('tr', { 'data-audit-id': e.id, 'data-action': e.action, 'data-actor': e.actor },
       h('td', {}, timeText(e.at, '—', false)),
       h('td', { text: personName(e.actor) }),
       h('td', {}, h('code', { text: e.action })),

@@ -48,7 +48,7 @@ function render(key) {
   $('detail-subtitle').textContent = key.prefix + '… · ' + key.id + ' · ' + key.environment + ' · ' + key.status;
   const actions = $('detail-actions');
   actions.textContent = '';
-  actions.append(h('span', { className: 'status ' + key.status, text: key.status }), restrictionBadge(key), ...keyActions(key, false));
+  actions.append(h('span', { className: 'status ' + key.status, text: key.status }), restrictionBadge(key), ...keyActions(key));
 
   const fields = $('detail-fields');
   fields.textContent = '';

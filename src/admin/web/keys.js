@@ -107,10 +107,9 @@ async function loadStandings(keys, generation) {
 }
 
 /** The buttons a role may use on `key`, for a row or the detail view. */
-export function keyActions(key, withDetails) {
+export function keyActions(key) {
   const final = isFinal(key);
   const buttons = [];
-  if (withDetails) buttons.push(actionButton('details', 'Details', 'secondary', () => emit('open-key', key)));
   if (can('write_keys')) {
     buttons.push(actionButton('edit', 'Edit', 'secondary', () => openKeyDialog(key), { disabled: final }));
     buttons.push(actionButton('regenerate', 'Regenerate', 'secondary', () => openRegenerate(key), { disabled: final }));
@@ -131,7 +130,7 @@ export function restrictionBadge(key) {
 function keyRow(key) {
   const nameCell = h('td', { className: 'name-cell' },
     h('div', { className: 'key-name' },
-      h('button', { type: 'button', className: 'link-button', 'data-action': 'open', onclick: () => emit('open-key', key), text: key.name }),
+      h('button', { type: 'button', className: 'link-button', 'data-action': 'open', title: 'Details, limits, usage and audit of this key', onclick: () => emit('open-key', key), text: key.name }),
       key.environment === 'test' ? h('span', { className: 'env test', text: 'test' }) : null),
     key.description ? h('div', { className: 'muted small', text: key.description }) : null);
   const restrictions = [];
@@ -148,7 +147,7 @@ function keyRow(key) {
     : h('td', { className: 'muted', text: 'Never' });
   const status = h('td', {}, h('span', { className: 'status ' + key.status, text: key.status }),
     key.grace_ends_at && !isFinal(key) ? h('div', { className: 'muted small', title: key.grace_ends_at, text: 'old secret until ' + formatTime(key.grace_ends_at) }) : null);
-  const actions = h('td', { className: 'actions-col' }, h('div', { className: 'row-actions' }, keyActions(key, true)));
+  const actions = h('td', { className: 'actions-col' }, h('div', { className: 'row-actions' }, keyActions(key)));
   return h('tr', { 'data-key-id': key.id, 'data-status': key.status },
     nameCell,
     access,
