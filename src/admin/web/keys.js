@@ -91,7 +91,7 @@ async function loadStandings(keys, generation) {
   const worker = async () => {
     while (queue.length && generation === list.generation) {
       const key = queue.shift();
-      const cell = document.querySelector('td[data-limits-for="' + key.id + '"]');
+      const cell = document.querySelector('td[data-limits-for="' + CSS.escape(key.id) + '"]');
       if (!cell) continue;
       try {
         const standing = await fetchStanding(key.id);
