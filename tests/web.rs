@@ -1360,6 +1360,23 @@ async fn owner_pages(gw: &Keygate, b: &Browser) -> Result<Team> {
         }
         tokio::time::sleep(POLL).await;
     }
+    // A new organisation: a bad id is refused naming the field; then the page moves to it.
+    b.click("#org-new").await?;
+    b.fill("#on-id", "Not An Id").await?;
+    b.fill("#on-name", "Beta Ltd").await?;
+    b.click("#org-new-submit").await?;
+    let err = b.text_contains("#org-new-error", "Field: id").await?;
+    ensure!(!err.is_empty());
+    b.fill("#on-id", "beta").await?;
+    b.click("#org-new-submit").await?;
+    b.until(
+        "the new org is chosen",
+        "return document.getElementById('org-select').value === 'beta'",
+    )
+    .await?;
+    b.text_contains("#org-settings-subtitle", "beta").await?;
+    let (s, beta) = gw.admin_call(Method::GET, "/v1/orgs/beta", None).await?;
+    ensure!(s == 200 && beta["name"] == "Beta Ltd", "{s} {beta}");
     b.no_csp_violations().await?;
     Ok(Team {
         admin,

@@ -120,6 +120,7 @@ async function loadSession() {
   fillOrgs();
   if (state.orgs.length === 0) {
     for (const p of Object.values(PAGES)) $(p.section).hidden = true;
+    $('no-orgs-new').hidden = !can('manage_orgs');
     $('no-orgs').hidden = false;
     return;
   }
@@ -195,6 +196,14 @@ function wire() {
   on('audit-for-key', (id) => {
     showPage('audit');
     showAudit(id);
+  });
+  on('org-created', async (org) => {
+    sessionStorage.setItem(ORG_KEY, org.id);
+    try {
+      await loadSession();
+    } catch (e) {
+      showError(e);
+    }
   });
   on('org-changed', () => {
     fillOrgs();

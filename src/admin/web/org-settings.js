@@ -1,5 +1,5 @@
 // Org settings (owners): name, key_policy, max_key_lifetime_days and the org's default
-// rate limits, saved as a JSON Merge Patch of what changed.
+// rate limits, saved as a JSON Merge Patch of what changed; and new organisations.
 
 import { ApiError, api } from './api.js';
 import { $, clearFormError, formError, showBanner } from './dom.js';
@@ -96,6 +96,35 @@ async function submit(event) {
   }
 }
 
+export function openNewOrg() {
+  $('org-new-form').reset();
+  clearFormError($('org-new-error'), { id: $('on-id'), name: $('on-name') });
+  $('org-new-dialog').showModal();
+  $('on-id').focus();
+}
+
+async function submitNewOrg(event) {
+  event.preventDefault();
+  const fields = { id: $('on-id'), name: $('on-name') };
+  clearFormError($('org-new-error'), fields);
+  const body = { id: $('on-id').value.trim(), name: $('on-name').value.trim() };
+  $('org-new-submit').disabled = true;
+  try {
+    const org = await api('POST', '/v1/orgs', body);
+    $('org-new-dialog').close();
+    showBanner('Organisation “' + org.name + '” created.', 'success');
+    emit('org-created', org);
+  } catch (e) {
+    formError($('org-new-error'), e, fields);
+  } finally {
+    $('org-new-submit').disabled = false;
+  }
+}
+
 export function wireOrgSettings() {
   $('org-form').addEventListener('submit', submit);
+  $('org-new').addEventListener('click', openNewOrg);
+  $('no-orgs-new').addEventListener('click', openNewOrg);
+  $('org-new-form').addEventListener('submit', submitNewOrg);
+  $('org-new-cancel').addEventListener('click', () => $('org-new-dialog').close());
 }
