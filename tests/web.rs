@@ -1304,6 +1304,7 @@ async fn owner_pages(gw: &Keygate, b: &Browser) -> Result<Team> {
     b.fill("#audit-key", "").await?;
     b.click("#audit-apply").await?;
     b.text_contains("#audit-body", "principal.create").await?;
+    b.click("#banner-close").await?;
     b.js("window.scrollTo(0, 0)", vec![]).await?;
     b.screenshot("audit.png").await?;
     b.accessible("the Audit page").await?;

@@ -58,7 +58,7 @@ function render() {
   body.textContent = '';
   for (const e of audit.events) {
     body.append(h('tr', { 'data-audit-id': e.id, 'data-action': e.action, 'data-actor': e.actor },
-      h('td', {}, timeText(e.at, '—', false)),
+      h('td', {}, timeText(e.at, '—', 'full')),
       h('td', { text: personName(e.actor) }),
       h('td', {}, h('code', { text: e.action })),
       h('td', { className: 'mono small', text: e.target || '—' }),

@@ -29,10 +29,14 @@ export function formatDate(iso) {
   return full ? full.slice(0, 10) : full;
 }
 
-/** A `<time>` with the full timestamp as its title, or `empty` as text. */
-export function timeText(iso, empty, rel) {
+/**
+ * A `<time>` with the full timestamp as its title, or `empty` as text. `how`: false
+ * for the date, true for "3 h ago", 'full' for date and time.
+ */
+export function timeText(iso, empty, how) {
   if (!iso) return h('span', { className: 'muted', text: empty });
-  return h('time', { datetime: iso, title: formatTime(iso) + ' (' + iso + ')', text: rel ? relative(iso) : formatDate(iso) });
+  const text = how === 'full' ? formatTime(iso) : how ? relative(iso) : formatDate(iso);
+  return h('time', { datetime: iso, title: formatTime(iso) + ' (' + iso + ')', text });
 }
 
 export function timeCell(iso, empty, rel) {

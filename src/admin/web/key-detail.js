@@ -166,7 +166,7 @@ async function loadAudit(key) {
     box.append(h('table', { id: 'detail-audit-table', className: 'small-table' },
       h('thead', {}, h('tr', {}, ['When', 'Who', 'Action', 'Details'].map((t) => h('th', { scope: 'col', text: t })))),
       h('tbody', {}, events.map((e) => h('tr', { 'data-action': e.action },
-        h('td', {}, timeText(e.at, '—', false)),
+        h('td', {}, timeText(e.at, '—', 'full')),
         h('td', { text: personName(e.actor) }),
         h('td', { text: e.action }),
         h('td', { className: 'mono small', text: JSON.stringify(e.details || {}) }))))));
