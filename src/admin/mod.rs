@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! - [`auth`]: admin token → [`auth::Caller`]; the role table; org checks.
-//! - [`orgs`], [`keys`], [`principals`], [`audit`], [`usage`]: one file per resource.
+//! - [`orgs`], [`keys`], [`principals`], [`audit`], [`usage`] (and a key's limit
+//!   standing): one file per resource; [`whoami`]: the caller and what it may do.
 //! - [`input`]: JSON bodies, query strings and paths → typed values or errors naming
 //!   the field; [`validate`]: field rules shared by the resources.
 //! - [`error`]: the one error type and its one mapping to responses.
@@ -47,6 +48,7 @@ pub mod principals;
 pub mod usage;
 pub mod validate;
 pub mod web;
+pub mod whoami;
 
 #[cfg(test)]
 mod tests;
@@ -101,11 +103,13 @@ pub fn router(ctx: Arc<AdminContext>) -> Router {
         )
         .route("/v1/orgs/{org}/keys/{id}/revoke", post(keys::revoke))
         .route("/v1/orgs/{org}/keys/{id}/usage", get(usage::get))
+        .route("/v1/orgs/{org}/keys/{id}/limits", get(usage::limits))
         .route(
             "/v1/orgs/{org}/keys/{id}/regenerate",
             post(keys::regenerate),
         )
         .route("/v1/orgs/{org}/audit", get(audit::list))
+        .route("/v1/whoami", get(whoami::get))
         .route(
             "/v1/principals",
             post(principals::create).get(principals::list),

@@ -8,6 +8,7 @@
 //! Counts reach the store in batches (every few seconds), so the current bucket may
 //! trail the live traffic slightly.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -17,12 +18,17 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
 
 use super::AdminContext;
 use super::auth::{Action, Caller};
 use super::error::AdminError;
 use super::input::{AdminPath, QueryParams};
 use super::orgs;
+use crate::key::RateLimit;
+use crate::limits::Window;
+use crate::store::UsageRow;
+use crate::store::usage::UsageCounts;
 use crate::usage::report::{Granularity, Report};
 
 /// Longest range one request may cover (usage is kept 90 days).
@@ -142,6 +148,166 @@ pub async fn get(
             response
         }
     })
+}
+
+/// Refusal codes counted as failed authentications of a key: the key itself refused
+/// (401) or used from an address outside its `ip_allow` (403).
+pub const FAILED_AUTH_CODES: &[&str] = &[
+    "invalid_api_key",
+    "expired_api_key",
+    "revoked_api_key",
+    "suspended_api_key",
+    "ip_not_allowed",
+];
+
+/// One window of a key's limits and how much of it is used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WindowStanding {
+    /// `per_second` … `per_month`, the field name of `rate_limit`.
+    pub window: &'static str,
+    /// The limit in force: the key's value, else the org's, else the global one.
+    pub limit: Option<u64>,
+    /// Where `limit` comes from: `key`, `org` or `global`; null without a limit.
+    pub source: Option<&'static str>,
+    /// Requests admitted in the current window, from the usage rows (hour, day,
+    /// month); null for the second and minute windows, which only the limiter counts.
+    pub used: Option<u64>,
+    /// The end of the current window.
+    pub resets_at: Timestamp,
+}
+
+/// Refusals and failed authentications of the last 24 hours.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Recent {
+    pub requests: u64,
+    /// Refusals with one of [`FAILED_AUTH_CODES`].
+    pub failed_auth: u64,
+    pub failed_auth_by_code: BTreeMap<String, u64>,
+    pub rate_limited: u64,
+}
+
+/// `GET …/keys/{id}/limits`: where a key stands against each window, and its recent
+/// failed authentications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Standing {
+    pub key_id: String,
+    pub at: Timestamp,
+    pub windows: Vec<WindowStanding>,
+    pub last_24h: Recent,
+}
+
+fn window_name(w: Window) -> &'static str {
+    match w {
+        Window::Second => "per_second",
+        Window::Minute => "per_minute",
+        Window::Hour => "per_hour",
+        Window::Day => "per_day",
+        Window::Month => "per_month",
+    }
+}
+
+/// Requests of `c` that the limiter admitted: keygate's refusals never count.
+fn admitted(c: &UsageCounts) -> u64 {
+    c.requests.saturating_sub(c.denied.values().sum())
+}
+
+/// The first hour whose usage [`Standing::build`] reads at `now`.
+fn standing_from(now: Timestamp) -> Timestamp {
+    let month = Window::Month.span(now).start;
+    let day_ago = Granularity::Hour.floor(now).as_second() - 23 * 3_600;
+    Timestamp::from_second(month.min(day_ago)).unwrap_or(now)
+}
+
+impl Standing {
+    /// Pure: from the key's, org's and global limits and the usage rows since
+    /// [`standing_from`]. Usage reaches the store in batches, so `used` may trail the
+    /// live count by a few seconds.
+    pub fn build(
+        key_id: &str,
+        key: Option<&RateLimit>,
+        org: Option<&RateLimit>,
+        global: &RateLimit,
+        rows: &[UsageRow],
+        now: Timestamp,
+    ) -> Standing {
+        let windows = Window::ALL
+            .iter()
+            .map(|&w| {
+                let (limit, source) = match (
+                    key.and_then(|l| w.of(l)),
+                    org.and_then(|l| w.of(l)),
+                    w.of(global),
+                ) {
+                    (Some(l), _, _) => (Some(l), Some("key")),
+                    (None, Some(l), _) => (Some(l), Some("org")),
+                    (None, None, Some(l)) => (Some(l), Some("global")),
+                    (None, None, None) => (None, None),
+                };
+                let span = w.span(now);
+                let used = matches!(w, Window::Hour | Window::Day | Window::Month).then(|| {
+                    rows.iter()
+                        .filter(|r| (span.start..span.end).contains(&r.hour.as_second()))
+                        .map(|r| admitted(&r.counts))
+                        .sum()
+                });
+                WindowStanding {
+                    window: window_name(w),
+                    limit,
+                    source,
+                    used,
+                    resets_at: Timestamp::from_second(span.end).unwrap_or(now),
+                }
+            })
+            .collect();
+        let since = Granularity::Hour.floor(now).as_second() - 23 * 3_600;
+        let mut recent = Recent::default();
+        for row in rows.iter().filter(|r| r.hour.as_second() >= since) {
+            recent.requests += row.counts.requests;
+            recent.rate_limited += row.counts.rate_limited;
+            for (code, n) in &row.counts.denied {
+                if FAILED_AUTH_CODES.contains(&code.as_str()) {
+                    recent.failed_auth += n;
+                    *recent.failed_auth_by_code.entry(code.clone()).or_default() += n;
+                }
+            }
+        }
+        Standing {
+            key_id: key_id.to_string(),
+            at: now,
+            windows,
+            last_24h: recent,
+        }
+    }
+}
+
+/// `GET /v1/orgs/{org}/keys/{id}/limits` (any role of the org).
+pub async fn limits(
+    State(ctx): State<Arc<AdminContext>>,
+    caller: Caller,
+    AdminPath((org_id, id)): AdminPath<(String, String)>,
+    query: QueryParams,
+) -> Result<Json<Standing>, AdminError> {
+    caller.authorize(Action::Read, Some(&org_id))?;
+    query.allow(&[])?;
+    let org = orgs::load(&ctx, &org_id).await?;
+    let key = ctx
+        .store
+        .key_by_id(&id)
+        .await?
+        .filter(|k| k.org == org.id)
+        .ok_or_else(|| AdminError::not_found(format!("no key `{id}` in org `{}`", org.id)))?;
+    let now = Timestamp::now();
+    let to =
+        Timestamp::from_second(Granularity::Hour.floor(now).as_second() + 3_600).unwrap_or(now);
+    let rows = ctx.store.usage(&key.id, standing_from(now), to).await?;
+    Ok(Json(Standing::build(
+        &key.id,
+        key.rate_limit.as_ref(),
+        org.rate_limit.as_ref(),
+        &ctx.config.rate_limit,
+        &rows,
+        now,
+    )))
 }
 
 #[cfg(test)]
@@ -297,5 +463,140 @@ mod tests {
         let r = h.get(&path, &viewer).await;
         assert_eq!(r.status, 200);
         assert_eq!(r.body["totals"]["requests"], 4);
+    }
+    fn row(hour: &str, requests: u64, denied: &[(&str, u64)]) -> UsageRow {
+        UsageRow {
+            key_id: "key_t".into(),
+            hour: ts(hour),
+            counts: UsageCounts {
+                requests,
+                denied: denied.iter().map(|(c, n)| (c.to_string(), *n)).collect(),
+                rate_limited: denied
+                    .iter()
+                    .filter(|(c, _)| *c == "rate_limited" || *c == "quota_exceeded")
+                    .map(|(_, n)| n)
+                    .sum(),
+                ..UsageCounts::default()
+            },
+        }
+    }
+
+    #[test]
+    fn standing_resolves_each_window_and_counts_only_admitted_requests() {
+        let now = ts("2024-05-10T10:30:00Z");
+        let limit = |s: &str| -> RateLimit { serde_json::from_str(s).unwrap() };
+        let key = limit(r#"{"per_hour": 100}"#);
+        let org = limit(r#"{"per_day": 1000, "per_hour": 5}"#);
+        let global = limit(r#"{"per_minute": 60, "per_day": 9}"#);
+        let rows = [
+            // Last month: in no window.
+            row("2024-04-30T23:00:00Z", 500, &[]),
+            // This month, not today.
+            row("2024-05-02T08:00:00Z", 40, &[("revoked_api_key", 2)]),
+            // Yesterday, within the last 24 hours.
+            row(
+                "2024-05-09T12:00:00Z",
+                30,
+                &[("ip_not_allowed", 3), ("insufficient_scope", 1)],
+            ),
+            // Today, an earlier hour.
+            row("2024-05-10T03:00:00Z", 20, &[("quota_exceeded", 4)]),
+            // This hour.
+            row(
+                "2024-05-10T10:00:00Z",
+                90,
+                &[("expired_api_key", 5), ("rate_limited", 6)],
+            ),
+        ];
+        let s = Standing::build("key_t", Some(&key), Some(&org), &global, &rows, now);
+        type Row<'a> = (&'a str, Option<u64>, Option<&'a str>, Option<u64>, String);
+        let got: Vec<Row> = s
+            .windows
+            .iter()
+            .map(|w| (w.window, w.limit, w.source, w.used, w.resets_at.to_string()))
+            .collect();
+        let want = vec![
+            (
+                "per_second",
+                None,
+                None,
+                None,
+                "2024-05-10T10:30:01Z".to_string(),
+            ),
+            (
+                "per_minute",
+                Some(60),
+                Some("global"),
+                None,
+                "2024-05-10T10:31:00Z".into(),
+            ),
+            (
+                "per_hour",
+                Some(100),
+                Some("key"),
+                Some(79),
+                "2024-05-10T11:00:00Z".into(),
+            ),
+            (
+                "per_day",
+                Some(1000),
+                Some("org"),
+                Some(79 + 16),
+                "2024-05-11T00:00:00Z".into(),
+            ),
+            (
+                "per_month",
+                None,
+                None,
+                Some(79 + 16 + 26 + 38),
+                "2024-06-01T00:00:00Z".into(),
+            ),
+        ];
+        assert_eq!(got, want);
+        assert_eq!(s.last_24h.requests, 30 + 20 + 90);
+        assert_eq!(s.last_24h.failed_auth, 3 + 5);
+        assert_eq!(s.last_24h.rate_limited, 4 + 6);
+        let codes: Vec<(&str, u64)> = s
+            .last_24h
+            .failed_auth_by_code
+            .iter()
+            .map(|(c, n)| (c.as_str(), *n))
+            .collect();
+        assert_eq!(codes, [("expired_api_key", 5), ("ip_not_allowed", 3)]);
+        // The first hour read covers both the month and the last 24 hours.
+        assert_eq!(standing_from(now), ts("2024-05-01T00:00:00Z"));
+        assert_eq!(
+            standing_from(ts("2024-05-01T05:10:00Z")),
+            ts("2024-04-30T06:00:00Z")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_limits_endpoint_answers_any_role_of_the_org() {
+        use serde_json::json;
+
+        use crate::admin::tests::Harness;
+
+        let h = Harness::start().await;
+        h.org("acme", json!({ "rate_limit": { "per_day": 50 } }))
+            .await;
+        h.org("other", json!({})).await;
+        let (key, _) = h.read_key("acme").await;
+        let id = key["id"].as_str().unwrap();
+        let (_, viewer) = h.principal("viewer", json!(["acme"]), false).await;
+        let (_, outsider) = h.principal("admin", json!(["other"]), false).await;
+        let path = format!("/v1/orgs/acme/keys/{id}/limits");
+        let r = h.get(&path, &viewer).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["windows"][3]["window"], "per_day");
+        assert_eq!(r.body["windows"][3]["limit"], 50);
+        assert_eq!(r.body["windows"][3]["source"], "org");
+        assert_eq!(r.body["windows"][3]["used"], 0);
+        assert_eq!(r.body["last_24h"]["failed_auth"], 0);
+        assert_eq!(h.get(&path, &outsider).await.status, 403);
+        let r = h.get(&format!("{path}?from=2024-01-01"), &viewer).await;
+        assert_eq!((r.status, r.field()), (422, "from"));
+        let missing = "/v1/orgs/acme/keys/key_01j0000000000000000000000a/limits";
+        assert_eq!(h.get(missing, &viewer).await.status, 404);
     }
 }

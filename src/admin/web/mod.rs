@@ -1,5 +1,7 @@
-//! The "API keys" page (SPEC §5): a static single page at `/`, with its script, style
+//! The admin page (SPEC §5): a static single page at `/`, with its ES modules, style
 //! sheet and icon under `/web/`, all embedded in the binary (no CDN, no build step).
+//! `app.js` is the entry module; it names the module of each page (keys, key detail,
+//! people, audit, org settings) and the shared ones (API client, DOM helpers, ...).
 //!
 //! The page is a client of the admin JSON API on the same origin: it holds no
 //! server-side state and this module never sees a token. The admin token lives in the
@@ -21,10 +23,33 @@ use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use axum::extract::Path;
+
 const INDEX_HTML: &str = include_str!("index.html");
-const APP_JS: &str = include_str!("app.js");
-const APP_CSS: &str = include_str!("app.css");
-const ICON_SVG: &str = include_str!("icon.svg");
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// Every file under `/web/`: name, body, content type.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("app.js", include_str!("app.js"), JS),
+    ("api.js", include_str!("api.js"), JS),
+    ("dom.js", include_str!("dom.js"), JS),
+    ("format.js", include_str!("format.js"), JS),
+    ("state.js", include_str!("state.js"), JS),
+    ("keys.js", include_str!("keys.js"), JS),
+    ("key-detail.js", include_str!("key-detail.js"), JS),
+    ("limits.js", include_str!("limits.js"), JS),
+    ("usage-chart.js", include_str!("usage-chart.js"), JS),
+    ("people.js", include_str!("people.js"), JS),
+    ("audit.js", include_str!("audit.js"), JS),
+    ("org-settings.js", include_str!("org-settings.js"), JS),
+    (
+        "app.css",
+        include_str!("app.css"),
+        "text/css; charset=utf-8",
+    ),
+    ("icon.svg", include_str!("icon.svg"), "image/svg+xml"),
+];
 
 /// `'self'` for what the page loads and calls; `'none'` for everything else. No
 /// `'unsafe-inline'`: an injected `<script>` or `style=` attribute would not run.
@@ -37,25 +62,22 @@ pub const CONTENT_SECURITY_POLICY_VALUE: &str = "default-src 'self'; script-src 
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(index))
-        .route("/web/app.js", get(app_js))
-        .route("/web/app.css", get(app_css))
-        .route("/web/icon.svg", get(icon_svg))
+        .route("/web/{file}", get(asset))
 }
 
 async fn index() -> Response {
     page_asset(INDEX_HTML, "text/html; charset=utf-8")
 }
 
-async fn app_js() -> Response {
-    page_asset(APP_JS, "text/javascript; charset=utf-8")
-}
-
-async fn app_css() -> Response {
-    page_asset(APP_CSS, "text/css; charset=utf-8")
-}
-
-async fn icon_svg() -> Response {
-    page_asset(ICON_SVG, "image/svg+xml")
+async fn asset(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+        Some((_, body, content_type)) => page_asset(body, content_type),
+        None => {
+            let mut response = page_asset("no such file\n", "text/plain; charset=utf-8");
+            *response.status_mut() = axum::http::StatusCode::NOT_FOUND;
+            response
+        }
+    }
 }
 
 /// One embedded file with the page's security headers. `no-cache` (revalidate each
@@ -97,13 +119,11 @@ mod tests {
     #[tokio::test]
     async fn every_asset_is_served_with_the_security_headers() {
         let base = serve().await;
-        for (path, ty) in [
-            ("/", "text/html; charset=utf-8"),
-            ("/web/app.js", "text/javascript; charset=utf-8"),
-            ("/web/app.css", "text/css; charset=utf-8"),
-            ("/web/icon.svg", "image/svg+xml"),
-        ] {
+        let mut pages = vec![("/".to_string(), "text/html; charset=utf-8")];
+        pages.extend(ASSETS.iter().map(|(n, _, t)| (format!("/web/{n}"), *t)));
+        for (path, ty) in pages {
             let r = reqwest::get(format!("{base}{path}")).await.unwrap();
+            let path = path.as_str();
             assert_eq!(r.status(), StatusCode::OK, "{path}");
             let h = r.headers();
             assert_eq!(h[CONTENT_TYPE], ty, "{path}");
@@ -113,6 +133,35 @@ mod tests {
             assert_eq!(h[REFERRER_POLICY], "no-referrer");
             let body = r.bytes().await.unwrap();
             assert!(!body.is_empty(), "{path}");
+        }
+        let r = reqwest::get(format!("{base}/web/nope.js")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(r.headers()[X_CONTENT_TYPE_OPTIONS], "nosniff");
+    }
+
+    /// Every module the page imports is served, and every served module is imported.
+    #[test]
+    fn the_modules_import_only_served_files() {
+        let mut imported = std::collections::BTreeSet::from(["app.js".to_string()]);
+        for (name, body, _) in ASSETS.iter().filter(|(n, _, _)| n.ends_with(".js")) {
+            for line in body.lines().filter(|l| l.starts_with("import ")) {
+                let target = line
+                    .split("from './")
+                    .nth(1)
+                    .and_then(|r| r.split('\'').next())
+                    .unwrap_or_else(|| panic!("{name}: `{line}` imports from outside /web/"));
+                assert!(
+                    ASSETS.iter().any(|(n, _, _)| *n == target),
+                    "{name} imports {target}, which is not served"
+                );
+                imported.insert(target.to_string());
+            }
+        }
+        for (name, _, _) in ASSETS.iter().filter(|(n, _, _)| n.ends_with(".js")) {
+            assert!(
+                imported.contains(*name),
+                "{name} is served but never imported"
+            );
         }
     }
 
@@ -143,25 +192,29 @@ mod tests {
             !html.contains("http://") && !html.contains("https://"),
             "external URL"
         );
-        assert!(html.contains(r#"<script src="/web/app.js" defer></script>"#));
+        assert!(html.contains(r#"<script type="module" src="/web/app.js"></script>"#));
         assert!(html.contains(r#"href="/web/app.css""#));
     }
 
-    /// Data reaches the DOM through textContent only.
+    /// Data reaches the DOM through textContent only; the token only through api.js.
     #[test]
-    fn the_script_never_writes_markup() {
-        for forbidden in [
-            "innerHTML",
-            "outerHTML",
-            "insertAdjacentHTML",
-            "document.write",
-            "eval(",
-        ] {
-            assert!(!APP_JS.contains(forbidden), "app.js uses {forbidden}");
+    fn the_scripts_never_write_markup() {
+        for (name, body, _) in ASSETS.iter().filter(|(n, _, _)| n.ends_with(".js")) {
+            for forbidden in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+                "new Function",
+                "localStorage",
+                ".style",
+            ] {
+                assert!(!body.contains(forbidden), "{name} uses {forbidden}");
+            }
+            if *name != "api.js" && *name != "app.js" {
+                assert!(!body.contains("sessionStorage"), "{name} reads the token");
+            }
         }
-        assert!(
-            !APP_JS.contains("localStorage"),
-            "token must stay in sessionStorage"
-        );
     }
 }
