@@ -34,7 +34,8 @@ const OPS: &[&str] = &[
     "get_org",
     "list_orgs",
     "create_first_principal",
-    "put_principal",
+    "create_principal",
+    "update_principal",
     "get_principal",
     "principal_by_token",
     "list_principals",
@@ -159,9 +160,13 @@ impl KeyStore for Instrumented {
         .await
     }
 
-    async fn update_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
-        self.observe("update_key", Kind::Write, self.inner.update_key(key))
-            .await
+    async fn update_key(&self, key: &KeyRecord, expected: u64) -> Result<(), StoreError> {
+        self.observe(
+            "update_key",
+            Kind::Write,
+            self.inner.update_key(key, expected),
+        )
+        .await
     }
 
     async fn keys_created_by(&self, principal_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
@@ -178,9 +183,13 @@ impl KeyStore for Instrumented {
             .await
     }
 
-    async fn update_org(&self, org: &Org) -> Result<(), StoreError> {
-        self.observe("update_org", Kind::Write, self.inner.update_org(org))
-            .await
+    async fn update_org(&self, org: &Org, expected: u64) -> Result<(), StoreError> {
+        self.observe(
+            "update_org",
+            Kind::Write,
+            self.inner.update_org(org, expected),
+        )
+        .await
     }
 
     async fn get_org(&self, id: &str) -> Result<Option<Org>, StoreError> {
@@ -202,11 +211,24 @@ impl KeyStore for Instrumented {
         .await
     }
 
-    async fn put_principal(&self, principal: &Principal) -> Result<(), StoreError> {
+    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError> {
         self.observe(
-            "put_principal",
+            "create_principal",
             Kind::Write,
-            self.inner.put_principal(principal),
+            self.inner.create_principal(principal),
+        )
+        .await
+    }
+
+    async fn update_principal(
+        &self,
+        principal: &Principal,
+        expected: u64,
+    ) -> Result<(), StoreError> {
+        self.observe(
+            "update_principal",
+            Kind::Write,
+            self.inner.update_principal(principal, expected),
         )
         .await
     }
@@ -316,7 +338,7 @@ mod tests {
         ) -> Result<CreateOutcome, StoreError> {
             conflict()
         }
-        async fn update_key(&self, _: &KeyRecord) -> Result<(), StoreError> {
+        async fn update_key(&self, _: &KeyRecord, _: u64) -> Result<(), StoreError> {
             conflict()
         }
         async fn keys_created_by(&self, _: &str) -> Result<Vec<KeyRecord>, StoreError> {
@@ -326,7 +348,7 @@ mod tests {
             tokio::time::sleep(self.delay).await;
             conflict()
         }
-        async fn update_org(&self, _: &Org) -> Result<(), StoreError> {
+        async fn update_org(&self, _: &Org, _: u64) -> Result<(), StoreError> {
             conflict()
         }
         async fn get_org(&self, _: &str) -> Result<Option<Org>, StoreError> {
@@ -338,7 +360,10 @@ mod tests {
         async fn create_first_principal(&self, _: &Principal) -> Result<bool, StoreError> {
             conflict()
         }
-        async fn put_principal(&self, _: &Principal) -> Result<(), StoreError> {
+        async fn create_principal(&self, _: &Principal) -> Result<(), StoreError> {
+            conflict()
+        }
+        async fn update_principal(&self, _: &Principal, _: u64) -> Result<(), StoreError> {
             conflict()
         }
         async fn get_principal(&self, _: &str) -> Result<Option<Principal>, StoreError> {
@@ -406,6 +431,7 @@ mod tests {
             rate_limit: None,
             created_at: now,
             updated_at: now,
+            version: 1,
         };
         let err = s.create_org(&org).await.unwrap_err();
         assert!(err.to_string().contains("may still be applied"), "{err}");

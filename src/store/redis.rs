@@ -80,7 +80,8 @@ struct Scripts {
     update_key: Script,
     update_org: Script,
     create_first_principal: Script,
-    put_principal: Script,
+    create_principal: Script,
+    update_principal: Script,
     principal_by_token: Script,
     list_principals: Script,
     append_audit: Script,
@@ -103,7 +104,8 @@ impl Scripts {
             update_key: Script::new(scripts::UPDATE_KEY),
             update_org: Script::new(scripts::UPDATE_ORG),
             create_first_principal: Script::new(scripts::CREATE_FIRST_PRINCIPAL),
-            put_principal: Script::new(scripts::PUT_PRINCIPAL),
+            create_principal: Script::new(scripts::CREATE_PRINCIPAL),
+            update_principal: Script::new(scripts::UPDATE_PRINCIPAL),
             principal_by_token: Script::new(scripts::PRINCIPAL_BY_TOKEN),
             list_principals: Script::new(scripts::LIST_PRINCIPALS),
             append_audit: Script::new(scripts::APPEND_AUDIT),
@@ -557,6 +559,24 @@ fn string_at(reply: &[Value], i: usize) -> Option<String> {
     }
 }
 
+/// The `VersionConflict` of a `{'stale', stored version}` reply.
+fn stale(what: &str, expected: u64, reply: &[Value]) -> StoreError {
+    match string_at(reply, 1).and_then(|v| v.parse().ok()) {
+        Some(found) => StoreError::VersionConflict {
+            what: what.to_string(),
+            expected,
+            found,
+        },
+        None => StoreError::Corrupt(format!("{what} has a malformed version")),
+    }
+}
+
+fn token_taken(id: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "the token of principal {id} is already indexed for another principal"
+    ))
+}
+
 fn listed(key: &KeyRecord) -> &'static str {
     if key.deleted_at.is_none() { "1" } else { "0" }
 }
@@ -570,8 +590,9 @@ impl KeyStore for RedisStore {
             return Ok(None);
         };
         match reply.as_slice() {
-            [id, json] => {
-                let key: KeyRecord = decode(&format!("key {id}"), json)?;
+            [id, json, suspended] => {
+                let mut key: KeyRecord = decode(&format!("key {id}"), json)?;
+                key.creator_suspended = suspended == "1";
                 // A stale index entry must never let a dropped secret back in.
                 if key.hashes().any(|h| h == *hash) {
                     Ok(Some(key))
@@ -627,6 +648,7 @@ impl KeyStore for RedisStore {
     ) -> Result<CreateOutcome, StoreError> {
         let json = encode("key", key)?;
         let hashes: Vec<String> = key.hashes().map(|h| h.to_hex()).collect();
+        let version = key.version.to_string();
         let mut args = vec![
             key.id.as_str(),
             key.org.as_str(),
@@ -635,6 +657,7 @@ impl KeyStore for RedisStore {
             json.as_str(),
             if idempotency_key.is_some() { "1" } else { "0" },
             idempotency_key.unwrap_or(""),
+            version.as_str(),
         ];
         args.extend(hashes.iter().map(String::as_str));
         let reply: Vec<Value> = self.invoke(&self.scripts.create_key, &args).await?;
@@ -660,31 +683,36 @@ impl KeyStore for RedisStore {
         }
     }
 
-    async fn update_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+    async fn update_key(&self, key: &KeyRecord, expected: u64) -> Result<(), StoreError> {
         let hashes: Vec<String> = key.hashes().map(|h| h.to_hex()).collect();
+        let expected_version = expected.to_string();
         // `touch_keys` may move last_used_at between an admin's read and this write:
-        // keep the later time, and retry if the record changed under us.
+        // keep the later time, and retry if only that changed under us (same version).
         for _ in 0..SWAP_ATTEMPTS {
             let stored = self.stored_key_json(&key.id).await?;
             let mut key = key.clone();
+            key.version = expected + 1;
+            key.creator_suspended = false;
             if let Some((_, old)) = &stored {
                 key.last_used_at = key.last_used_at.max(old.last_used_at);
             }
             let json = encode("key", &key)?;
-            let expected = stored.as_ref().map_or("", |(j, _)| j.as_str());
+            let expected_json = stored.as_ref().map_or("", |(j, _)| j.as_str());
             let mut args = vec![
                 key.id.as_str(),
                 key.org.as_str(),
                 key.created_by.as_str(),
                 listed(&key),
                 json.as_str(),
-                expected,
+                expected_json,
+                expected_version.as_str(),
             ];
             args.extend(hashes.iter().map(String::as_str));
             let reply: Vec<Value> = self.invoke(&self.scripts.update_key, &args).await?;
             return match status(&reply).as_deref() {
                 Some("updated") => Ok(()),
                 Some("changed") => continue,
+                Some("stale") => Err(stale(&format!("key {}", key.id), expected, &reply)),
                 Some("missing") => Err(StoreError::Conflict(format!(
                     "key {} does not exist",
                     key.id
@@ -735,18 +763,27 @@ impl KeyStore for RedisStore {
         }
     }
 
-    async fn update_org(&self, org: &Org) -> Result<(), StoreError> {
-        let json = encode("org", org)?;
-        let replaced: i64 = self
-            .invoke(&self.scripts.update_org, &[&org.id, &json])
+    async fn update_org(&self, org: &Org, expected: u64) -> Result<(), StoreError> {
+        let mut org = org.clone();
+        org.version = expected + 1;
+        let json = encode("org", &org)?;
+        let expected_version = expected.to_string();
+        let reply: Vec<Value> = self
+            .invoke(
+                &self.scripts.update_org,
+                &[&org.id, &json, &expected_version],
+            )
             .await?;
-        if replaced == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict(format!(
+        match status(&reply).as_deref() {
+            Some("updated") => Ok(()),
+            Some("stale") => Err(stale(&format!("org {}", org.id), expected, &reply)),
+            Some("missing") => Err(StoreError::Conflict(format!(
                 "org {} does not exist",
                 org.id
-            )))
+            ))),
+            _ => Err(StoreError::Corrupt(
+                "update_org came back malformed".to_string(),
+            )),
         }
     }
 
@@ -770,28 +807,67 @@ impl KeyStore for RedisStore {
     async fn create_first_principal(&self, principal: &Principal) -> Result<bool, StoreError> {
         let json = encode("principal", principal)?;
         let token = principal.token_hash.to_hex();
+        let version = principal.version.to_string();
         let stored: i64 = self
             .invoke(
                 &self.scripts.create_first_principal,
-                &[&principal.id, &token, &json],
+                &[&principal.id, &token, &json, &version],
             )
             .await?;
         Ok(stored == 1)
     }
 
-    async fn put_principal(&self, principal: &Principal) -> Result<(), StoreError> {
+    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError> {
         let json = encode("principal", principal)?;
         let token = principal.token_hash.to_hex();
-        let stored: i64 = self
-            .invoke(&self.scripts.put_principal, &[&principal.id, &token, &json])
+        let version = principal.version.to_string();
+        let created: i64 = self
+            .invoke(
+                &self.scripts.create_principal,
+                &[&principal.id, &token, &json, &version],
+            )
             .await?;
-        if stored == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict(format!(
-                "the token of principal {} is already indexed for another principal",
+        match created {
+            1 => Ok(()),
+            0 => Err(StoreError::Conflict(format!(
+                "principal {} already exists",
                 principal.id
-            )))
+            ))),
+            _ => Err(token_taken(&principal.id)),
+        }
+    }
+
+    async fn update_principal(
+        &self,
+        principal: &Principal,
+        expected: u64,
+    ) -> Result<(), StoreError> {
+        let mut principal = principal.clone();
+        principal.version = expected + 1;
+        let json = encode("principal", &principal)?;
+        let token = principal.token_hash.to_hex();
+        let expected_version = expected.to_string();
+        let reply: Vec<Value> = self
+            .invoke(
+                &self.scripts.update_principal,
+                &[&principal.id, &token, &json, &expected_version],
+            )
+            .await?;
+        match status(&reply).as_deref() {
+            Some("updated") => Ok(()),
+            Some("stale") => Err(stale(
+                &format!("principal {}", principal.id),
+                expected,
+                &reply,
+            )),
+            Some("missing") => Err(StoreError::Conflict(format!(
+                "principal {} does not exist",
+                principal.id
+            ))),
+            Some("token_taken") => Err(token_taken(&principal.id)),
+            _ => Err(StoreError::Corrupt(
+                "update_principal came back malformed".to_string(),
+            )),
         }
     }
 
