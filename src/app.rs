@@ -112,6 +112,8 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<StorePa
             (redis, bus, limiter, None)
         }
     };
+    // Off unless a test's environment asks for late-landing writes.
+    let inner = crate::store::fault::from_env(inner);
     Ok((
         Arc::new(Instrumented::new(
             inner,

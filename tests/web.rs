@@ -787,7 +787,7 @@ async fn walk_through(gw: &Keygate, b: &Browser) -> Result<()> {
     )
     .await?;
 
-    // Delete behind the confirmation dialog: gone from the list, readable by id.
+    // Delete behind the confirmation dialog: gone from the list and from the API (404).
     b.click(&format!("{row} button[data-action=\"delete\"]"))
         .await?;
     b.text_contains("#confirm-title", "Delete").await?;
@@ -800,7 +800,7 @@ async fn walk_through(gw: &Keygate, b: &Browser) -> Result<()> {
     let (s, v) = gw
         .admin_call(Method::GET, &format!("/v1/orgs/acme/keys/{id}"), None)
         .await?;
-    ensure!(s == 200 && v["status"] == "deleted", "{s} {v}");
+    ensure!(s == 404 && v["error"]["code"] == "not_found", "{s} {v}");
 
     let violations = b.js("return window.cspViolations", vec![]).await?;
     ensure!(violations == json!([]), "CSP violations: {violations}");

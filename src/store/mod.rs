@@ -14,6 +14,7 @@ use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
 
 pub mod bus;
 pub mod embedded;
+pub mod fault;
 pub mod instrumented;
 pub mod redis;
 pub mod usage;

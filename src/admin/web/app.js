@@ -308,7 +308,7 @@
   }
 
   function keyRow(key) {
-    const final = key.status === 'revoked' || key.status === 'expired' || key.status === 'deleted';
+    const final = key.status === 'revoked' || key.status === 'expired';
     const nameCell = h('td', { className: 'name-cell' },
       h('div', { className: 'key-name' }, h('span', { text: key.name }), key.environment === 'test' ? h('span', { className: 'env test', text: 'test' }) : null),
       key.description ? h('div', { className: 'muted small', text: key.description }) : null);
