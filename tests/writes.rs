@@ -20,6 +20,10 @@ use support_redis::RedisServer;
 const PROPAGATION: Duration = Duration::from_secs(1);
 /// Rounds per pair of conflicting calls.
 const ROUNDS: usize = 50;
+/// `store.timeout` of every replica.
+const STORE_TIMEOUT: &str = "1s";
+/// How late replica 0's writes land in the fault test (after `STORE_TIMEOUT`).
+const LATE_MS: u64 = 1500;
 /// Bound on one whole test.
 const TEST_BOUND: Duration = Duration::from_secs(240);
 
@@ -35,6 +39,8 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// `store.timeout` is generous (1 s) so that a machine busy compiling does not turn
+    /// an admin call into a 503; the fault test's late writes land well after it.
     async fn start(faulty: &[(&str, &str)]) -> Cluster {
         init_crypto();
         let redis = RedisServer::start();
@@ -47,7 +53,7 @@ impl Cluster {
             let url = url.clone();
             let token_file = token_file.clone();
             let mut b = GatewayBuilder::new(&up, &sandbox).plain().with(move |c| {
-                c["store"] = json!({ "backend": "redis", "url": url, "timeout": "250ms" });
+                c["store"] = json!({ "backend": "redis", "url": url, "timeout": STORE_TIMEOUT });
                 // Long enough that a stale cache entry would show.
                 c["cache"] = json!({ "ttl": "30s", "negative_ttl": "5s",
                                      "max_staleness": "60s", "stale_if_error": "5m" });
@@ -475,8 +481,8 @@ async fn a_key_policy_change_raced_against_key_creation_and_a_disable_suspends_e
     .expect("the races finish in time");
 }
 
-/// Replica 0's store writes land 600 ms after they are sent while its callers give up
-/// at 250 ms (503), and it drops every invalidation it publishes: a revoke, a
+/// Replica 0's store writes land 1.5 s after they are sent while its callers give up at
+/// 1 s (503), and it drops every invalidation it publishes: a revoke, a
 /// regenerate and a creator's disable made there still reach every replica within 1 s
 /// of landing, through the store's own publish and the version the invalidation
 /// carries.
@@ -484,9 +490,10 @@ async fn a_key_policy_change_raced_against_key_creation_and_a_disable_suspends_e
 async fn writes_that_land_after_their_timeout_with_publishes_dropped_reach_every_replica() {
     let _one = ONE_AT_A_TIME.lock().await;
     tokio::time::timeout(TEST_BOUND, async {
-        let late = Duration::from_millis(600);
+        let late = Duration::from_millis(LATE_MS);
+        let late_ms = LATE_MS.to_string();
         let c = Cluster::start(&[
-            ("KEYGATE_FAULT_LATE_WRITES_MS", "600"),
+            ("KEYGATE_FAULT_LATE_WRITES_MS", &late_ms),
             ("KEYGATE_FAULT_DROP_INVALIDATION_PUBLISH", "1"),
         ])
         .await;

@@ -417,3 +417,197 @@ impl KeyResolver {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::key::{Environment, KeyPolicy, Org, OrgScope, Principal, Role};
+    use crate::store::{EmbeddedStore, LocalBus};
+
+    fn cache() -> CacheConfig {
+        CacheConfig {
+            ttl: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(5),
+            max_entries: 1000,
+            max_staleness: Duration::from_secs(60),
+            stale_if_error: Duration::from_secs(300),
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Arc<dyn KeyStore>,
+        resolver: Arc<KeyResolver>,
+        metrics: Arc<Metrics>,
+        key: KeyRecord,
+        creator: Principal,
+        org: Org,
+    }
+
+    /// A key of a `key_policy: creator` org, created by an active manager, cached.
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn KeyStore> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("k.db")).unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let resolver = Arc::new(KeyResolver::new(
+            store.clone(),
+            Arc::new(LocalBus),
+            &cache(),
+            Duration::from_millis(250),
+            metrics.clone(),
+        ));
+        tokio::spawn(resolver.clone().listen());
+        let now = Timestamp::now();
+        let org = Org {
+            id: "acme".into(),
+            name: "Acme".into(),
+            key_policy: KeyPolicy::Creator,
+            max_key_lifetime_days: None,
+            rate_limit: None,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        store.create_org(&org).await.unwrap();
+        let creator = Principal {
+            id: "prn_1".into(),
+            name: "m".into(),
+            role: Role::Manager,
+            orgs: OrgScope::List(vec!["acme".into()]),
+            api_access: true,
+            disabled: false,
+            created_at: now,
+            deleted_at: None,
+            token_hash: KeyHash::of("admin"),
+            version: 1,
+        };
+        store.create_principal(&creator).await.unwrap();
+        let key = KeyRecord {
+            id: "key_1".into(),
+            org: "acme".into(),
+            name: "k".into(),
+            description: None,
+            environment: Environment::Live,
+            prefix: "kg_live_abcd".into(),
+            scopes: vec!["read".into()],
+            resources: None,
+            endpoints: None,
+            ip_allow: None,
+            rate_limit: None,
+            created_at: now,
+            created_by: creator.id.clone(),
+            updated_at: now,
+            last_used_at: None,
+            expires_at: None,
+            revoked_at: None,
+            deleted_at: None,
+            creator_suspended: false,
+            secret_hash: KeyHash::of("secret"),
+            previous_secret: None,
+            version: 1,
+        };
+        store.create_key(&key, None).await.unwrap();
+        // The bus reports Connected first; until then nothing is trusted.
+        for _ in 0..100 {
+            if resolver.connected.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let f = Fixture {
+            _dir: dir,
+            store,
+            resolver,
+            metrics,
+            key,
+            creator,
+            org,
+        };
+        assert!(!f.resolve().await.creator_suspended);
+        f
+    }
+
+    impl Fixture {
+        async fn resolve(&self) -> Arc<KeyRecord> {
+            self.resolver
+                .resolve(&self.key.secret_hash)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+
+        fn count(&self, result: &str) -> u64 {
+            self.metrics.auth_cache.with_label_values(&[result]).get()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_invalidation_makes_the_next_lookup_read_the_store() {
+        let f = fixture().await;
+        let mut revoked = f.key.clone();
+        revoked.revoked_at = Some(Timestamp::now());
+        f.store.update_key(&revoked, 1).await.unwrap();
+        assert!(f.resolve().await.revoked_at.is_none(), "served from cache");
+        f.resolver
+            .invalidate_local(&[Invalidation::Key {
+                hash: f.key.secret_hash,
+                version: Some(2),
+            }])
+            .await;
+        let seen = f.resolve().await;
+        assert!(seen.revoked_at.is_some());
+        assert_eq!(seen.version, 2);
+        let hits = f.count("hit");
+        f.resolve().await;
+        assert_eq!(
+            f.count("hit"),
+            hits + 1,
+            "the new version is trusted from cache"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_older_than_an_announced_version_is_never_trusted_from_cache() {
+        let f = fixture().await;
+        // A write announced as version 2 that has not landed (yet).
+        f.resolver
+            .invalidate_local(&[Invalidation::Key {
+                hash: f.key.secret_hash,
+                version: Some(2),
+            }])
+            .await;
+        let misses = f.count("miss");
+        for _ in 0..3 {
+            assert_eq!(f.resolve().await.version, 1);
+        }
+        assert_eq!(f.count("miss"), misses + 3, "every lookup asked the store");
+        // The write lands: the very next lookup sees it.
+        let mut revoked = f.key.clone();
+        revoked.revoked_at = Some(Timestamp::now());
+        f.store.update_key(&revoked, 1).await.unwrap();
+        assert!(f.resolve().await.revoked_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn principal_and_org_invalidations_reach_the_keys_they_concern() {
+        let f = fixture().await;
+        let mut disabled = f.creator.clone();
+        disabled.disabled = true;
+        f.store.update_principal(&disabled, 1).await.unwrap();
+        assert!(!f.resolve().await.creator_suspended, "served from cache");
+        f.resolver.invalidate_principal(&f.creator.id).await;
+        assert!(f.resolve().await.creator_suspended);
+
+        let mut relaxed = f.org.clone();
+        relaxed.key_policy = KeyPolicy::Org;
+        f.store.update_org(&relaxed, 1).await.unwrap();
+        assert!(f.resolve().await.creator_suspended, "served from cache");
+        f.resolver.invalidate_org("other").await;
+        assert!(f.resolve().await.creator_suspended, "another org's change");
+        f.resolver.invalidate_org(&f.org.id).await;
+        assert!(!f.resolve().await.creator_suspended);
+    }
+}

@@ -26,13 +26,13 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `meta` | hash | `schema_version` |
-//! | `key:<id>` | hash | `json` (the `KeyRecord`), `org`, `creator`, `hashes` (hex, comma-separated) |
+//! | `key:<id>` | hash | `json` (the `KeyRecord`), `org`, `creator`, `hashes` (hex, comma-separated), `version` (compared by updates) |
 //! | `key_hashes` | hash | SHA-256 (hex) → key id: current and previous secret |
 //! | `org_keys:<org>` | sorted set | ids of the org's keys that are not deleted |
 //! | `creator_keys:<principal>` | sorted set | ids of the keys a principal created |
 //! | `idempotency:<org>` | hash | idempotency key → key id |
-//! | `orgs` | hash | org id → JSON `Org` |
-//! | `principal:<id>` | hash | `json` (the `Principal`), `token` (hex) |
+//! | `orgs` | hash | org id → JSON `Org` (its `version` compared by `UPDATE_ORG`) |
+//! | `principal:<id>` | hash | `json` (the `Principal`), `token` (hex), `version` |
 //! | `principals` | sorted set | every principal id |
 //! | `principal_tokens` | hash | admin-token SHA-256 (hex) → principal id |
 //! | `audit` | hash | event id → JSON `AuditEvent` |
@@ -42,7 +42,7 @@
 //! | `usage_all` | sorted set | `<hour>:<key id>` of every stored hour, for pruning |
 //! | `usage_batches` | sorted set | usage batch ids applied, score = Unix seconds applied |
 //! | `rl:<key id>[:r:<route>]:<window>:<start>` | string | requests counted in a rate-limit window (expires at its end) |
-//! | `invalidations` | pub/sub channel | changed key hashes and heartbeats ([`RedisBus`]) |
+//! | `invalidations` | pub/sub channel | changes (published by the write scripts and by the writer) and heartbeats ([`RedisBus`]) |
 //!
 //! Sorted sets have every score 0, so they are ordered by member, and ids are
 //! `<kind>_<lowercase ULID>`: `ZREVRANGEBYLEX` is a newest-first listing from a cursor.
