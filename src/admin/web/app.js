@@ -636,7 +636,7 @@
 
   function confirmDelete(key) {
     openConfirm('Delete “' + key.name + '”?',
-      'The key (' + key.prefix + '…) stops working at once and leaves this list. Its usage and audit records stay readable by id. This cannot be undone.',
+      'The key (' + key.prefix + '…) stops working at once and leaves this list. Its usage and audit records stay readable. This cannot be undone.',
       'Delete key',
       async () => {
         await api('DELETE', keyPath(key.id));
