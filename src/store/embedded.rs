@@ -49,7 +49,8 @@ use jiff::Timestamp;
 
 use super::usage::RESOURCES_PER_HOUR;
 use super::{
-    CreateOutcome, KeyStore, Page, QuotaCount, StoreError, UsageBatch, UsageCounts, UsageRow,
+    CreateOutcome, KeyStore, Page, QuotaCount, QuotaStore, StoreError, UsageBatch, UsageCounts,
+    UsageRow,
 };
 use crate::key::{AuditEvent, KeyHash, KeyPolicy, KeyRecord, Org, Principal};
 
@@ -138,58 +139,6 @@ impl EmbeddedStore {
         blocking(move || {
             let txn = db.begin_read().map_err(db_error)?;
             f(&txn)
-        })
-        .await
-    }
-
-    /// Stores quota counters (`limits::local`), replacing each owner's and window's
-    /// earlier value, in one durable write.
-    pub async fn save_quotas(&self, counts: Vec<QuotaCount>) -> Result<(), StoreError> {
-        self.write(move |txn| {
-            let mut table = txn.open_table(QUOTAS).map_err(db_error)?;
-            for c in &counts {
-                let name = format!("{}|{}", c.owner, c.window);
-                table
-                    .insert(name.as_str(), (c.start, c.count))
-                    .map_err(db_error)?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// The stored quota counters of windows that started at `since` or later; older
-    /// ones (their window is over) are deleted.
-    pub async fn load_quotas(&self, since: Timestamp) -> Result<Vec<QuotaCount>, StoreError> {
-        let since = since.as_second();
-        self.write(move |txn| {
-            let mut table = txn.open_table(QUOTAS).map_err(db_error)?;
-            let mut live = Vec::new();
-            let mut ended = Vec::new();
-            for entry in table.iter().map_err(db_error)? {
-                let (name, value) = entry.map_err(db_error)?;
-                let name = name.value().to_string();
-                let (start, count) = value.value();
-                if start < since {
-                    ended.push(name);
-                    continue;
-                }
-                let Some((owner, window)) = name.rsplit_once('|') else {
-                    return Err(StoreError::Corrupt(format!(
-                        "quota counter {name:?} has no window"
-                    )));
-                };
-                live.push(QuotaCount {
-                    owner: owner.to_string(),
-                    window: window.to_string(),
-                    start,
-                    count,
-                });
-            }
-            for name in &ended {
-                table.remove(name.as_str()).map_err(db_error)?;
-            }
-            Ok(live)
         })
         .await
     }
@@ -438,6 +387,58 @@ fn page<T>(
         items,
         next: if more { last } else { None },
     })
+}
+
+/// Quota counters of the limiter (`limits::QuotaFile`), in the `quotas` table.
+#[async_trait]
+impl QuotaStore for EmbeddedStore {
+    async fn save_quotas(&self, counts: Vec<QuotaCount>) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            let mut table = txn.open_table(QUOTAS).map_err(db_error)?;
+            for c in &counts {
+                let name = format!("{}|{}", c.owner, c.window);
+                table
+                    .insert(name.as_str(), (c.start, c.count))
+                    .map_err(db_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_quotas(&self, since: Timestamp) -> Result<Vec<QuotaCount>, StoreError> {
+        let since = since.as_second();
+        self.write(move |txn| {
+            let mut table = txn.open_table(QUOTAS).map_err(db_error)?;
+            let mut live = Vec::new();
+            let mut ended = Vec::new();
+            for entry in table.iter().map_err(db_error)? {
+                let (name, value) = entry.map_err(db_error)?;
+                let name = name.value().to_string();
+                let (start, count) = value.value();
+                if start < since {
+                    ended.push(name);
+                    continue;
+                }
+                let Some((owner, window)) = name.rsplit_once('|') else {
+                    return Err(StoreError::Corrupt(format!(
+                        "quota counter {name:?} has no window"
+                    )));
+                };
+                live.push(QuotaCount {
+                    owner: owner.to_string(),
+                    window: window.to_string(),
+                    start,
+                    count,
+                });
+            }
+            for name in &ended {
+                table.remove(name.as_str()).map_err(db_error)?;
+            }
+            Ok(live)
+        })
+        .await
+    }
 }
 
 #[async_trait]

@@ -1,5 +1,6 @@
 //! Where keys, orgs, principals and audit records live: the [`KeyStore`] trait and its
-//! backends. `embedded` (redb, one durable file, one process) is the default; `redis`
+//! backends, plus the rate limiters' counters ([`WindowStore`] on Redis, [`QuotaStore`]
+//! in the embedded file). `embedded` (redb, one durable file, one process) is the default; `redis`
 //! (shared by replicas) implements the same trait, and one behavioural test set
 //! (`conformance`) runs against both.
 //!
@@ -30,6 +31,8 @@ pub use bus::{BusEvent, Invalidation, InvalidationBus, LocalBus};
 pub use embedded::EmbeddedStore;
 pub use instrumented::Instrumented;
 pub use usage::{UsageBatch, UsageCounts, UsageRow};
+
+// `QuotaStore`, `WindowStore`: declared below with `KeyStore`.
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -194,6 +197,40 @@ pub trait KeyStore: Send + Sync + 'static {
     async fn touch_keys(&self, _seen: &[(String, Timestamp)]) -> Result<(), StoreError> {
         Err(not_supported())
     }
+}
+
+/// Rate-limit window counters shared by every replica (the Redis store), for
+/// `limits::RedisLimiter`. Reached through [`Instrumented`] like every store call.
+#[async_trait]
+pub trait WindowStore: Send + Sync + 'static {
+    /// Leases tokens from every counter of `windows` (name, limit, expire at in Unix
+    /// seconds, tokens wanted ≥ 1) if each has room, or from none, in one atomic step.
+    /// Returns whether it granted, and per counter the tokens granted (0 when refused)
+    /// and its value after.
+    async fn lease_windows(
+        &self,
+        windows: &[(String, u64, i64, u64)],
+    ) -> Result<(bool, Vec<(u64, u64)>), StoreError>;
+
+    /// Gives back `tokens` leased from counter `name` and not used; returns how many
+    /// were given back (fewer if the counter is lower, none once it expired).
+    async fn refund_window(&self, name: &str, tokens: u64) -> Result<u64, StoreError>;
+
+    /// The current values of counters (0 where absent), counting nothing.
+    async fn peek_windows(&self, names: &[String]) -> Result<Vec<u64>, StoreError>;
+}
+
+/// Day and month quota counters kept across restarts (the embedded store), for
+/// `limits::QuotaFile`.
+#[async_trait]
+pub trait QuotaStore: Send + Sync + 'static {
+    /// Stores counters, replacing each owner's and window's earlier value, in one
+    /// durable write.
+    async fn save_quotas(&self, counts: Vec<QuotaCount>) -> Result<(), StoreError>;
+
+    /// The stored counters of windows that started at `since` or later; older ones
+    /// (their window is over) are deleted.
+    async fn load_quotas(&self, since: Timestamp) -> Result<Vec<QuotaCount>, StoreError>;
 }
 
 fn not_supported() -> StoreError {

@@ -58,7 +58,9 @@ use serde::de::DeserializeOwned;
 use jiff::Timestamp;
 
 use super::usage::RESOURCES_PER_HOUR;
-use super::{CreateOutcome, KeyStore, Page, StoreError, UsageBatch, UsageCounts, UsageRow};
+use super::{
+    CreateOutcome, KeyStore, Page, StoreError, UsageBatch, UsageCounts, UsageRow, WindowStore,
+};
 use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
 
 mod bus;
@@ -229,58 +231,6 @@ impl RedisStore {
 
     fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
-    }
-
-    /// Rate-limit window counters (`limits::RedisLimiter`): leases tokens from every
-    /// counter of `windows` (name, limit, expire at in Unix seconds, tokens wanted ≥ 1)
-    /// if each has room, or from none, in one atomic step. Returns whether it granted,
-    /// and per counter the tokens granted (0 when refused) and its value after.
-    pub async fn lease_windows(
-        &self,
-        windows: &[(String, u64, i64, u64)],
-    ) -> Result<(bool, Vec<(u64, u64)>), StoreError> {
-        let owned: Vec<String> = windows
-            .iter()
-            .flat_map(|(name, limit, expire, want)| {
-                [
-                    format!("rl:{name}"),
-                    limit.to_string(),
-                    expire.to_string(),
-                    want.max(&1).to_string(),
-                ]
-            })
-            .collect();
-        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let reply: Vec<u64> = self.invoke(&self.scripts.lease_windows, &args).await?;
-        match reply.split_first() {
-            Some((ok, rest)) if rest.len() == 2 * windows.len() => Ok((
-                *ok == 1,
-                rest.chunks_exact(2).map(|c| (c[0], c[1])).collect(),
-            )),
-            _ => Err(StoreError::Corrupt(
-                "a rate-limit check came back malformed".to_string(),
-            )),
-        }
-    }
-
-    /// Gives back `tokens` leased from counter `name` and not used; returns how many
-    /// were given back (fewer if the counter is lower, none once it expired).
-    pub async fn refund_window(&self, name: &str, tokens: u64) -> Result<u64, StoreError> {
-        let counter = format!("rl:{name}");
-        let tokens = tokens.to_string();
-        self.invoke(&self.scripts.refund_window, &[&counter, &tokens])
-            .await
-    }
-
-    /// The current values of rate-limit window counters (0 where absent), counting
-    /// nothing.
-    pub async fn peek_windows(&self, names: &[String]) -> Result<Vec<u64>, StoreError> {
-        let mut cmd = redis::cmd("MGET");
-        for name in names {
-            cmd.arg(self.key(&format!("rl:{name}")));
-        }
-        let values: Vec<Option<u64>> = self.query(&cmd).await?;
-        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
     }
 
     /// A key's stored JSON and its decoded record.
@@ -579,6 +529,54 @@ fn token_taken(id: &str) -> StoreError {
 
 fn listed(key: &KeyRecord) -> &'static str {
     if key.deleted_at.is_none() { "1" } else { "0" }
+}
+
+/// Rate-limit window counters `rl:…` (`limits::RedisLimiter`), one script each.
+#[async_trait]
+impl WindowStore for RedisStore {
+    async fn lease_windows(
+        &self,
+        windows: &[(String, u64, i64, u64)],
+    ) -> Result<(bool, Vec<(u64, u64)>), StoreError> {
+        let owned: Vec<String> = windows
+            .iter()
+            .flat_map(|(name, limit, expire, want)| {
+                [
+                    format!("rl:{name}"),
+                    limit.to_string(),
+                    expire.to_string(),
+                    want.max(&1).to_string(),
+                ]
+            })
+            .collect();
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let reply: Vec<u64> = self.invoke(&self.scripts.lease_windows, &args).await?;
+        match reply.split_first() {
+            Some((ok, rest)) if rest.len() == 2 * windows.len() => Ok((
+                *ok == 1,
+                rest.chunks_exact(2).map(|c| (c[0], c[1])).collect(),
+            )),
+            _ => Err(StoreError::Corrupt(
+                "a rate-limit check came back malformed".to_string(),
+            )),
+        }
+    }
+
+    async fn refund_window(&self, name: &str, tokens: u64) -> Result<u64, StoreError> {
+        let counter = format!("rl:{name}");
+        let tokens = tokens.to_string();
+        self.invoke(&self.scripts.refund_window, &[&counter, &tokens])
+            .await
+    }
+
+    async fn peek_windows(&self, names: &[String]) -> Result<Vec<u64>, StoreError> {
+        let mut cmd = redis::cmd("MGET");
+        for name in names {
+            cmd.arg(self.key(&format!("rl:{name}")));
+        }
+        let values: Vec<Option<u64>> = self.query(&cmd).await?;
+        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+    }
 }
 
 #[async_trait]
