@@ -101,7 +101,7 @@ impl KeyStore for BenchStore {
     ) -> Result<CreateOutcome, StoreError> {
         not_here()
     }
-    async fn update_key(&self, _: &KeyRecord) -> Result<(), StoreError> {
+    async fn update_key(&self, _: &KeyRecord, _: u64) -> Result<(), StoreError> {
         not_here()
     }
     async fn keys_created_by(&self, _: &str) -> Result<Vec<KeyRecord>, StoreError> {
@@ -110,7 +110,7 @@ impl KeyStore for BenchStore {
     async fn create_org(&self, _: &Org) -> Result<(), StoreError> {
         not_here()
     }
-    async fn update_org(&self, _: &Org) -> Result<(), StoreError> {
+    async fn update_org(&self, _: &Org, _: u64) -> Result<(), StoreError> {
         not_here()
     }
     async fn get_org(&self, id: &str) -> Result<Option<Org>, StoreError> {
@@ -122,6 +122,7 @@ impl KeyStore for BenchStore {
             rate_limit: None,
             created_at: Timestamp::UNIX_EPOCH,
             updated_at: Timestamp::UNIX_EPOCH,
+            version: 1,
         }))
     }
     async fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
@@ -130,7 +131,10 @@ impl KeyStore for BenchStore {
     async fn create_first_principal(&self, _: &Principal) -> Result<bool, StoreError> {
         not_here()
     }
-    async fn put_principal(&self, _: &Principal) -> Result<(), StoreError> {
+    async fn create_principal(&self, _: &Principal) -> Result<(), StoreError> {
+        not_here()
+    }
+    async fn update_principal(&self, _: &Principal, _: u64) -> Result<(), StoreError> {
         not_here()
     }
     async fn get_principal(&self, _: &str) -> Result<Option<Principal>, StoreError> {
@@ -310,7 +314,8 @@ fn record(token_hash: KeyHash) -> KeyRecord {
         expires_at: None,
         revoked_at: None,
         deleted_at: None,
-        suspended_at: None,
+        creator_suspended: false,
+        version: 1,
         secret_hash: token_hash,
         previous_secret: None,
     }

@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
             rate_limit: None,
             created_at: now,
             updated_at: now,
+            version: 1,
         })
         .await;
     match created {
@@ -86,7 +87,8 @@ async fn main() -> anyhow::Result<()> {
                 expires_at: None,
                 revoked_at: None,
                 deleted_at: None,
-                suspended_at: None,
+                creator_suspended: false,
+                version: 1,
                 secret_hash: secret.hash,
                 previous_secret: None,
             };

@@ -91,7 +91,12 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<StorePa
                     .with_context(|| format!("opening the embedded store {}", path.display()))?,
             );
             let limiter = Arc::new(LocalLimiter::with_saved_quotas());
-            let quotas = Arc::new(QuotaFile::new(limiter.clone(), store.clone()));
+            let counters = Arc::new(Instrumented::new(
+                store.clone(),
+                metrics.clone(),
+                config.store.timeout,
+            ));
+            let quotas = Arc::new(QuotaFile::new(limiter.clone(), counters));
             (store, Arc::new(LocalBus), limiter, Some(quotas))
         }
         StoreBackend::Redis { url } => {
@@ -105,13 +110,21 @@ fn open_store(config: &Config, metrics: &Arc<Metrics>) -> anyhow::Result<StorePa
             tracing::info!(redis = %redis.describe(), namespace = %config.store.namespace, "using the Redis store");
             redis.spawn_settings_check();
             let bus: Arc<dyn InvalidationBus> = Arc::new(redis.bus());
-            // Limits hold across replicas through Redis (SPEC §3).
-            let limiter = Arc::new(RedisLimiter::new(redis.clone(), config.store.timeout));
+            // Limits hold across replicas through Redis (SPEC §3), bounded and measured
+            // like every store call.
+            let windows = Arc::new(Instrumented::new(
+                redis.clone(),
+                metrics.clone(),
+                config.store.timeout,
+            ));
+            let limiter = Arc::new(RedisLimiter::new(windows, config.store.timeout));
             limiter.start();
             let limiter: Arc<dyn Limiter> = limiter;
             (redis, bus, limiter, None)
         }
     };
+    // Off unless a test's environment asks for late-landing writes.
+    let inner = crate::store::fault::from_env(inner);
     Ok((
         Arc::new(Instrumented::new(
             inner,

@@ -305,13 +305,20 @@ pub struct KeyRecord {
     pub expires_at: Option<Timestamp>,
     #[serde(default)]
     pub revoked_at: Option<Timestamp>,
-    /// Deleted keys stop working and leave listings, but stay readable by id.
+    /// Deleted keys stop working and leave listings and the admin API (404); the record
+    /// stays as a tombstone so that its usage and audit stay readable.
     #[serde(default)]
     pub deleted_at: Option<Timestamp>,
-    /// Set under `key_policy: creator` while the creator is disabled, and for good once it
-    /// is deleted; the admin side keeps it in step (`admin::creator`).
+    /// Derived, never stored: under `key_policy: creator`, whether the creator is
+    /// disabled or deleted, as read by the data-plane lookup (`KeyStore::key_by_hash`)
+    /// in the same atomic read as the key. Other reads leave it false.
+    #[serde(skip)]
+    pub creator_suspended: bool,
+    /// Incremented by every change (SPEC §1 "Writes are never undone"); stores write a
+    /// record only over the version it was derived from. Records written before
+    /// versions existed read as 0.
     #[serde(default)]
-    pub suspended_at: Option<Timestamp>,
+    pub version: u64,
     /// SHA-256 of the current secret.
     pub secret_hash: KeyHash,
     #[serde(default)]
@@ -319,14 +326,13 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
-    /// Status from the record alone: creator-based suspension is already written into
-    /// `suspended_at` by the admin side.
+    /// Status from the record alone (with `creator_suspended` as the lookup derived it).
     pub fn status_at(&self, now: Timestamp) -> KeyStatus {
         if self.revoked_at.is_some() {
             KeyStatus::Revoked
         } else if self.expires_at.is_some_and(|e| e <= now) {
             KeyStatus::Expired
-        } else if self.suspended_at.is_some() {
+        } else if self.creator_suspended {
             KeyStatus::Suspended
         } else {
             KeyStatus::Active
@@ -360,6 +366,9 @@ pub struct Org {
     pub rate_limit: Option<RateLimit>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Incremented by every change; see [`KeyRecord::version`].
+    #[serde(default)]
+    pub version: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -431,6 +440,16 @@ pub struct Principal {
     #[serde(default)]
     pub deleted_at: Option<Timestamp>,
     pub token_hash: KeyHash,
+    /// Incremented by every change; see [`KeyRecord::version`].
+    #[serde(default)]
+    pub version: u64,
+}
+
+impl Principal {
+    /// Whether keys it created are suspended under `key_policy: creator`.
+    pub fn is_away(&self) -> bool {
+        self.disabled || self.deleted_at.is_some()
+    }
 }
 
 /// Admin tokens: `kga_` + 40 base62 characters (random + checksum, like API keys).

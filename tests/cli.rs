@@ -496,10 +496,11 @@ fn keys_lifecycle_through_the_cli() {
     assert_eq!(gw.data_plane_status(&newest), 401);
     let listed = gw.keys(&["list", "--json", "--all"]).ok().json();
     assert!(!ids(&listed).contains(&live));
-    let shown = gw.keys(&["show", &live, "--json"]).ok().json();
-    assert_eq!(shown["status"], "deleted");
-    let v = gw.keys(&["delete", &live, "--yes", "--json"]).ok().json();
-    assert_eq!(v["deleted"], true);
+    // SPEC §1: a deleted key is gone from the admin API (404), its usage stays readable.
+    let out = gw.keys(&["show", &live, "--json"]).fails(1);
+    assert!(out.stderr.contains("HTTP 404 not_found"), "{}", out.stderr);
+    let out = gw.keys(&["delete", &live, "--yes", "--json"]).fails(1);
+    assert!(out.stderr.contains("HTTP 404"), "{}", out.stderr);
 
     // usage: served for the deleted key too (issue 5); an unknown key is the server's 404.
     let v = gw

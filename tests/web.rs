@@ -962,7 +962,7 @@ async fn owner_keys(gw: &Keygate, b: &Browser) -> Result<()> {
     )
     .await?;
 
-    // Delete behind the confirmation dialog: gone from the list, readable by id.
+    // Delete behind the confirmation dialog: gone from the list and from the API (404).
     b.click(&format!("{row} button[data-action=\"delete\"]"))
         .await?;
     b.text_contains("#confirm-title", "Delete").await?;
@@ -975,11 +975,8 @@ async fn owner_keys(gw: &Keygate, b: &Browser) -> Result<()> {
     let (s, v) = gw
         .admin_call(Method::GET, &format!("/v1/orgs/acme/keys/{id}"), None)
         .await?;
-    // SPEC §1: a deleted key's id is 404 (older builds answered it with status deleted).
-    ensure!(
-        s == 404 || (s == 200 && v["status"] == "deleted"),
-        "{s} {v}"
-    );
+    // SPEC §1: a deleted key's id is 404.
+    ensure!(s == 404 && v["error"]["code"] == "not_found", "{s} {v}");
 
     // The list warns at 80 % of a limit and counts failed authentications.
     wait_for_usage(gw, &quota_id, &partner_id).await?;

@@ -232,6 +232,7 @@ mod tests {
             created_at: jiff::Timestamp::UNIX_EPOCH,
             deleted_at: None,
             token_hash: KeyHash([0; 32]),
+            version: 1,
         }
     }
 

@@ -56,6 +56,7 @@ pub async fn bootstrap(
         created_at: Timestamp::now(),
         deleted_at: None,
         token_hash: token.hash,
+        version: 1,
     };
     let temp = write_private_temp(token_file, &token.token)?;
     drop(token);

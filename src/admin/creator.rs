@@ -1,99 +1,26 @@
 //! `key_policy: creator` (SPEC §1): in an org with that policy, a key is suspended while
 //! the principal who created it is disabled, and for good once that principal is deleted.
 //!
-//! The suspension is written into each key (`suspended_at`), so that the data plane
-//! decides from the key record alone and never looks a principal up per request. It is
-//! recomputed whenever one of its inputs changes: a principal is disabled, enabled or
-//! deleted, or an org's `key_policy` changes. Every key looked at is invalidated in the
-//! resolver, so the change holds from the next request on.
+//! The suspension is derived, never written into keys: the data plane's lookup
+//! (`KeyStore::key_by_hash`) reads the org's policy and the creator's state in the same
+//! atomic read as the key, and admin views derive it with [`suspends`]. So it cannot fall
+//! between two writes, and a key created while its creator is being disabled is
+//! suspended like the others. A principal change (disable, enable, delete) or a
+//! `key_policy` change invalidates cached keys by creator or org id
+//! (`write::Versioned::invalidations`), on every replica, without iterating over keys.
 
-use std::collections::HashMap;
-
-use jiff::Timestamp;
-
-use super::AdminContext;
-use super::error::AdminError;
-use crate::key::{KeyPolicy, KeyRecord, Org, Principal};
-
-/// Bound on the pages walked through one org's keys (500 keys a page).
-const MAX_PAGES: usize = 100_000;
+use crate::key::{KeyPolicy, Principal};
 
 /// Whether a key is suspended under `policy` with this creator (`None`: not found, which
 /// counts as deleted).
 pub fn suspends(policy: KeyPolicy, creator: Option<&Principal>) -> bool {
-    policy == KeyPolicy::Creator && creator.is_none_or(|c| c.disabled || c.deleted_at.is_some())
-}
-
-/// Brings one key's `suspended_at` in line with `suspend`, then drops it from the cache.
-/// Revoked and deleted keys are final and left as they are.
-async fn sync_key(
-    ctx: &AdminContext,
-    key: &KeyRecord,
-    suspend: bool,
-    now: Timestamp,
-) -> Result<(), AdminError> {
-    let live = key.deleted_at.is_none() && key.revoked_at.is_none();
-    if live && suspend != key.suspended_at.is_some() {
-        let mut changed = key.clone();
-        changed.suspended_at = suspend.then_some(now);
-        changed.updated_at = now;
-        ctx.store.update_key(&changed).await?;
-    }
-    ctx.resolver.invalidate_key(key).await;
-    Ok(())
-}
-
-/// After `creator` was disabled, enabled or deleted: every key it created, in every org.
-pub async fn sync_creator(
-    ctx: &AdminContext,
-    creator: &Principal,
-    now: Timestamp,
-) -> Result<(), AdminError> {
-    let mut policies: HashMap<String, KeyPolicy> = HashMap::new();
-    for key in ctx.store.keys_created_by(&creator.id).await? {
-        let policy = match policies.get(&key.org) {
-            Some(p) => *p,
-            None => {
-                let p = ctx
-                    .store
-                    .get_org(&key.org)
-                    .await?
-                    .map(|o| o.key_policy)
-                    .unwrap_or_default();
-                policies.insert(key.org.clone(), p);
-                p
-            }
-        };
-        sync_key(ctx, &key, suspends(policy, Some(creator)), now).await?;
-    }
-    Ok(())
-}
-
-/// After an org change: every key of the org, under its (possibly new) policy.
-pub async fn sync_org(ctx: &AdminContext, org: &Org, now: Timestamp) -> Result<(), AdminError> {
-    let mut creators: HashMap<String, Option<Principal>> = HashMap::new();
-    let mut after: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let page = ctx.store.list_keys(&org.id, after.as_deref(), 500).await?;
-        for key in &page.items {
-            if !creators.contains_key(&key.created_by) {
-                let p = ctx.store.get_principal(&key.created_by).await?;
-                creators.insert(key.created_by.clone(), p);
-            }
-            let creator = creators.get(&key.created_by).and_then(Option::as_ref);
-            sync_key(ctx, key, suspends(org.key_policy, creator), now).await?;
-        }
-        match page.next {
-            Some(n) => after = Some(n),
-            None => return Ok(()),
-        }
-    }
-    tracing::warn!(org = %org.id, "stopped syncing an org's keys after too many pages");
-    Ok(())
+    policy == KeyPolicy::Creator && creator.is_none_or(Principal::is_away)
 }
 
 #[cfg(test)]
 mod tests {
+    use jiff::Timestamp;
+
     use super::*;
     use crate::key::{KeyHash, OrgScope, Role};
 
@@ -108,6 +35,7 @@ mod tests {
             created_at: Timestamp::UNIX_EPOCH,
             deleted_at: deleted.then_some(Timestamp::UNIX_EPOCH),
             token_hash: KeyHash([9; 32]),
+            version: 1,
         }
     }
 

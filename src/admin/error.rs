@@ -36,6 +36,9 @@ pub enum AdminError {
     /// The request conflicts with the state of the thing it names.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// `If-Match` names another version than the one stored: nothing was changed.
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// A repeated `Idempotency-Key`: the key created the first time is `key_id`.
     #[error("this Idempotency-Key was already used, for key {key_id}")]
     IdempotencyReplay { key_id: String },
@@ -78,6 +81,7 @@ impl AdminError {
             AdminError::Conflict { .. } | AdminError::IdempotencyReplay { .. } => {
                 StatusCode::CONFLICT
             }
+            AdminError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             AdminError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AdminError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AdminError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -95,6 +99,7 @@ impl AdminError {
             AdminError::MethodNotAllowed => "method_not_allowed",
             AdminError::Conflict { code, .. } => code,
             AdminError::IdempotencyReplay { .. } => "idempotency_key_reused",
+            AdminError::PreconditionFailed(_) => "precondition_failed",
             AdminError::BodyTooLarge(_) => "body_too_large",
             AdminError::Invalid { .. } => "invalid_field",
             AdminError::Unavailable => "store_unavailable",
@@ -129,6 +134,12 @@ impl From<StoreError> for AdminError {
             StoreError::Conflict(detail) => AdminError::Conflict {
                 code: "conflict",
                 message: detail,
+            },
+            // The write path reloads on a version conflict; one that reaches here
+            // (a record that kept changing) is a conflict the caller may retry.
+            e @ StoreError::VersionConflict { .. } => AdminError::Conflict {
+                code: "conflict",
+                message: e.to_string(),
             },
             StoreError::Corrupt(detail) => {
                 tracing::error!(error = %detail, "admin request failed: corrupt store data");
@@ -197,6 +208,11 @@ mod tests {
                 },
                 409,
                 "idempotency_key_reused",
+            ),
+            (
+                AdminError::PreconditionFailed("x".into()),
+                412,
+                "precondition_failed",
             ),
             (AdminError::BodyTooLarge(10), 413, "body_too_large"),
             (AdminError::invalid("name", "x"), 422, "invalid_field"),

@@ -3,9 +3,9 @@
 //!
 //! Owns the key's JSON view ([`KeyView`]), which has every SPEC §1 field and never a
 //! secret hash; the secret itself appears only in the create and regenerate responses
-//! (with `Cache-Control: no-store`). Every change is followed by
-//! `KeyResolver::invalidate_key` on the record as it was, so the next data-plane request
-//! cannot be served from a stale cache entry, and by an audit event.
+//! (with `Cache-Control: no-store`). Every change is a transition of [`lifecycle`]
+//! applied by the one write path ([`write::apply`]: compare-and-swap on the version,
+//! `If-Match`, invalidation), then audited. Responses carry the version as `ETag`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use axum::http::header::CACHE_CONTROL;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -26,11 +26,11 @@ use super::auth::{Action, Caller};
 use super::creator;
 use super::error::AdminError;
 use super::input::{AdminPath, JsonObject, Patch, QueryParams};
+use super::lifecycle::{self, Edit, KeyChange};
 use super::orgs::{self, patch_rate_limit};
 use super::validate::{self, ExpiryRequest};
-use crate::key::{
-    Environment, KeyPolicy, KeyRecord, KeyStatus, Org, PreviousSecret, Principal, RateLimit, new_id,
-};
+use super::write::{self, Applied, IfMatch, with_etag};
+use crate::key::{Environment, KeyPolicy, KeyRecord, KeyStatus, Org, Principal, RateLimit, new_id};
 use crate::store::CreateOutcome;
 
 /// Largest page of `GET …/keys`.
@@ -99,12 +99,11 @@ pub struct KeyView {
     pub last_used_at: Option<Timestamp>,
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
-    /// Set once deleted: the key is then only readable by id.
+    /// Always null: a deleted key is not shown any more (kept for clients that read it).
     pub deleted_at: Option<Timestamp>,
     /// When the previous secret stops working, during a regenerate grace.
     pub grace_ends_at: Option<Timestamp>,
-    /// `active`, `expired`, `revoked`, `suspended`, or `deleted` for a deleted key, so
-    /// that a deleted key is never shown as working.
+    /// `active`, `expired`, `revoked` or `suspended`.
     pub status: &'static str,
 }
 
@@ -130,18 +129,13 @@ impl KeyView {
             revoked_at: k.revoked_at,
             deleted_at: k.deleted_at,
             grace_ends_at: k.previous_secret.as_ref().map(|p| p.expires_at),
-            status: if k.deleted_at.is_some() {
-                "deleted"
-            } else {
-                status.as_str()
-            },
+            status: status.as_str(),
         }
     }
 }
 
-/// A key's status as admins see it. Creator suspension is written into keys (see
-/// [`super::creator`]); it is also derived here, so a key never shows as active while
-/// its creator is away, even if a sync was interrupted.
+/// A key's status as admins see it: creator suspension is derived from the creator's
+/// current state, as the data plane's lookup derives it (see [`super::creator`]).
 pub fn effective_status(
     key: &KeyRecord,
     org: &Org,
@@ -285,9 +279,10 @@ pub async fn create(
         expires_at,
         revoked_at: None,
         deleted_at: None,
-        suspended_at: None,
+        creator_suspended: false,
         secret_hash: secret.hash,
         previous_secret: None,
+        version: 1,
     };
     match ctx.store.create_key(&key, idempotency.as_deref()).await? {
         CreateOutcome::Created => {}
@@ -310,7 +305,10 @@ pub async fn create(
     )
     .await;
     let view = StatusOf::new(&ctx, &org).view(&key).await?;
-    Ok(with_secret(StatusCode::CREATED, view, secret.token))
+    Ok(with_etag(
+        key.version,
+        with_secret(StatusCode::CREATED, view, secret.token),
+    ))
 }
 
 /// Reads `expires_at` / `expires_in_days` (at most one of them). `None`: neither given.
@@ -410,85 +408,113 @@ fn parse_status(s: &str) -> Result<KeyStatus, AdminError> {
     }
 }
 
-/// A key of `org` by id (deleted ones included), or 404.
+/// A live key of `org` by id, or 404 (a deleted key is gone for the admin API).
 async fn load_key(ctx: &AdminContext, org: &str, id: &str) -> Result<KeyRecord, AdminError> {
     ctx.store
         .key_by_id(id)
         .await?
-        .filter(|k| k.org == org)
+        .filter(|k| k.org == org && k.deleted_at.is_none())
         .ok_or_else(|| AdminError::not_found(format!("no key `{id}` in org `{org}`")))
 }
 
-/// 409 unless the key may still change: deleted, revoked and expired keys are final.
-fn require_editable(key: &KeyRecord, now: Timestamp) -> Result<(), AdminError> {
-    if key.deleted_at.is_some() {
-        return Err(AdminError::Conflict {
-            code: "key_deleted",
-            message: format!("key `{}` is deleted", key.id),
-        });
-    }
-    match key.status_at(now) {
-        KeyStatus::Revoked | KeyStatus::Expired => Err(AdminError::Conflict {
-            code: "key_not_editable",
-            message: format!(
-                "key `{}` is {}: revoked and expired keys cannot change",
-                key.id,
-                key.status_at(now).as_str()
-            ),
-        }),
-        KeyStatus::Active | KeyStatus::Suspended => Ok(()),
+/// Applies one lifecycle change through the one write path ([`write::apply`]):
+/// compare-and-swap on the loaded version, `If-Match` honoured, caches invalidated.
+async fn change_key(
+    ctx: &Arc<AdminContext>,
+    org: &Org,
+    id: &str,
+    headers: &HeaderMap,
+    change: KeyChange,
+) -> Result<Applied<KeyRecord>, AdminError> {
+    let if_match = IfMatch::from_headers(headers)?;
+    let now = Timestamp::now();
+    write::apply(
+        ctx,
+        if_match.as_ref(),
+        || load_key(ctx, &org.id, id),
+        |key| lifecycle::apply(key, &change, now),
+    )
+    .await
+}
+
+/// Audits a stored change (never a secret in `details`).
+async fn audit_change(
+    ctx: &AdminContext,
+    caller: &Caller,
+    applied: &Applied<KeyRecord>,
+    action: &str,
+    details: Value,
+) {
+    if let Applied::Changed { after, .. } = applied {
+        audit::record(
+            ctx.store.as_ref(),
+            caller.id(),
+            Some(&after.org),
+            action,
+            &after.id,
+            details,
+        )
+        .await;
     }
 }
 
-/// `GET /v1/orgs/{org}/keys/{id}`: deleted keys too.
+/// The key's view with its version as `ETag`.
+async fn key_response(
+    ctx: &AdminContext,
+    org: &Org,
+    key: &KeyRecord,
+) -> Result<Response, AdminError> {
+    let view = StatusOf::new(ctx, org).view(key).await?;
+    Ok(with_etag(key.version, Json(view)))
+}
+
+/// `GET /v1/orgs/{org}/keys/{id}`: 404 once deleted.
 pub async fn get(
     State(ctx): State<Arc<AdminContext>>,
     caller: Caller,
     AdminPath((org_id, id)): AdminPath<(String, String)>,
-) -> Result<Json<KeyView>, AdminError> {
+) -> Result<Response, AdminError> {
     caller.authorize(Action::Read, Some(&org_id))?;
     let org = orgs::load(&ctx, &org_id).await?;
     let key = load_key(&ctx, &org.id, &id).await?;
-    Ok(Json(StatusOf::new(&ctx, &org).view(&key).await?))
+    key_response(&ctx, &org, &key).await
 }
 
-/// `PATCH /v1/orgs/{org}/keys/{id}` (admin, manager): JSON Merge Patch; 409 when final.
+/// `PATCH /v1/orgs/{org}/keys/{id}` (admin, manager): JSON Merge Patch; 409 when final;
+/// `If-Match` makes it conditional.
 pub async fn patch(
     State(ctx): State<Arc<AdminContext>>,
     caller: Caller,
     AdminPath((org_id, id)): AdminPath<(String, String)>,
+    headers: HeaderMap,
     body: JsonObject,
-) -> Result<Json<KeyView>, AdminError> {
+) -> Result<Response, AdminError> {
     caller.authorize(Action::WriteKeys, Some(&org_id))?;
     if let Some(fixed) = FIXED_FIELDS.iter().find(|f| body.0.contains_key(**f)) {
         return Err(AdminError::invalid(*fixed, "cannot be changed"));
     }
     let mut f = body.fields(PATCH_FIELDS)?;
     let org = orgs::load(&ctx, &org_id).await?;
-    let _write = super::write_guard().await;
-    let before = load_key(&ctx, &org.id, &id).await?;
-    let now = Timestamp::now();
-    require_editable(&before, now)?;
     let config = ctx.config.as_ref();
-    let mut key = before.clone();
+    let mut edit = Edit::default();
     let mut changed: Vec<&str> = Vec::new();
 
     match f.patch::<String>("name")? {
         Patch::Absent => {}
         Patch::Null => return Err(AdminError::invalid("name", "cannot be removed")),
         Patch::Set(n) => {
-            key.name = validate::name("name", n)?;
+            edit.name = Some(validate::name("name", n)?);
             changed.push("name");
         }
     }
     match f.patch::<String>("description")? {
         Patch::Absent => {}
         Patch::Null => {
-            key.description = None;
+            edit.description = Some(None);
             changed.push("description");
         }
         Patch::Set(d) => {
-            key.description = validate::description("description", d)?;
+            edit.description = Some(validate::description("description", d)?);
             changed.push("description");
         }
     }
@@ -501,52 +527,52 @@ pub async fn patch(
             ));
         }
         Patch::Set(s) => {
-            key.scopes = validate::scopes(config, s)?;
+            edit.scopes = Some(validate::scopes(config, s)?);
             changed.push("scopes");
         }
     }
     if let Some(v) = restriction(&mut f, "resources", |v| validate::resources(config, v))? {
-        key.resources = v;
+        edit.resources = Some(v);
         changed.push("resources");
     }
     if let Some(v) = restriction(&mut f, "endpoints", |v| validate::endpoints(config, v))? {
-        key.endpoints = v;
+        edit.endpoints = Some(v);
         changed.push("endpoints");
     }
     if let Some(v) = restriction(&mut f, "ip_allow", validate::ip_allow)? {
-        key.ip_allow = v;
+        edit.ip_allow = Some(v);
         changed.push("ip_allow");
     }
     match f.patch::<Value>("rate_limit")? {
         Patch::Absent => {}
         Patch::Null => {
-            key.rate_limit = None;
+            edit.rate_limit = Some(Value::Null);
             changed.push("rate_limit");
         }
         Patch::Set(p) => {
-            key.rate_limit = patch_rate_limit(key.rate_limit.as_ref(), &p)?;
+            // Checked here against an empty limit, so a bad value is 422 before any
+            // load; merged into the stored limit by the transition.
+            patch_rate_limit(None, &p)?;
+            edit.rate_limit = Some(p);
             changed.push("rate_limit");
         }
     }
     if let Some(request) = expiry_request(&mut f, true)? {
-        key.expires_at = validate::expiry(now, request, org.max_key_lifetime_days)?;
+        let expires_at = validate::expiry(Timestamp::now(), request, org.max_key_lifetime_days)?;
+        edit.expires_at = Some(expires_at);
         changed.push("expires_at");
     }
 
-    if key == before {
-        return Ok(Json(StatusOf::new(&ctx, &org).view(&key).await?));
-    }
-    key.updated_at = now;
-    store_change(
+    let applied = change_key(&ctx, &org, &id, &headers, KeyChange::Edit(edit)).await?;
+    audit_change(
         &ctx,
         &caller,
-        &key,
+        &applied,
         "key.update",
         json!({ "fields": changed }),
     )
-    .await?;
-    ctx.resolver.invalidate_key(&before).await;
-    Ok(Json(StatusOf::new(&ctx, &org).view(&key).await?))
+    .await;
+    key_response(&ctx, &org, applied.current()).await
 }
 
 /// A restriction list in a merge patch: `Some(None)` to lift it, `Some(Some(list))` to
@@ -569,6 +595,7 @@ pub async fn regenerate(
     State(ctx): State<Arc<AdminContext>>,
     caller: Caller,
     AdminPath((org_id, id)): AdminPath<(String, String)>,
+    headers: HeaderMap,
     body: JsonObject,
 ) -> Result<Response, AdminError> {
     caller.authorize(Action::WriteKeys, Some(&org_id))?;
@@ -581,38 +608,31 @@ pub async fn regenerate(
         ));
     }
     let org = orgs::load(&ctx, &org_id).await?;
-    let _write = super::write_guard().await;
-    let before = load_key(&ctx, &org.id, &id).await?;
-    let now = Timestamp::now();
-    require_editable(&before, now)?;
-
-    let secret = ctx.key_format.generate(before.environment);
-    let mut key = before.clone();
-    key.previous_secret = if grace == 0 {
-        None
-    } else {
-        // grace ≤ 7 days, so the conversion and the addition cannot overflow.
-        let grace = SignedDuration::from_secs(i64::try_from(grace).unwrap_or(0));
-        Some(PreviousSecret {
-            hash: before.secret_hash,
-            expires_at: now.checked_add(grace).unwrap_or(now),
-        })
+    let environment = load_key(&ctx, &org.id, &id).await?.environment;
+    let secret = ctx.key_format.generate(environment);
+    let change = KeyChange::Regenerate {
+        secret_hash: secret.hash,
+        display_prefix: secret.display_prefix.clone(),
+        grace_seconds: grace,
     };
-    key.secret_hash = secret.hash;
-    key.prefix = secret.display_prefix.clone();
-    key.updated_at = now;
-    store_change(
+    let applied = change_key(&ctx, &org, &id, &headers, change).await?;
+    let Applied::Changed { after: key, .. } = &applied else {
+        // A new secret always changes the record.
+        return Err(AdminError::Internal);
+    };
+    audit_change(
         &ctx,
         &caller,
-        &key,
+        &applied,
         "key.regenerate",
         json!({ "grace_seconds": grace }),
     )
-    .await?;
-    ctx.resolver.invalidate_key(&before).await;
-    ctx.resolver.invalidate_key(&key).await;
-    let view = StatusOf::new(&ctx, &org).view(&key).await?;
-    Ok(with_secret(StatusCode::OK, view, secret.token))
+    .await;
+    let view = StatusOf::new(&ctx, &org).view(key).await?;
+    Ok(with_etag(
+        key.version,
+        with_secret(StatusCode::OK, view, secret.token),
+    ))
 }
 
 /// `POST /v1/orgs/{org}/keys/{id}/revoke` (admin): immediate, permanent, idempotent;
@@ -621,81 +641,40 @@ pub async fn revoke(
     State(ctx): State<Arc<AdminContext>>,
     caller: Caller,
     AdminPath((org_id, id)): AdminPath<(String, String)>,
+    headers: HeaderMap,
     body: JsonObject,
-) -> Result<Json<KeyView>, AdminError> {
+) -> Result<Response, AdminError> {
     caller.authorize(Action::RevokeKeys, Some(&org_id))?;
     body.fields(&[])?;
     let org = orgs::load(&ctx, &org_id).await?;
-    let _write = super::write_guard().await;
-    let before = load_key(&ctx, &org.id, &id).await?;
-    if before.deleted_at.is_some() {
-        return Err(AdminError::Conflict {
-            code: "key_deleted",
-            message: format!("key `{}` is deleted", before.id),
-        });
+    let applied = change_key(&ctx, &org, &id, &headers, KeyChange::Revoke).await?;
+    if let Applied::Unchanged(key) = &applied {
+        // A repeated revoke: a replica that missed the first one catches up.
+        ctx.resolver.invalidate_key(key).await;
     }
-    let mut key = before.clone();
-    if key.revoked_at.is_none() || key.previous_secret.is_some() {
-        let now = Timestamp::now();
-        key.revoked_at.get_or_insert(now);
-        key.previous_secret = None;
-        key.updated_at = now;
-        store_change(&ctx, &caller, &key, "key.revoke", json!({})).await?;
-    }
-    // Also on a repeated revoke: a replica that missed the first one catches up.
-    ctx.resolver.invalidate_key(&before).await;
-    Ok(Json(StatusOf::new(&ctx, &org).view(&key).await?))
+    audit_change(&ctx, &caller, &applied, "key.revoke", json!({})).await;
+    key_response(&ctx, &org, applied.current()).await
 }
 
-/// `DELETE /v1/orgs/{org}/keys/{id}` (admin): 204; the key leaves listings and stops at
-/// once, and stays readable by id.
+/// `DELETE /v1/orgs/{org}/keys/{id}` (admin): 204; the key leaves listings and the admin
+/// API (404 from now on) and stops at once; its usage and audit stay readable.
 pub async fn delete(
     State(ctx): State<Arc<AdminContext>>,
     caller: Caller,
     AdminPath((org_id, id)): AdminPath<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, AdminError> {
     caller.authorize(Action::RevokeKeys, Some(&org_id))?;
     let org = orgs::load(&ctx, &org_id).await?;
-    let _write = super::write_guard().await;
-    let before = load_key(&ctx, &org.id, &id).await?;
-    if before.deleted_at.is_none() {
-        let now = Timestamp::now();
-        let mut key = before.clone();
-        key.deleted_at = Some(now);
-        key.previous_secret = None;
-        key.updated_at = now;
-        store_change(&ctx, &caller, &key, "key.delete", json!({})).await?;
-    }
-    ctx.resolver.invalidate_key(&before).await;
+    let applied = change_key(&ctx, &org, &id, &headers, KeyChange::Delete).await?;
+    audit_change(&ctx, &caller, &applied, "key.delete", json!({})).await;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Stores a changed key and audits the change (never a secret in `details`). The caller
-/// invalidates the resolver entries of the record as it was.
-async fn store_change(
-    ctx: &AdminContext,
-    caller: &Caller,
-    key: &KeyRecord,
-    action: &str,
-    details: serde_json::Value,
-) -> Result<(), AdminError> {
-    ctx.store.update_key(key).await?;
-    audit::record(
-        ctx.store.as_ref(),
-        caller.id(),
-        Some(&key.org),
-        action,
-        &key.id,
-        details,
-    )
-    .await;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::{KeyHash, OrgScope, Role};
+    use crate::key::{KeyHash, OrgScope, PreviousSecret, Role};
 
     fn org(policy: KeyPolicy) -> Org {
         Org {
@@ -706,6 +685,7 @@ mod tests {
             rate_limit: None,
             created_at: Timestamp::UNIX_EPOCH,
             updated_at: Timestamp::UNIX_EPOCH,
+            version: 1,
         }
     }
 
@@ -729,12 +709,13 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             deleted_at: None,
-            suspended_at: None,
+            creator_suspended: false,
             secret_hash: KeyHash([7; 32]),
             previous_secret: Some(PreviousSecret {
                 hash: KeyHash([8; 32]),
                 expires_at: Timestamp::UNIX_EPOCH,
             }),
+            version: 1,
         }
     }
 
@@ -749,6 +730,7 @@ mod tests {
             created_at: Timestamp::UNIX_EPOCH,
             deleted_at: deleted.then_some(Timestamp::UNIX_EPOCH),
             token_hash: KeyHash([9; 32]),
+            version: 1,
         }
     }
 

@@ -10,12 +10,16 @@
 //!   the field; [`validate`]: field rules shared by the resources.
 //! - [`error`]: the one error type and its one mapping to responses.
 //! - [`bootstrap`]: the first owner principal and its token file.
-//! - [`creator`]: `key_policy: creator`, written into keys as `suspended_at`.
+//! - [`write`]: the one path that changes a stored key, principal or org
+//!   (compare-and-swap on its version, `If-Match`/`ETag`, invalidation);
+//!   [`lifecycle`]: the key transitions it applies, as pure functions.
+//! - [`creator`]: `key_policy: creator`, derived from the creator's state.
 //! - `openapi.json`: the OpenAPI 3 document served at `/openapi.json`.
 //! - [`web`]: the "API keys" page at `/`, a static client of this API.
 //!
-//! The admin side writes keys, the data plane reads them: after every key change this
-//! module calls `KeyResolver::invalidate_key`, so the next data-plane request sees it.
+//! The admin side writes keys, the data plane reads them: every change goes through
+//! [`write::apply`], which invalidates the resolver's entries (here and, through the
+//! bus, on every replica), so the next data-plane request sees it.
 //! It never imports `proxy`, and never logs or returns a secret except the one response
 //! that creates it.
 
@@ -43,12 +47,14 @@ pub mod creator;
 pub mod error;
 pub mod input;
 pub mod keys;
+pub mod lifecycle;
 pub mod orgs;
 pub mod principals;
 pub mod usage;
 pub mod validate;
 pub mod web;
 pub mod whoami;
+pub mod write;
 
 #[cfg(test)]
 mod tests;
@@ -70,17 +76,6 @@ pub struct AdminContext {
     pub config: Arc<Config>,
     /// Set by the wiring once config is loaded, listeners bound and the store reached.
     pub ready: Arc<AtomicBool>,
-}
-
-/// Serializes the read-modify-write of stored keys, orgs and principals in this process.
-/// Without it, an edit that read a key just before a concurrent revoke or delete would
-/// write the key back as it was, undoing the revoke. (Across replicas the store itself
-/// would have to provide this; the `KeyStore` trait has no compare-and-swap yet.)
-static WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Held from reading a record until its new version is stored.
-pub(crate) async fn write_guard() -> tokio::sync::MutexGuard<'static, ()> {
-    WRITES.lock().await
 }
 
 /// Prometheus text exposition format, version 0.0.4.

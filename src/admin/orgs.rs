@@ -1,24 +1,27 @@
 //! Orgs: `POST /v1/orgs`, `GET /v1/orgs`, `GET /v1/orgs/{org}`, `PATCH /v1/orgs/{org}`.
 //!
 //! Only owners create or edit orgs; everyone sees the orgs in its own list. An org
-//! change re-decides its keys' creator suspensions and drops them all from the resolver
-//! cache, so that the data plane reads them again with the new org settings.
+//! change goes through [`write::apply`] (compare-and-swap on the org's version,
+//! `If-Match`) and touches no key: only a `key_policy` change concerns keys, and it
+//! invalidates the org's cached keys by org id on every replica (suspension under
+//! `key_policy: creator` is derived when a key is read).
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use jiff::Timestamp;
 use serde_json::{Value, json};
 
 use super::AdminContext;
 use super::audit;
 use super::auth::{Action, Caller};
-use super::creator;
 use super::error::AdminError;
 use super::input::{AdminPath, JsonObject, Patch, decode, merge_patch};
 use super::validate;
+use super::write::{self, Applied, IfMatch, with_etag};
 use crate::key::{KeyPolicy, Org, RateLimit};
 
 const CREATE_FIELDS: &[&str] = &[
@@ -35,7 +38,7 @@ pub async fn create(
     State(ctx): State<Arc<AdminContext>>,
     caller: Caller,
     body: JsonObject,
-) -> Result<(StatusCode, Json<Org>), AdminError> {
+) -> Result<Response, AdminError> {
     caller.authorize(Action::ManageOrgs, None)?;
     let mut f = body.fields(CREATE_FIELDS)?;
     let id = validate::org_id("id", f.required("id")?)?;
@@ -58,6 +61,7 @@ pub async fn create(
         rate_limit,
         created_at: now,
         updated_at: now,
+        version: 1,
     };
     if ctx.store.get_org(&org.id).await?.is_some() {
         return Err(org_exists(&org.id));
@@ -76,7 +80,7 @@ pub async fn create(
                 "max_key_lifetime_days": org.max_key_lifetime_days }),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(org)))
+    Ok(with_etag(org.version, (StatusCode::CREATED, Json(org))))
 }
 
 fn org_exists(id: &str) -> AdminError {
@@ -102,9 +106,10 @@ pub async fn get(
     State(ctx): State<Arc<AdminContext>>,
     caller: Caller,
     AdminPath(org): AdminPath<String>,
-) -> Result<Json<Org>, AdminError> {
+) -> Result<Response, AdminError> {
     caller.authorize(Action::Read, Some(&org))?;
-    Ok(Json(load(&ctx, &org).await?))
+    let org = load(&ctx, &org).await?;
+    Ok(with_etag(org.version, Json(org)))
 }
 
 /// The org, or 404. Callers check access first, so a 404 reveals nothing.
@@ -116,79 +121,107 @@ pub async fn load(ctx: &AdminContext, org: &str) -> Result<Org, AdminError> {
 }
 
 /// `PATCH /v1/orgs/{org}` (owner): JSON Merge Patch of name, key_policy,
-/// max_key_lifetime_days, rate_limit.
+/// max_key_lifetime_days, rate_limit; `If-Match` makes it conditional. Touches no key:
+/// a `key_policy` change invalidates the org's cached keys by org id.
 pub async fn patch(
     State(ctx): State<Arc<AdminContext>>,
     caller: Caller,
     AdminPath(org_id): AdminPath<String>,
+    headers: HeaderMap,
     body: JsonObject,
-) -> Result<Json<Org>, AdminError> {
+) -> Result<Response, AdminError> {
     caller.authorize(Action::ManageOrgs, Some(&org_id))?;
     if body.0.contains_key("id") {
         return Err(AdminError::invalid("id", "an org's id cannot be changed"));
     }
+    let if_match = IfMatch::from_headers(&headers)?;
     let mut f = body.fields(PATCH_FIELDS)?;
-    let _write = super::write_guard().await;
-    let mut org = load(&ctx, &org_id).await?;
     let mut changed = Vec::new();
-    match f.patch::<String>("name")? {
-        Patch::Absent => {}
+    let name = match f.patch::<String>("name")? {
+        Patch::Absent => None,
         Patch::Null => return Err(AdminError::invalid("name", "cannot be removed")),
         Patch::Set(n) => {
-            org.name = validate::name("name", n)?;
             changed.push("name");
+            Some(validate::name("name", n)?)
         }
-    }
-    match f.patch::<KeyPolicy>("key_policy")? {
-        Patch::Absent => {}
+    };
+    let key_policy = match f.patch::<KeyPolicy>("key_policy")? {
+        Patch::Absent => None,
         Patch::Null => {
-            org.key_policy = KeyPolicy::default();
             changed.push("key_policy");
+            Some(KeyPolicy::default())
         }
         Patch::Set(p) => {
-            org.key_policy = p;
             changed.push("key_policy");
+            Some(p)
         }
-    }
-    match f.patch::<u32>("max_key_lifetime_days")? {
-        Patch::Absent => {}
+    };
+    let lifetime = match f.patch::<u32>("max_key_lifetime_days")? {
+        Patch::Absent => None,
         Patch::Null => {
-            org.max_key_lifetime_days = None;
             changed.push("max_key_lifetime_days");
+            Some(None)
         }
         Patch::Set(d) => {
-            org.max_key_lifetime_days = Some(validate::lifetime_days("max_key_lifetime_days", d)?);
             changed.push("max_key_lifetime_days");
+            Some(Some(validate::lifetime_days("max_key_lifetime_days", d)?))
         }
-    }
-    match f.patch::<Value>("rate_limit")? {
-        Patch::Absent => {}
+    };
+    let rate_limit = match f.patch::<Value>("rate_limit")? {
+        Patch::Absent => None,
         Patch::Null => {
-            org.rate_limit = None;
             changed.push("rate_limit");
+            Some(Value::Null)
         }
         Patch::Set(p) => {
-            org.rate_limit = patch_rate_limit(org.rate_limit.as_ref(), &p)?;
+            // 422 before any load; merged into the stored limit when applied.
+            patch_rate_limit(None, &p)?;
             changed.push("rate_limit");
+            Some(p)
         }
-    }
-    if changed.is_empty() {
-        return Ok(Json(org));
-    }
+    };
     let now = Timestamp::now();
-    org.updated_at = now;
-    ctx.store.update_org(&org).await?;
-    creator::sync_org(&ctx, &org, now).await?;
-    audit::record(
-        ctx.store.as_ref(),
-        caller.id(),
-        Some(&org.id),
-        "org.update",
-        &org.id,
-        json!({ "fields": changed }),
+    let applied = write::apply(
+        &ctx,
+        if_match.as_ref(),
+        || load(&ctx, &org_id),
+        |before: &Org| {
+            let mut org = before.clone();
+            if let Some(n) = &name {
+                org.name = n.clone();
+            }
+            if let Some(p) = key_policy {
+                org.key_policy = p;
+            }
+            if let Some(d) = lifetime {
+                org.max_key_lifetime_days = d;
+            }
+            match &rate_limit {
+                None => {}
+                Some(Value::Null) => org.rate_limit = None,
+                Some(p) => org.rate_limit = patch_rate_limit(org.rate_limit.as_ref(), p)?,
+            }
+            if org == *before {
+                return Ok(None);
+            }
+            org.updated_at = now;
+            Ok(Some(org))
+        },
     )
-    .await;
-    Ok(Json(org))
+    .await?;
+    if let Applied::Changed { after: org, .. } = &applied {
+        audit::record(
+            ctx.store.as_ref(),
+            caller.id(),
+            Some(&org.id),
+            "org.update",
+            &org.id,
+            json!({ "fields": changed }),
+        )
+        .await;
+    }
+    let org = applied.current();
+    Ok(with_etag(org.version, Json(org.clone())))
 }
 
 /// Merges a patch into a rate limit (RFC 7396: `{"per_minute": null}` drops one window).

@@ -6,16 +6,18 @@
 //! role above manager. Nobody disables or deletes itself (the last owner could lock
 //! everyone out). A principal invisible to the caller is 404, so it does not leak.
 //!
-//! Disabling, enabling and deleting a principal re-decide the suspension of the keys it
-//! created (`key_policy: creator`, see [`super::creator`]). Tokens appear only in the
-//! create and rotate responses.
+//! Every change goes through [`write::apply`] (compare-and-swap on the principal's
+//! version, `If-Match`); disabling, enabling and deleting a principal invalidate the
+//! keys it created on every replica, whose suspension under `key_policy: creator` is
+//! derived from its state (see [`super::creator`]). Tokens appear only in the create
+//! and rotate responses.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::header::CACHE_CONTROL;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -24,10 +26,10 @@ use serde_json::{Value, json};
 use super::AdminContext;
 use super::audit;
 use super::auth::{Action, AdminToken, Caller};
-use super::creator;
 use super::error::AdminError;
 use super::input::{AdminPath, JsonObject, Patch};
 use super::validate;
+use super::write::{self, Applied, IfMatch, with_etag};
 use crate::key::{OrgScope, Principal, Role, new_id};
 
 const CREATE_FIELDS: &[&str] = &["name", "role", "orgs", "api_access"];
@@ -183,8 +185,9 @@ pub async fn create(
         created_at: Timestamp::now(),
         deleted_at: None,
         token_hash: token.hash,
+        version: 1,
     };
-    ctx.store.put_principal(&principal).await?;
+    ctx.store.create_principal(&principal).await?;
     record(
         &ctx,
         &caller,
@@ -193,7 +196,10 @@ pub async fn create(
         json!({ "role": principal.role, "orgs": principal.orgs, "api_access": api_access }),
     )
     .await;
-    Ok(with_token(StatusCode::CREATED, &principal, token.token))
+    Ok(with_etag(
+        principal.version,
+        with_token(StatusCode::CREATED, &principal, token.token),
+    ))
 }
 
 /// A non-empty list of existing orgs that the caller holds (403 before 404-like 422,
@@ -244,76 +250,95 @@ pub async fn get(
     State(ctx): State<Arc<AdminContext>>,
     caller: Caller,
     AdminPath(id): AdminPath<String>,
-) -> Result<Json<PrincipalView>, AdminError> {
+) -> Result<Response, AdminError> {
     let p = load_visible(&ctx, &caller, &id).await?;
-    Ok(Json(PrincipalView::from(&p)))
+    Ok(with_etag(p.version, Json(PrincipalView::from(&p))))
 }
 
-/// `PATCH /v1/principals/{id}` (owner, admin): `name`, `disabled`, `api_access`.
+/// `PATCH /v1/principals/{id}` (owner, admin): `name`, `disabled`, `api_access`;
+/// `If-Match` makes it conditional.
 pub async fn patch(
     State(ctx): State<Arc<AdminContext>>,
     caller: Caller,
     AdminPath(id): AdminPath<String>,
+    headers: HeaderMap,
     body: JsonObject,
-) -> Result<Json<PrincipalView>, AdminError> {
+) -> Result<Response, AdminError> {
     caller.authorize(Action::ManagePrincipals, None)?;
     for fixed in ["id", "role", "orgs", "created_at"] {
         if body.0.contains_key(fixed) {
             return Err(AdminError::invalid(fixed, "cannot be changed"));
         }
     }
+    let if_match = IfMatch::from_headers(&headers)?;
     let mut f = body.fields(PATCH_FIELDS)?;
-    let _write = super::write_guard().await;
-    let before = load_visible(&ctx, &caller, &id).await?;
-    manages(&caller, &before)?;
-    let mut p = before.clone();
     let mut changed = Vec::new();
-    match f.patch::<String>("name")? {
-        Patch::Absent => {}
+    let name = match f.patch::<String>("name")? {
+        Patch::Absent => None,
         Patch::Null => return Err(AdminError::invalid("name", "cannot be removed")),
         Patch::Set(n) => {
-            p.name = validate::name("name", n)?;
             changed.push("name");
+            Some(validate::name("name", n)?)
         }
-    }
-    match f.patch::<bool>("disabled")? {
-        Patch::Absent => {}
+    };
+    let disabled = match f.patch::<bool>("disabled")? {
+        Patch::Absent => None,
         Patch::Null => return Err(AdminError::invalid("disabled", "must be true or false")),
         Patch::Set(d) => {
-            if d && p.id == caller.id() {
-                return Err(AdminError::Conflict {
-                    code: "self_lockout",
-                    message: "a principal cannot disable itself".into(),
-                });
+            if d && id == caller.id() {
+                return Err(self_lockout("disable"));
             }
-            p.disabled = d;
             changed.push("disabled");
+            Some(d)
         }
-    }
-    match f.patch::<bool>("api_access")? {
-        Patch::Absent => {}
+    };
+    let api_access = match f.patch::<bool>("api_access")? {
+        Patch::Absent => None,
         Patch::Null => return Err(AdminError::invalid("api_access", "must be true or false")),
         Patch::Set(a) => {
-            p.api_access = a;
             changed.push("api_access");
+            Some(a)
         }
-    }
-    if p == before {
-        return Ok(Json(PrincipalView::from(&p)));
-    }
-    ctx.store.put_principal(&p).await?;
-    if p.disabled != before.disabled {
-        creator::sync_creator(&ctx, &p, Timestamp::now()).await?;
-    }
-    record(
+    };
+    let applied = write::apply(
         &ctx,
-        &caller,
-        &p,
-        "principal.update",
-        json!({ "fields": changed, "disabled": p.disabled, "api_access": p.api_access }),
+        if_match.as_ref(),
+        || load_visible(&ctx, &caller, &id),
+        |before: &Principal| {
+            manages(&caller, before)?;
+            let mut p = before.clone();
+            if let Some(n) = &name {
+                p.name = n.clone();
+            }
+            if let Some(d) = disabled {
+                p.disabled = d;
+            }
+            if let Some(a) = api_access {
+                p.api_access = a;
+            }
+            Ok((p != *before).then_some(p))
+        },
     )
-    .await;
-    Ok(Json(PrincipalView::from(&p)))
+    .await?;
+    if let Applied::Changed { after: p, .. } = &applied {
+        record(
+            &ctx,
+            &caller,
+            p,
+            "principal.update",
+            json!({ "fields": changed, "disabled": p.disabled, "api_access": p.api_access }),
+        )
+        .await;
+    }
+    let p = applied.current();
+    Ok(with_etag(p.version, Json(PrincipalView::from(p))))
+}
+
+fn self_lockout(what: &str) -> AdminError {
+    AdminError::Conflict {
+        code: "self_lockout",
+        message: format!("a principal cannot {what} itself"),
+    }
 }
 
 /// `DELETE /v1/principals/{id}` (owner, admin): 204. Its token stops at once; under
@@ -322,46 +347,73 @@ pub async fn delete(
     State(ctx): State<Arc<AdminContext>>,
     caller: Caller,
     AdminPath(id): AdminPath<String>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, AdminError> {
     caller.authorize(Action::ManagePrincipals, None)?;
-    let _write = super::write_guard().await;
-    let before = load_visible(&ctx, &caller, &id).await?;
-    manages(&caller, &before)?;
-    if before.id == caller.id() {
-        return Err(AdminError::Conflict {
-            code: "self_lockout",
-            message: "a principal cannot delete itself".into(),
-        });
+    let if_match = IfMatch::from_headers(&headers)?;
+    if id == caller.id() {
+        return Err(self_lockout("delete"));
     }
     let now = Timestamp::now();
-    let mut p = before.clone();
-    p.deleted_at = Some(now);
-    p.disabled = true;
     // Re-keyed to a hash nobody holds, so the old token leaves the token index.
-    p.token_hash = AdminToken::generate().hash;
-    ctx.store.put_principal(&p).await?;
-    creator::sync_creator(&ctx, &p, now).await?;
-    record(&ctx, &caller, &before, "principal.delete", json!({})).await;
+    let unusable = AdminToken::generate().hash;
+    let applied = write::apply(
+        &ctx,
+        if_match.as_ref(),
+        || load_visible(&ctx, &caller, &id),
+        |before: &Principal| {
+            manages(&caller, before)?;
+            let mut p = before.clone();
+            p.deleted_at = Some(now);
+            p.disabled = true;
+            p.token_hash = unusable;
+            Ok(Some(p))
+        },
+    )
+    .await?;
+    if let Applied::Changed { before, .. } = &applied {
+        record(&ctx, &caller, before, "principal.delete", json!({})).await;
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /v1/principals/{id}/rotate-token` (owner, admin, self): `{principal, token}`;
-/// the old token stops at once.
+/// the old token stops at once. A principal disabled or deleted meanwhile rotates
+/// nothing of its own.
 pub async fn rotate_token(
     State(ctx): State<Arc<AdminContext>>,
     caller: Caller,
     AdminPath(id): AdminPath<String>,
+    headers: HeaderMap,
     body: JsonObject,
 ) -> Result<Response, AdminError> {
     body.fields(&[])?;
-    let _write = super::write_guard().await;
-    let mut p = load_visible(&ctx, &caller, &id).await?;
-    if p.id != caller.id() {
-        manages(&caller, &p)?;
-    }
+    let if_match = IfMatch::from_headers(&headers)?;
     let token = AdminToken::generate();
-    p.token_hash = token.hash;
-    ctx.store.put_principal(&p).await?;
-    record(&ctx, &caller, &p, "principal.rotate_token", json!({})).await;
-    Ok(with_token(StatusCode::OK, &p, token.token))
+    let applied = write::apply(
+        &ctx,
+        if_match.as_ref(),
+        || load_visible(&ctx, &caller, &id),
+        |before: &Principal| {
+            if before.id != caller.id() {
+                manages(&caller, before)?;
+            } else if before.is_away() {
+                return Err(AdminError::InvalidToken(
+                    "this admin token's principal is disabled".into(),
+                ));
+            }
+            let mut p = before.clone();
+            p.token_hash = token.hash;
+            Ok(Some(p))
+        },
+    )
+    .await?;
+    let Applied::Changed { after: p, .. } = &applied else {
+        return Err(AdminError::Internal);
+    };
+    record(&ctx, &caller, p, "principal.rotate_token", json!({})).await;
+    Ok(with_etag(
+        p.version,
+        with_token(StatusCode::OK, p, token.token),
+    ))
 }

@@ -22,7 +22,15 @@
 //! Invalidation race: a lookup that read the store before an admin change could insert
 //! the old record after the change's invalidation. Every entry records the invalidation
 //! generation at which its lookup started, and an entry older than the last
-//! invalidation of its hash is never served.
+//! invalidation of its hash, of its creator principal or of its org is never served.
+//! An invalidation also carries the record version the change produced: for
+//! [`VERSION_WAIT`] after it, a lookup that still reads an older version (a write whose
+//! outcome the writer did not learn, still on its way) serves that one request but is
+//! not trusted from cache.
+//!
+//! Creator suspension (`key_policy: creator`) is derived by the store lookup from the
+//! creator's and the org's current state; a principal or org change invalidates every
+//! cached key of that creator or org by its id, so nothing iterates over keys.
 //!
 //! This module never sees a raw token, only [`KeyHash`]es.
 
@@ -36,10 +44,14 @@ use tokio::sync::Semaphore;
 use crate::config::CacheConfig;
 use crate::key::{KeyHash, KeyRecord};
 use crate::metrics::Metrics;
-use crate::store::{BusEvent, InvalidationBus, KeyStore, StoreError};
+use crate::store::{BusEvent, Invalidation, InvalidationBus, KeyStore, StoreError};
 
 /// Lookups of one hash tried in a row when invalidations keep racing them.
 const LOAD_ATTEMPTS: usize = 3;
+
+/// How long an announced record version is waited for: a write lands within
+/// `store.timeout` of being sent or not at all.
+pub const VERSION_WAIT: Duration = Duration::from_secs(10);
 
 /// Store lookups allowed in flight at once, across all hashes.
 pub const MAX_CONCURRENT_LOOKUPS: usize = 256;
@@ -57,6 +69,8 @@ struct Cached {
     checked: Instant,
     /// Invalidation generation when the lookup that produced it started.
     generation: u64,
+    /// Older than an announced version of its key: never served without a store check.
+    provisional: bool,
 }
 
 pub struct KeyResolver {
@@ -74,6 +88,11 @@ pub struct KeyResolver {
     negative: moka::sync::Cache<KeyHash, ()>,
     /// Generation of the latest invalidation of each recently invalidated hash.
     invalidated: moka::sync::Cache<KeyHash, u64>,
+    /// The same per principal id (keys it created) and per org id (its keys).
+    invalidated_principals: moka::sync::Cache<String, u64>,
+    invalidated_orgs: moka::sync::Cache<String, u64>,
+    /// Highest record version announced for a hash, for [`VERSION_WAIT`].
+    awaited: moka::sync::Cache<KeyHash, u64>,
     /// Bumped by every invalidation.
     generation: AtomicU64,
     lookups: Semaphore,
@@ -82,6 +101,17 @@ pub struct KeyResolver {
     stale_if_error: Duration,
     /// How long a lookup may wait for a free lookup slot.
     lookup_wait: Duration,
+}
+
+/// Invalidation generations, kept as long as an entry they could concern may be served.
+fn marks<K>(cache: &CacheConfig) -> moka::sync::Cache<K, u64>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+{
+    moka::sync::Cache::builder()
+        .max_capacity(1_000_000)
+        .time_to_live(cache.stale_if_error + Duration::from_secs(1))
+        .build()
 }
 
 impl KeyResolver {
@@ -101,9 +131,10 @@ impl KeyResolver {
             .max_capacity((cache.max_entries / 4).max(10_000))
             .time_to_live(cache.negative_ttl)
             .build();
-        let invalidated = moka::sync::Cache::builder()
+        let invalidated = marks(cache);
+        let awaited = moka::sync::Cache::builder()
             .max_capacity(1_000_000)
-            .time_to_live(cache.stale_if_error + Duration::from_secs(1))
+            .time_to_live(VERSION_WAIT)
             .build();
         KeyResolver {
             store,
@@ -115,6 +146,9 @@ impl KeyResolver {
             positive,
             negative,
             invalidated,
+            invalidated_principals: marks(cache),
+            invalidated_orgs: marks(cache),
+            awaited,
             generation: AtomicU64::new(0),
             lookups: Semaphore::new(MAX_CONCURRENT_LOOKUPS),
             ttl: cache.ttl,
@@ -172,27 +206,76 @@ impl KeyResolver {
     }
 
     /// Drops every cached entry of this key (all its hashes) after an admin change, here
-    /// at once and on every other replica through the bus.
+    /// at once and on every other replica through the bus. `key` is the record as
+    /// written (or as it would be, when the write's outcome is unknown): its version is
+    /// announced with its hashes.
     pub async fn invalidate_key(&self, key: &KeyRecord) {
-        let hashes: Vec<KeyHash> = key.hashes().collect();
-        for h in &hashes {
-            self.invalidate_hash(h).await;
+        let changes: Vec<Invalidation> = key
+            .hashes()
+            .map(|hash| Invalidation::Key {
+                hash,
+                version: Some(key.version),
+            })
+            .collect();
+        self.invalidate(&changes).await;
+    }
+
+    /// After a principal was disabled, enabled or deleted: every key it created.
+    pub async fn invalidate_principal(&self, id: &str) {
+        self.invalidate(&[Invalidation::Principal(id.to_string())])
+            .await;
+    }
+
+    /// After an org's `key_policy` changed: every key of the org.
+    pub async fn invalidate_org(&self, id: &str) {
+        self.invalidate(&[Invalidation::Org(id.to_string())]).await;
+    }
+
+    /// Applies `changes` here at once, then tells every other replica.
+    pub async fn invalidate(&self, changes: &[Invalidation]) {
+        self.invalidate_local(changes).await;
+        if let Err(e) = self.bus.publish(changes).await {
+            // A shared store published the change in the write itself; a replica that
+            // missed that too sees its bus as lost (missed heartbeat) and rechecks.
+            tracing::warn!(error = %e, "could not publish an invalidation");
         }
-        if let Err(e) = self.bus.publish(&hashes).await {
-            // Other replicas will see their bus as lost (missed heartbeat) and recheck.
-            tracing::warn!(error = %e, key_id = %key.id, "could not publish an invalidation");
+    }
+
+    /// Drops the local entries concerned by `changes`.
+    pub async fn invalidate_local(&self, changes: &[Invalidation]) {
+        for change in changes {
+            let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            match change {
+                Invalidation::Key { hash, version } => {
+                    if let Some(v) = version {
+                        self.awaited
+                            .entry(*hash)
+                            .and_upsert_with(|old| old.map_or(*v, |e| (*e.value()).max(*v)));
+                    }
+                    self.invalidated
+                        .entry(*hash)
+                        .and_upsert_with(|old| old.map_or(g, |e| (*e.value()).max(g)));
+                    self.positive.invalidate(hash).await;
+                    self.negative.invalidate(hash);
+                }
+                Invalidation::Principal(id) => {
+                    self.invalidated_principals.insert(id.clone(), g);
+                }
+                Invalidation::Org(id) => {
+                    self.invalidated_orgs.insert(id.clone(), g);
+                }
+            }
+            self.metrics.invalidations.inc();
         }
     }
 
     /// Drops the local entries of one hash.
     pub async fn invalidate_hash(&self, hash: &KeyHash) {
-        let g = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        self.invalidated
-            .entry(*hash)
-            .and_upsert_with(|old| old.map_or(g, |e| (*e.value()).max(g)));
-        self.positive.invalidate(hash).await;
-        self.negative.invalidate(hash);
-        self.metrics.invalidations.inc();
+        self.invalidate_local(&[Invalidation::Key {
+            hash: *hash,
+            version: None,
+        }])
+        .await;
     }
 
     /// Applies the bus's events until it closes: other replicas' invalidations, and the
@@ -201,11 +284,7 @@ impl KeyResolver {
         let mut events = self.bus.subscribe();
         while let Some(event) = events.recv().await {
             match event {
-                BusEvent::Invalidate(hashes) => {
-                    for h in &hashes {
-                        self.invalidate_hash(h).await;
-                    }
-                }
+                BusEvent::Invalidate(changes) => self.invalidate_local(&changes).await,
                 BusEvent::Connected => {
                     self.recheck_before
                         .store(self.nanos(Instant::now()), Ordering::Release);
@@ -229,19 +308,24 @@ impl KeyResolver {
     /// Whether an entry may be served without a store check (bus connected, and the
     /// entry checked since it connected).
     fn trusted(&self, c: &Cached) -> bool {
-        self.connected.load(Ordering::Acquire)
+        !c.provisional
+            && self.connected.load(Ordering::Acquire)
             && self.nanos(c.checked) >= self.recheck_before.load(Ordering::Acquire)
     }
 
-    /// Whether no invalidation of `hash` happened after `c`'s lookup started.
+    /// Whether no invalidation of `hash`, of the key's creator or of its org happened
+    /// after `c`'s lookup started.
     fn is_current(&self, hash: &KeyHash, c: &Cached) -> bool {
         if c.generation == self.generation.load(Ordering::Acquire) {
             return true;
         }
-        match self.invalidated.get(hash) {
-            Some(g) => g <= c.generation,
-            None => true,
-        }
+        let before = |g: Option<u64>| g.is_none_or(|g| g <= c.generation);
+        before(self.invalidated.get(hash))
+            && before(
+                self.invalidated_principals
+                    .get(c.record.created_by.as_str()),
+            )
+            && before(self.invalidated_orgs.get(c.record.org.as_str()))
     }
 
     fn count(&self, result: &str) {
@@ -285,11 +369,16 @@ impl KeyResolver {
                     let generation = this.generation.load(Ordering::Acquire);
                     let checked = Instant::now();
                     match this.fetch(&hash).await? {
-                        Some(record) => Ok(Op::Put(Arc::new(Cached {
-                            record: Arc::new(record),
-                            checked,
-                            generation,
-                        }))),
+                        Some(record) => {
+                            let provisional =
+                                this.awaited.get(&hash).is_some_and(|v| record.version < v);
+                            Ok(Op::Put(Arc::new(Cached {
+                                record: Arc::new(record),
+                                checked,
+                                generation,
+                                provisional,
+                            })))
+                        }
                         None => {
                             this.negative.insert(hash, ());
                             Ok(Op::Remove)
@@ -326,5 +415,199 @@ impl KeyResolver {
                 Err(Unavailable)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::key::{Environment, KeyPolicy, Org, OrgScope, Principal, Role};
+    use crate::store::{EmbeddedStore, LocalBus};
+
+    fn cache() -> CacheConfig {
+        CacheConfig {
+            ttl: Duration::from_secs(30),
+            negative_ttl: Duration::from_secs(5),
+            max_entries: 1000,
+            max_staleness: Duration::from_secs(60),
+            stale_if_error: Duration::from_secs(300),
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Arc<dyn KeyStore>,
+        resolver: Arc<KeyResolver>,
+        metrics: Arc<Metrics>,
+        key: KeyRecord,
+        creator: Principal,
+        org: Org,
+    }
+
+    /// A key of a `key_policy: creator` org, created by an active manager, cached.
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn KeyStore> =
+            Arc::new(EmbeddedStore::open(&dir.path().join("k.db")).unwrap());
+        let metrics = Arc::new(Metrics::new());
+        let resolver = Arc::new(KeyResolver::new(
+            store.clone(),
+            Arc::new(LocalBus),
+            &cache(),
+            Duration::from_millis(250),
+            metrics.clone(),
+        ));
+        tokio::spawn(resolver.clone().listen());
+        let now = Timestamp::now();
+        let org = Org {
+            id: "acme".into(),
+            name: "Acme".into(),
+            key_policy: KeyPolicy::Creator,
+            max_key_lifetime_days: None,
+            rate_limit: None,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        store.create_org(&org).await.unwrap();
+        let creator = Principal {
+            id: "prn_1".into(),
+            name: "m".into(),
+            role: Role::Manager,
+            orgs: OrgScope::List(vec!["acme".into()]),
+            api_access: true,
+            disabled: false,
+            created_at: now,
+            deleted_at: None,
+            token_hash: KeyHash::of("admin"),
+            version: 1,
+        };
+        store.create_principal(&creator).await.unwrap();
+        let key = KeyRecord {
+            id: "key_1".into(),
+            org: "acme".into(),
+            name: "k".into(),
+            description: None,
+            environment: Environment::Live,
+            prefix: "kg_live_abcd".into(),
+            scopes: vec!["read".into()],
+            resources: None,
+            endpoints: None,
+            ip_allow: None,
+            rate_limit: None,
+            created_at: now,
+            created_by: creator.id.clone(),
+            updated_at: now,
+            last_used_at: None,
+            expires_at: None,
+            revoked_at: None,
+            deleted_at: None,
+            creator_suspended: false,
+            secret_hash: KeyHash::of("secret"),
+            previous_secret: None,
+            version: 1,
+        };
+        store.create_key(&key, None).await.unwrap();
+        // The bus reports Connected first; until then nothing is trusted.
+        for _ in 0..100 {
+            if resolver.connected.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let f = Fixture {
+            _dir: dir,
+            store,
+            resolver,
+            metrics,
+            key,
+            creator,
+            org,
+        };
+        assert!(!f.resolve().await.creator_suspended);
+        f
+    }
+
+    impl Fixture {
+        async fn resolve(&self) -> Arc<KeyRecord> {
+            self.resolver
+                .resolve(&self.key.secret_hash)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+
+        fn count(&self, result: &str) -> u64 {
+            self.metrics.auth_cache.with_label_values(&[result]).get()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_invalidation_makes_the_next_lookup_read_the_store() {
+        let f = fixture().await;
+        let mut revoked = f.key.clone();
+        revoked.revoked_at = Some(Timestamp::now());
+        f.store.update_key(&revoked, 1).await.unwrap();
+        assert!(f.resolve().await.revoked_at.is_none(), "served from cache");
+        f.resolver
+            .invalidate_local(&[Invalidation::Key {
+                hash: f.key.secret_hash,
+                version: Some(2),
+            }])
+            .await;
+        let seen = f.resolve().await;
+        assert!(seen.revoked_at.is_some());
+        assert_eq!(seen.version, 2);
+        let hits = f.count("hit");
+        f.resolve().await;
+        assert_eq!(
+            f.count("hit"),
+            hits + 1,
+            "the new version is trusted from cache"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_older_than_an_announced_version_is_never_trusted_from_cache() {
+        let f = fixture().await;
+        // A write announced as version 2 that has not landed (yet).
+        f.resolver
+            .invalidate_local(&[Invalidation::Key {
+                hash: f.key.secret_hash,
+                version: Some(2),
+            }])
+            .await;
+        let misses = f.count("miss");
+        for _ in 0..3 {
+            assert_eq!(f.resolve().await.version, 1);
+        }
+        assert_eq!(f.count("miss"), misses + 3, "every lookup asked the store");
+        // The write lands: the very next lookup sees it.
+        let mut revoked = f.key.clone();
+        revoked.revoked_at = Some(Timestamp::now());
+        f.store.update_key(&revoked, 1).await.unwrap();
+        assert!(f.resolve().await.revoked_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn principal_and_org_invalidations_reach_the_keys_they_concern() {
+        let f = fixture().await;
+        let mut disabled = f.creator.clone();
+        disabled.disabled = true;
+        f.store.update_principal(&disabled, 1).await.unwrap();
+        assert!(!f.resolve().await.creator_suspended, "served from cache");
+        f.resolver.invalidate_principal(&f.creator.id).await;
+        assert!(f.resolve().await.creator_suspended);
+
+        let mut relaxed = f.org.clone();
+        relaxed.key_policy = KeyPolicy::Org;
+        f.store.update_org(&relaxed, 1).await.unwrap();
+        assert!(f.resolve().await.creator_suspended, "served from cache");
+        f.resolver.invalidate_org("other").await;
+        assert!(f.resolve().await.creator_suspended, "another org's change");
+        f.resolver.invalidate_org(&f.org.id).await;
+        assert!(!f.resolve().await.creator_suspended);
     }
 }

@@ -423,8 +423,8 @@ async fn delete(s: &Session, id: &str, yes: bool) -> Result<(), CliError> {
         ));
     }
     emit(&format!(
-        "Deleted key {} from org {}: it no longer authenticates and is left out of \
-         listings; `keygate keys show {}` still reads it.\n",
+        "Deleted key {} from org {}: it no longer authenticates and is gone from \
+         listings and `keys show`; `keygate keys usage {}` still reads its usage.\n",
         clean(id),
         clean(&s.org),
         clean(id)

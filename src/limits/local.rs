@@ -28,7 +28,7 @@ use jiff::Timestamp;
 use super::Limiter;
 use super::plan::{Count, Decision, Limits, Plan, Quota};
 use super::window::{Span, Window};
-use crate::store::{EmbeddedStore, QuotaCount, StoreError};
+use crate::store::{QuotaCount, QuotaStore, StoreError};
 
 /// How often [`QuotaFile`] writes the quota counters that changed.
 pub const QUOTA_SAVE_EVERY: Duration = Duration::from_secs(5);
@@ -329,12 +329,12 @@ impl Limiter for LocalLimiter {
 /// restart does not hand every key a fresh daily or monthly quota.
 pub struct QuotaFile {
     limiter: Arc<LocalLimiter>,
-    store: Arc<EmbeddedStore>,
+    store: Arc<dyn QuotaStore>,
 }
 
 impl QuotaFile {
     /// `limiter` should come from [`LocalLimiter::with_saved_quotas`].
-    pub fn new(limiter: Arc<LocalLimiter>, store: Arc<EmbeddedStore>) -> Self {
+    pub fn new(limiter: Arc<LocalLimiter>, store: Arc<dyn QuotaStore>) -> Self {
         QuotaFile { limiter, store }
     }
 

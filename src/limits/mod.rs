@@ -193,6 +193,7 @@ mod tests {
             rate_limit: limit,
             created_at: Timestamp::UNIX_EPOCH,
             updated_at: Timestamp::UNIX_EPOCH,
+            version: 1,
         }
     }
 
@@ -216,7 +217,8 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             deleted_at: None,
-            suspended_at: None,
+            creator_suspended: false,
+            version: 1,
             secret_hash: KeyHash([7; 32]),
             previous_secret: None,
         }
@@ -278,7 +280,7 @@ mod tests {
         assert_eq!((q.unwrap().limit, q.unwrap().remaining), (5, 2));
 
         // Lifting the org limit: the global one applies once the cached org expires.
-        store.update_org(&org(None)).await.unwrap();
+        store.update_org(&org(None), 1).await.unwrap();
         tokio::time::sleep(orgs::FRESH_FOR + Duration::from_millis(50)).await;
         limits.acquire(&k, &r, &mut q).await.unwrap();
         assert_eq!((q.unwrap().limit, q.unwrap().remaining), (100, 96));

@@ -4,7 +4,7 @@
 //!
 //! Every window of a request (the key's, and the route's if it has limits) is a
 //! fixed-window counter in Redis that counts tokens *granted*. A replica leases tokens
-//! from the counters ([`RedisStore::lease_windows`], one Lua script, all windows or
+//! from the counters ([`WindowStore::lease_windows`], one Lua script, all windows or
 //! none) and admits requests from its lease, locally, until it runs dry:
 //!
 //! - Never more than the limit: Redis never grants past it, and a token is used once.
@@ -14,7 +14,7 @@
 //!   [`MIN_LEASE`] requests per horizon. So as a window nears its limit leases shrink
 //!   to one token, and the last tokens go one request at a time to whichever replica
 //!   asks. Tokens a replica holds and does not use for [`IDLE_REFUND`] are given back
-//!   ([`RedisStore::refund_window`]); a request refused by Redis first looks again at
+//!   ([`WindowStore::refund_window`]); a request refused by Redis first looks again at
 //!   its own replica's lease, which a concurrent grant may have filled.
 //!
 //! The reasoning (and why not GCRA or one script call per request) is in
@@ -41,7 +41,7 @@ use super::Limiter;
 use super::local::LocalLimiter;
 use super::plan::{Count, Decision, Limits, Plan, Quota};
 use super::window::{Span, Window};
-use crate::store::RedisStore;
+use crate::store::WindowStore;
 
 /// Counters outlive their window's end by this much, so replicas whose clocks differ
 /// by less never see a counter expire under a window they still count in.
@@ -64,7 +64,7 @@ const FORGET_AFTER: Duration = Duration::from_secs(10);
 const SHARDS: usize = 64;
 
 pub struct RedisLimiter {
-    store: Arc<RedisStore>,
+    store: Arc<dyn WindowStore>,
     local: LocalLimiter,
     timeout: Duration,
     /// Leases by counter name, sharded by key id: all counters of a key under one lock.
@@ -137,7 +137,7 @@ struct Counter {
 impl RedisLimiter {
     /// `timeout` bounds each decision's wait on Redis (`store.timeout`). Call
     /// [`RedisLimiter::start`] to have idle tokens given back.
-    pub fn new(store: Arc<RedisStore>, timeout: Duration) -> Self {
+    pub fn new(store: Arc<dyn WindowStore>, timeout: Duration) -> Self {
         RedisLimiter {
             store,
             local: LocalLimiter::new(),
@@ -494,7 +494,7 @@ impl Limiter for RedisLimiter {
 mod tests {
     use super::*;
     use crate::key::RateLimit;
-    use crate::store::test_redis;
+    use crate::store::{RedisStore, test_redis};
 
     fn limiter(url: &str) -> RedisLimiter {
         let store = RedisStore::open(url, "kgtest", Duration::from_secs(1)).unwrap();

@@ -120,7 +120,8 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             deleted_at: None,
-            suspended_at: None,
+            creator_suspended: false,
+            version: 1,
             secret_hash: KeyHash::of("current"),
             previous_secret: None,
         }
@@ -185,7 +186,7 @@ mod tests {
         k.deleted_at = Some(now);
         assert_eq!(code(check_key(&k, &cur, now)), "invalid_api_key");
         let mut s = key();
-        s.suspended_at = Some(now);
+        s.creator_suspended = true;
         assert_eq!(code(check_key(&s, &cur, now)), "suspended_api_key");
     }
 

@@ -14,11 +14,24 @@ use tokio::sync::mpsc;
 use crate::key::KeyHash;
 use crate::store::StoreError;
 
+/// One thing that changed, as told to every replica's key cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The key with a secret of this hash changed; `version` is the record version the
+    /// change produced (`None`: not known), so that no cache fill installs an older one.
+    Key { hash: KeyHash, version: Option<u64> },
+    /// A principal was disabled, enabled or deleted: the keys it created may be
+    /// suspended or not any more (`key_policy: creator`).
+    Principal(String),
+    /// An org's `key_policy` changed: the same for all its keys.
+    Org(String),
+}
+
 /// What a subscriber hears.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusEvent {
-    /// Another replica (or this one) changed these keys.
-    Invalidate(Vec<KeyHash>),
+    /// Another replica (or this one) changed these.
+    Invalidate(Vec<Invalidation>),
     /// The channel is (again) subscribed and its heartbeat is seen.
     Connected,
     /// The channel broke or its heartbeat was missed: changes may be unseen.
@@ -27,9 +40,10 @@ pub enum BusEvent {
 
 #[async_trait]
 pub trait InvalidationBus: Send + Sync + 'static {
-    /// Tells every replica that these hashes changed. Best effort: a replica that
-    /// misses it is in `Lost` state and rechecks entries anyway.
-    async fn publish(&self, hashes: &[KeyHash]) -> Result<(), StoreError>;
+    /// Tells every replica that these changed. Best effort: a shared store also
+    /// publishes each change in the write itself, and a replica that misses both is in
+    /// `Lost` state and rechecks entries anyway.
+    async fn publish(&self, changes: &[Invalidation]) -> Result<(), StoreError>;
 
     /// Starts listening. The receiver gets `Connected` first once subscribed.
     fn subscribe(&self) -> mpsc::Receiver<BusEvent>;
@@ -41,7 +55,7 @@ pub struct LocalBus;
 
 #[async_trait]
 impl InvalidationBus for LocalBus {
-    async fn publish(&self, _hashes: &[KeyHash]) -> Result<(), StoreError> {
+    async fn publish(&self, _changes: &[Invalidation]) -> Result<(), StoreError> {
         Ok(())
     }
 

@@ -38,7 +38,8 @@ pub(super) fn key(n: u64, org: &str, secret: &str) -> KeyRecord {
         expires_at: None,
         revoked_at: None,
         deleted_at: None,
-        suspended_at: None,
+        creator_suspended: false,
+        version: 1,
         secret_hash: KeyHash::of(secret),
         previous_secret: None,
     }
@@ -54,6 +55,7 @@ pub(super) fn org(id: &str) -> Org {
         rate_limit: None,
         created_at: now,
         updated_at: now,
+        version: 1,
     }
 }
 
@@ -68,6 +70,7 @@ pub(super) fn principal(n: u64, token: &str) -> Principal {
         created_at: Timestamp::now(),
         deleted_at: None,
         token_hash: KeyHash::of(token),
+        version: 1,
     }
 }
 
@@ -81,6 +84,14 @@ pub(super) fn event(n: u64, org: Option<&str>) -> AuditEvent {
         target: None,
         details: serde_json::json!({}),
     }
+}
+
+/// Stores `k` over its current version, as the admin write path does, and moves `k` to
+/// the version written.
+async fn update(s: &Arc<dyn KeyStore>, k: &mut KeyRecord) -> Result<(), StoreError> {
+    s.update_key(k, k.version).await?;
+    k.version += 1;
+    Ok(())
 }
 
 async fn hash_owner(s: &Arc<dyn KeyStore>, secret: &str) -> Option<String> {
@@ -128,10 +139,11 @@ async fn keys_round_trip(s: Arc<dyn KeyStore>) {
     let mut edited = k.clone();
     edited.name = "renamed".to_string();
     edited.scopes = vec!["write".to_string()];
-    s.update_key(&edited).await.unwrap();
+    update(&s, &mut edited).await.unwrap();
+    assert_eq!(edited.version, 2);
     assert_eq!(s.key_by_id(&k.id).await.unwrap(), Some(edited));
 
-    let missing = s.update_key(&key(2, "acme", "secret-2")).await;
+    let missing = s.update_key(&key(2, "acme", "secret-2"), 1).await;
     assert!(
         matches!(missing, Err(StoreError::Conflict(_))),
         "{missing:?}"
@@ -150,19 +162,19 @@ async fn regenerate_keeps_the_hash_index_in_step(s: Arc<dyn KeyStore>) {
         hash: KeyHash::of("old"),
         expires_at: Timestamp::now(),
     });
-    s.update_key(&k).await.unwrap();
+    update(&s, &mut k).await.unwrap();
     assert_eq!(hash_owner(&s, "new").await, Some(k.id.clone()));
     assert_eq!(hash_owner(&s, "old").await, Some(k.id.clone()));
 
     // Grace over: the previous secret stops resolving.
     k.previous_secret = None;
-    s.update_key(&k).await.unwrap();
+    update(&s, &mut k).await.unwrap();
     assert_eq!(hash_owner(&s, "old").await, None);
     assert_eq!(hash_owner(&s, "new").await, Some(k.id.clone()));
 
     // Regenerate without grace: the new secret replaces the current one.
     k.secret_hash = KeyHash::of("newer");
-    s.update_key(&k).await.unwrap();
+    update(&s, &mut k).await.unwrap();
     assert_eq!(hash_owner(&s, "new").await, None);
     assert_eq!(hash_owner(&s, "newer").await, Some(k.id.clone()));
 
@@ -170,7 +182,7 @@ async fn regenerate_keeps_the_hash_index_in_step(s: Arc<dyn KeyStore>) {
     let other = key(2, "acme", "other");
     s.create_key(&other, None).await.unwrap();
     k.secret_hash = KeyHash::of("other");
-    let stolen = s.update_key(&k).await;
+    let stolen = s.update_key(&k, k.version).await;
     assert!(matches!(stolen, Err(StoreError::Conflict(_))), "{stolen:?}");
     assert_eq!(hash_owner(&s, "other").await, Some(other.id));
     assert_eq!(hash_owner(&s, "newer").await, Some(k.id.clone()));
@@ -188,7 +200,7 @@ async fn listing_is_newest_first_paginated_and_skips_deleted(s: Arc<dyn KeyStore
     for n in [3, 9] {
         let mut k = key(n, "acme", &format!("s{n}"));
         k.deleted_at = Some(Timestamp::now());
-        s.update_key(&k).await.unwrap();
+        update(&s, &mut k).await.unwrap();
     }
     // Deleted keys stay readable by id and hash.
     assert!(s.key_by_id(&id("key", 3)).await.unwrap().is_some());
@@ -259,10 +271,11 @@ async fn orgs_round_trip(s: Arc<dyn KeyStore>) {
     let mut acme = org("acme");
     acme.name = "Acme Ltd".to_string();
     acme.max_key_lifetime_days = Some(90);
-    s.update_org(&acme).await.unwrap();
+    s.update_org(&acme, 1).await.unwrap();
+    acme.version = 2;
     assert_eq!(s.get_org("acme").await.unwrap(), Some(acme));
     assert_eq!(s.get_org("nope").await.unwrap(), None);
-    let missing = s.update_org(&org("nope")).await;
+    let missing = s.update_org(&org("nope"), 1).await;
     assert!(
         matches!(missing, Err(StoreError::Conflict(_))),
         "{missing:?}"
@@ -307,14 +320,17 @@ async fn exactly_one_first_principal_wins_a_race(s: Arc<dyn KeyStore>) {
 
 async fn rotated_principal_token_stops_resolving_at_once(s: Arc<dyn KeyStore>) {
     let mut p = principal(1, "token-a");
-    s.put_principal(&p).await.unwrap();
+    s.create_principal(&p).await.unwrap();
     assert_eq!(
         s.principal_by_token(&KeyHash::of("token-a")).await.unwrap(),
         Some(p.clone())
     );
+    let again = s.create_principal(&p).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
 
     p.token_hash = KeyHash::of("token-b");
-    s.put_principal(&p).await.unwrap();
+    s.update_principal(&p, 1).await.unwrap();
+    p.version = 2;
     assert_eq!(
         s.principal_by_token(&KeyHash::of("token-a")).await.unwrap(),
         None
@@ -326,18 +342,148 @@ async fn rotated_principal_token_stops_resolving_at_once(s: Arc<dyn KeyStore>) {
     assert_eq!(s.get_principal(&p.id).await.unwrap(), Some(p.clone()));
 
     // Another principal cannot take that token.
-    let clash = s.put_principal(&principal(2, "token-b")).await;
+    let clash = s.create_principal(&principal(2, "token-b")).await;
     assert!(matches!(clash, Err(StoreError::Conflict(_))), "{clash:?}");
     assert_eq!(s.get_principal(&id("prn", 2)).await.unwrap(), None);
 
     // Editing without rotating keeps the token.
     p.disabled = true;
-    s.put_principal(&p).await.unwrap();
+    s.update_principal(&p, 2).await.unwrap();
+    p.version = 3;
     assert_eq!(
         s.principal_by_token(&KeyHash::of("token-b")).await.unwrap(),
         Some(p)
     );
     assert!(!s.create_first_principal(&principal(3, "t3")).await.unwrap());
+}
+
+/// Compare-and-swap: a change derived from an older version is refused, typed, and
+/// changes nothing (not the record, not an index); the current version is accepted.
+async fn a_stale_version_is_refused_and_changes_nothing(s: Arc<dyn KeyStore>) {
+    let mut k = key(1, "acme", "s1");
+    s.create_key(&k, None).await.unwrap();
+    let stale = k.clone();
+    k.revoked_at = Some(Timestamp::now());
+    update(&s, &mut k).await.unwrap();
+
+    // A regenerate derived from version 1 must not bring the key back, nor index its
+    // new secret.
+    let mut undo = stale.clone();
+    undo.secret_hash = KeyHash::of("s2");
+    let e = s.update_key(&undo, stale.version).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::VersionConflict {
+                expected: 1,
+                found: 2,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(s.key_by_id(&k.id).await.unwrap(), Some(k.clone()));
+    assert_eq!(hash_owner(&s, "s2").await, None);
+    assert_eq!(hash_owner(&s, "s1").await, Some(k.id.clone()));
+    // A version from the future is no better.
+    let e = s.update_key(&k, 7).await.unwrap_err();
+    assert!(matches!(e, StoreError::VersionConflict { .. }), "{e:?}");
+
+    // touch_keys changes no version: a change derived from the current one still lands.
+    s.touch_keys(&[(k.id.clone(), Timestamp::now())])
+        .await
+        .unwrap();
+    k.name = "renamed".into();
+    update(&s, &mut k).await.unwrap();
+    assert_eq!(s.key_by_id(&k.id).await.unwrap().unwrap().version, 3);
+
+    let mut o = org("acme");
+    s.create_org(&o).await.unwrap();
+    o.name = "first".into();
+    s.update_org(&o, 1).await.unwrap();
+    o.name = "second".into();
+    let e = s.update_org(&o, 1).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::VersionConflict { found: 2, .. }),
+        "{e:?}"
+    );
+    assert_eq!(s.get_org("acme").await.unwrap().unwrap().name, "first");
+
+    let mut p = principal(1, "t1");
+    s.create_principal(&p).await.unwrap();
+    p.disabled = true;
+    s.update_principal(&p, 1).await.unwrap();
+    let mut rotate = principal(1, "t2");
+    rotate.disabled = false;
+    let e = s.update_principal(&rotate, 1).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::VersionConflict { found: 2, .. }),
+        "{e:?}"
+    );
+    let stored = s.get_principal(&p.id).await.unwrap().unwrap();
+    assert!(stored.disabled);
+    assert_eq!(stored.version, 2);
+    assert_eq!(
+        s.principal_by_token(&KeyHash::of("t2")).await.unwrap(),
+        None
+    );
+    assert!(
+        s.principal_by_token(&KeyHash::of("t1"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+/// `key_policy: creator`: the lookup derives suspension from the creator's current state
+/// in the same read, without any write to the key.
+async fn the_lookup_derives_creator_suspension(s: Arc<dyn KeyStore>) {
+    let mut o = org("acme");
+    o.key_policy = crate::key::KeyPolicy::Creator;
+    s.create_org(&o).await.unwrap();
+    s.create_org(&org("plain")).await.unwrap();
+    let mut p = principal(1, "t1");
+    s.create_principal(&p).await.unwrap();
+    let mut k = key(1, "acme", "s1");
+    k.created_by = p.id.clone();
+    let mut other = key(2, "plain", "s2");
+    other.created_by = p.id.clone();
+    let mut orphan = key(3, "acme", "s3");
+    orphan.created_by = "prn_gone".into();
+    for k in [&k, &other, &orphan] {
+        s.create_key(k, None).await.unwrap();
+    }
+    let suspended = async |secret: &str| {
+        s.key_by_hash(&KeyHash::of(secret))
+            .await
+            .unwrap()
+            .unwrap()
+            .creator_suspended
+    };
+    assert!(!suspended("s1").await);
+    assert!(
+        suspended("s3").await,
+        "a creator that does not exist counts as deleted"
+    );
+
+    p.disabled = true;
+    s.update_principal(&p, 1).await.unwrap();
+    assert!(suspended("s1").await);
+    assert!(!suspended("s2").await, "key_policy: org keeps keys working");
+
+    p.disabled = false;
+    s.update_principal(&p, 2).await.unwrap();
+    assert!(!suspended("s1").await);
+    p.deleted_at = Some(Timestamp::now());
+    s.update_principal(&p, 3).await.unwrap();
+    assert!(suspended("s1").await);
+
+    o.key_policy = crate::key::KeyPolicy::Org;
+    s.update_org(&o, 1).await.unwrap();
+    assert!(!suspended("s1").await);
+    // Never stored: the record read by id has no trace of it.
+    k.version = 1;
+    assert_eq!(s.key_by_id(&k.id).await.unwrap(), Some(k));
 }
 
 async fn audit_is_listed_per_org_newest_first(s: Arc<dyn KeyStore>) {
@@ -511,7 +657,7 @@ async fn touch_moves_last_used_forward_only_and_an_edit_cannot_move_it_back(s: A
     // An admin edit made from a copy read before the touch keeps the later time.
     let mut edited = k.clone();
     edited.name = "renamed".into();
-    s.update_key(&edited).await.unwrap();
+    s.update_key(&edited, edited.version).await.unwrap();
     let stored = s.key_by_id(&k.id).await.unwrap().unwrap();
     assert_eq!(stored.name, "renamed");
     assert_eq!(stored.last_used_at, Some(t1));
@@ -555,6 +701,8 @@ conformance!(
     an_hour_keeps_its_top_resources_and_the_rest_under_other,
     old_usage_is_pruned,
     touch_moves_last_used_forward_only_and_an_edit_cannot_move_it_back,
+    a_stale_version_is_refused_and_changes_nothing,
+    the_lookup_derives_creator_suspension,
 );
 
 fn embedded() -> (tempfile::TempDir, Arc<dyn KeyStore>) {

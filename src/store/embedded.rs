@@ -49,9 +49,10 @@ use jiff::Timestamp;
 
 use super::usage::RESOURCES_PER_HOUR;
 use super::{
-    CreateOutcome, KeyStore, Page, QuotaCount, StoreError, UsageBatch, UsageCounts, UsageRow,
+    CreateOutcome, KeyStore, Page, QuotaCount, QuotaStore, StoreError, UsageBatch, UsageCounts,
+    UsageRow,
 };
-use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
+use crate::key::{AuditEvent, KeyHash, KeyPolicy, KeyRecord, Org, Principal};
 
 /// Bumped whenever the table layout or record encoding changes incompatibly.
 const SCHEMA_VERSION: u64 = 1;
@@ -124,9 +125,7 @@ impl EmbeddedStore {
         };
         prepare_tables(&db).map_err(|e| match e {
             StoreError::Corrupt(why) => damaged(path, &why),
-            StoreError::Unavailable(why) | StoreError::Conflict(why) => {
-                StoreError::Unavailable(format!("cannot open {}: {why}", path.display()))
-            }
+            other => StoreError::Unavailable(format!("cannot open {}: {other}", path.display())),
         })?;
         Ok(EmbeddedStore { db: Arc::new(db) })
     }
@@ -140,58 +139,6 @@ impl EmbeddedStore {
         blocking(move || {
             let txn = db.begin_read().map_err(db_error)?;
             f(&txn)
-        })
-        .await
-    }
-
-    /// Stores quota counters (`limits::local`), replacing each owner's and window's
-    /// earlier value, in one durable write.
-    pub async fn save_quotas(&self, counts: Vec<QuotaCount>) -> Result<(), StoreError> {
-        self.write(move |txn| {
-            let mut table = txn.open_table(QUOTAS).map_err(db_error)?;
-            for c in &counts {
-                let name = format!("{}|{}", c.owner, c.window);
-                table
-                    .insert(name.as_str(), (c.start, c.count))
-                    .map_err(db_error)?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// The stored quota counters of windows that started at `since` or later; older
-    /// ones (their window is over) are deleted.
-    pub async fn load_quotas(&self, since: Timestamp) -> Result<Vec<QuotaCount>, StoreError> {
-        let since = since.as_second();
-        self.write(move |txn| {
-            let mut table = txn.open_table(QUOTAS).map_err(db_error)?;
-            let mut live = Vec::new();
-            let mut ended = Vec::new();
-            for entry in table.iter().map_err(db_error)? {
-                let (name, value) = entry.map_err(db_error)?;
-                let name = name.value().to_string();
-                let (start, count) = value.value();
-                if start < since {
-                    ended.push(name);
-                    continue;
-                }
-                let Some((owner, window)) = name.rsplit_once('|') else {
-                    return Err(StoreError::Corrupt(format!(
-                        "quota counter {name:?} has no window"
-                    )));
-                };
-                live.push(QuotaCount {
-                    owner: owner.to_string(),
-                    window: window.to_string(),
-                    start,
-                    count,
-                });
-            }
-            for name in &ended {
-                table.remove(name.as_str()).map_err(db_error)?;
-            }
-            Ok(live)
         })
         .await
     }
@@ -355,6 +302,36 @@ fn get_id(
         .map(|v| v.value().to_string()))
 }
 
+/// `VersionConflict` unless the stored version is the expected one.
+fn check_version(what: &str, expected: u64, found: u64) -> Result<(), StoreError> {
+    if found == expected {
+        Ok(())
+    } else {
+        Err(StoreError::VersionConflict {
+            what: what.to_string(),
+            expected,
+            found,
+        })
+    }
+}
+
+/// Whether `key_policy: creator` suspends this key now: its org has that policy and its
+/// creator is disabled, deleted or gone (read in the lookup's own transaction).
+fn creator_suspends(txn: &ReadTransaction, key: &KeyRecord) -> Result<bool, StoreError> {
+    let orgs = txn.open_table(ORGS).map_err(db_error)?;
+    let policy = get_json::<Org>(&orgs, "org", &key.org)?
+        .map(|o| o.key_policy)
+        .unwrap_or_default();
+    if policy != KeyPolicy::Creator {
+        return Ok(false);
+    }
+    let principals = txn.open_table(PRINCIPALS).map_err(db_error)?;
+    Ok(
+        get_json::<Principal>(&principals, "principal", &key.created_by)?
+            .is_none_or(|p| p.is_away()),
+    )
+}
+
 /// Every id under `owner` in an `(owner, id)` index, oldest first.
 fn owned_ids(
     index: &impl ReadableTable<Index, ()>,
@@ -412,6 +389,58 @@ fn page<T>(
     })
 }
 
+/// Quota counters of the limiter (`limits::QuotaFile`), in the `quotas` table.
+#[async_trait]
+impl QuotaStore for EmbeddedStore {
+    async fn save_quotas(&self, counts: Vec<QuotaCount>) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            let mut table = txn.open_table(QUOTAS).map_err(db_error)?;
+            for c in &counts {
+                let name = format!("{}|{}", c.owner, c.window);
+                table
+                    .insert(name.as_str(), (c.start, c.count))
+                    .map_err(db_error)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_quotas(&self, since: Timestamp) -> Result<Vec<QuotaCount>, StoreError> {
+        let since = since.as_second();
+        self.write(move |txn| {
+            let mut table = txn.open_table(QUOTAS).map_err(db_error)?;
+            let mut live = Vec::new();
+            let mut ended = Vec::new();
+            for entry in table.iter().map_err(db_error)? {
+                let (name, value) = entry.map_err(db_error)?;
+                let name = name.value().to_string();
+                let (start, count) = value.value();
+                if start < since {
+                    ended.push(name);
+                    continue;
+                }
+                let Some((owner, window)) = name.rsplit_once('|') else {
+                    return Err(StoreError::Corrupt(format!(
+                        "quota counter {name:?} has no window"
+                    )));
+                };
+                live.push(QuotaCount {
+                    owner: owner.to_string(),
+                    window: window.to_string(),
+                    start,
+                    count,
+                });
+            }
+            for name in &ended {
+                table.remove(name.as_str()).map_err(db_error)?;
+            }
+            Ok(live)
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl KeyStore for EmbeddedStore {
     async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
@@ -423,7 +452,10 @@ impl KeyStore for EmbeddedStore {
             };
             let keys = txn.open_table(KEYS).map_err(db_error)?;
             match get_json::<KeyRecord>(&keys, "key", &id)? {
-                Some(key) if key.hashes().any(|h| h == hash) => Ok(Some(key)),
+                Some(mut key) if key.hashes().any(|h| h == hash) => {
+                    key.creator_suspended = creator_suspends(txn, &key)?;
+                    Ok(Some(key))
+                }
                 // A stale index entry must never let a dropped secret back in.
                 Some(_) => Err(StoreError::Corrupt(format!(
                     "the hash index names key {id}, whose record no longer has that secret"
@@ -529,8 +561,10 @@ impl KeyStore for EmbeddedStore {
         .await
     }
 
-    async fn update_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+    async fn update_key(&self, key: &KeyRecord, expected: u64) -> Result<(), StoreError> {
         let mut key = key.clone();
+        key.version = expected + 1;
+        key.creator_suspended = false;
         self.write(move |txn| {
             let mut keys = txn.open_table(KEYS).map_err(db_error)?;
             let Some(old) = get_json::<KeyRecord>(&keys, "key", &key.id)? else {
@@ -539,6 +573,7 @@ impl KeyStore for EmbeddedStore {
                     key.id
                 )));
             };
+            check_version(&format!("key {}", key.id), expected, old.version)?;
             // last_used_at is written by the data plane (`touch_keys`) between an admin's
             // read and write: the admin's copy must not move it back.
             key.last_used_at = key.last_used_at.max(old.last_used_at);
@@ -629,14 +664,17 @@ impl KeyStore for EmbeddedStore {
         .await
     }
 
-    async fn update_org(&self, org: &Org) -> Result<(), StoreError> {
+    async fn update_org(&self, org: &Org, expected: u64) -> Result<(), StoreError> {
         let id = org.id.clone();
-        let json = encode("org", org)?;
+        let mut org = org.clone();
+        org.version = expected + 1;
+        let json = encode("org", &org)?;
         self.write(move |txn| {
             let mut orgs = txn.open_table(ORGS).map_err(db_error)?;
-            if orgs.get(id.as_str()).map_err(db_error)?.is_none() {
+            let Some(old) = get_json::<Org>(&orgs, "org", &id)? else {
                 return Err(StoreError::Conflict(format!("org {id} does not exist")));
-            }
+            };
+            check_version(&format!("org {id}"), expected, old.version)?;
             orgs.insert(id.as_str(), json.as_slice())
                 .map_err(db_error)?;
             Ok(())
@@ -688,12 +726,60 @@ impl KeyStore for EmbeddedStore {
         .await
     }
 
-    async fn put_principal(&self, principal: &Principal) -> Result<(), StoreError> {
+    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError> {
         let principal = principal.clone();
         let json = encode("principal", &principal)?;
         self.write(move |txn| {
             let mut principals = txn.open_table(PRINCIPALS).map_err(db_error)?;
-            let old: Option<Principal> = get_json(&principals, "principal", &principal.id)?;
+            if principals
+                .get(principal.id.as_str())
+                .map_err(db_error)?
+                .is_some()
+            {
+                return Err(StoreError::Conflict(format!(
+                    "principal {} already exists",
+                    principal.id
+                )));
+            }
+            let mut tokens = txn.open_table(PRINCIPAL_TOKENS).map_err(db_error)?;
+            if get_id(&tokens, &principal.token_hash)?.is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "the token of principal {} is already indexed for another principal",
+                    principal.id
+                )));
+            }
+            tokens
+                .insert(principal.token_hash.as_bytes(), principal.id.as_str())
+                .map_err(db_error)?;
+            principals
+                .insert(principal.id.as_str(), json.as_slice())
+                .map_err(db_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_principal(
+        &self,
+        principal: &Principal,
+        expected: u64,
+    ) -> Result<(), StoreError> {
+        let mut principal = principal.clone();
+        principal.version = expected + 1;
+        let json = encode("principal", &principal)?;
+        self.write(move |txn| {
+            let mut principals = txn.open_table(PRINCIPALS).map_err(db_error)?;
+            let Some(old) = get_json::<Principal>(&principals, "principal", &principal.id)? else {
+                return Err(StoreError::Conflict(format!(
+                    "principal {} does not exist",
+                    principal.id
+                )));
+            };
+            check_version(
+                &format!("principal {}", principal.id),
+                expected,
+                old.version,
+            )?;
             let mut tokens = txn.open_table(PRINCIPAL_TOKENS).map_err(db_error)?;
             match get_id(&tokens, &principal.token_hash)? {
                 Some(id) if id != principal.id => {
@@ -710,7 +796,7 @@ impl KeyStore for EmbeddedStore {
                 }
             }
             // A rotated token must stop resolving in this same transaction.
-            if let Some(old) = old.filter(|o| o.token_hash != principal.token_hash) {
+            if old.token_hash != principal.token_hash {
                 let ours = get_id(&tokens, &old.token_hash)?.is_some_and(|id| id == old.id);
                 if ours {
                     tokens.remove(old.token_hash.as_bytes()).map_err(db_error)?;

@@ -17,7 +17,10 @@ use async_trait::async_trait;
 
 use jiff::Timestamp;
 
-use super::{CreateOutcome, KeyStore, Page, StoreError, UsageBatch, UsageRow};
+use super::{
+    CreateOutcome, KeyStore, Page, QuotaCount, QuotaStore, StoreError, UsageBatch, UsageRow,
+    WindowStore,
+};
 use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
 use crate::metrics::Metrics;
 
@@ -34,7 +37,8 @@ const OPS: &[&str] = &[
     "get_org",
     "list_orgs",
     "create_first_principal",
-    "put_principal",
+    "create_principal",
+    "update_principal",
     "get_principal",
     "principal_by_token",
     "list_principals",
@@ -45,6 +49,11 @@ const OPS: &[&str] = &[
     "usage",
     "prune_usage",
     "touch_keys",
+    "lease_windows",
+    "refund_window",
+    "peek_windows",
+    "save_quotas",
+    "load_quotas",
 ];
 
 /// Whether an operation writes: a write that timed out may still be applied by the
@@ -55,15 +64,17 @@ enum Kind {
     Write,
 }
 
-pub struct Instrumented {
-    inner: Arc<dyn KeyStore>,
+/// Wraps a store of any of the store traits ([`KeyStore`], [`WindowStore`],
+/// [`QuotaStore`]): every call is bounded and measured the same way.
+pub struct Instrumented<S: ?Sized = dyn KeyStore> {
+    inner: Arc<S>,
     metrics: Arc<Metrics>,
     /// `store.timeout`: the longest any caller waits for one store operation.
     timeout: Duration,
 }
 
-impl Instrumented {
-    pub fn new(inner: Arc<dyn KeyStore>, metrics: Arc<Metrics>, timeout: Duration) -> Self {
+impl<S: ?Sized + Send + Sync> Instrumented<S> {
+    pub fn new(inner: Arc<S>, metrics: Arc<Metrics>, timeout: Duration) -> Self {
         for op in OPS {
             metrics.store_latency.with_label_values(&[op]);
             for result in ["ok", "error"] {
@@ -121,7 +132,7 @@ fn timeout_message(op: &str, kind: Kind, timeout: Duration) -> String {
 }
 
 #[async_trait]
-impl KeyStore for Instrumented {
+impl<S: KeyStore + ?Sized> KeyStore for Instrumented<S> {
     async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
         self.observe("key_by_hash", Kind::Read, self.inner.key_by_hash(hash))
             .await
@@ -159,9 +170,13 @@ impl KeyStore for Instrumented {
         .await
     }
 
-    async fn update_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
-        self.observe("update_key", Kind::Write, self.inner.update_key(key))
-            .await
+    async fn update_key(&self, key: &KeyRecord, expected: u64) -> Result<(), StoreError> {
+        self.observe(
+            "update_key",
+            Kind::Write,
+            self.inner.update_key(key, expected),
+        )
+        .await
     }
 
     async fn keys_created_by(&self, principal_id: &str) -> Result<Vec<KeyRecord>, StoreError> {
@@ -178,9 +193,13 @@ impl KeyStore for Instrumented {
             .await
     }
 
-    async fn update_org(&self, org: &Org) -> Result<(), StoreError> {
-        self.observe("update_org", Kind::Write, self.inner.update_org(org))
-            .await
+    async fn update_org(&self, org: &Org, expected: u64) -> Result<(), StoreError> {
+        self.observe(
+            "update_org",
+            Kind::Write,
+            self.inner.update_org(org, expected),
+        )
+        .await
     }
 
     async fn get_org(&self, id: &str) -> Result<Option<Org>, StoreError> {
@@ -202,11 +221,24 @@ impl KeyStore for Instrumented {
         .await
     }
 
-    async fn put_principal(&self, principal: &Principal) -> Result<(), StoreError> {
+    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError> {
         self.observe(
-            "put_principal",
+            "create_principal",
             Kind::Write,
-            self.inner.put_principal(principal),
+            self.inner.create_principal(principal),
+        )
+        .await
+    }
+
+    async fn update_principal(
+        &self,
+        principal: &Principal,
+        expected: u64,
+    ) -> Result<(), StoreError> {
+        self.observe(
+            "update_principal",
+            Kind::Write,
+            self.inner.update_principal(principal, expected),
         )
         .await
     }
@@ -279,6 +311,48 @@ impl KeyStore for Instrumented {
     }
 }
 
+#[async_trait]
+impl<S: WindowStore + ?Sized> WindowStore for Instrumented<S> {
+    async fn lease_windows(
+        &self,
+        windows: &[(String, u64, i64, u64)],
+    ) -> Result<(bool, Vec<(u64, u64)>), StoreError> {
+        self.observe(
+            "lease_windows",
+            Kind::Write,
+            self.inner.lease_windows(windows),
+        )
+        .await
+    }
+
+    async fn refund_window(&self, name: &str, tokens: u64) -> Result<u64, StoreError> {
+        self.observe(
+            "refund_window",
+            Kind::Write,
+            self.inner.refund_window(name, tokens),
+        )
+        .await
+    }
+
+    async fn peek_windows(&self, names: &[String]) -> Result<Vec<u64>, StoreError> {
+        self.observe("peek_windows", Kind::Read, self.inner.peek_windows(names))
+            .await
+    }
+}
+
+#[async_trait]
+impl<S: QuotaStore + ?Sized> QuotaStore for Instrumented<S> {
+    async fn save_quotas(&self, counts: Vec<QuotaCount>) -> Result<(), StoreError> {
+        self.observe("save_quotas", Kind::Write, self.inner.save_quotas(counts))
+            .await
+    }
+
+    async fn load_quotas(&self, since: Timestamp) -> Result<Vec<QuotaCount>, StoreError> {
+        self.observe("load_quotas", Kind::Write, self.inner.load_quotas(since))
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,7 +390,7 @@ mod tests {
         ) -> Result<CreateOutcome, StoreError> {
             conflict()
         }
-        async fn update_key(&self, _: &KeyRecord) -> Result<(), StoreError> {
+        async fn update_key(&self, _: &KeyRecord, _: u64) -> Result<(), StoreError> {
             conflict()
         }
         async fn keys_created_by(&self, _: &str) -> Result<Vec<KeyRecord>, StoreError> {
@@ -326,7 +400,7 @@ mod tests {
             tokio::time::sleep(self.delay).await;
             conflict()
         }
-        async fn update_org(&self, _: &Org) -> Result<(), StoreError> {
+        async fn update_org(&self, _: &Org, _: u64) -> Result<(), StoreError> {
             conflict()
         }
         async fn get_org(&self, _: &str) -> Result<Option<Org>, StoreError> {
@@ -338,7 +412,10 @@ mod tests {
         async fn create_first_principal(&self, _: &Principal) -> Result<bool, StoreError> {
             conflict()
         }
-        async fn put_principal(&self, _: &Principal) -> Result<(), StoreError> {
+        async fn create_principal(&self, _: &Principal) -> Result<(), StoreError> {
+            conflict()
+        }
+        async fn update_principal(&self, _: &Principal, _: u64) -> Result<(), StoreError> {
             conflict()
         }
         async fn get_principal(&self, _: &str) -> Result<Option<Principal>, StoreError> {
@@ -367,7 +444,7 @@ mod tests {
         }
     }
 
-    fn instrumented(delay: Duration) -> (Arc<Metrics>, Instrumented) {
+    fn instrumented(delay: Duration) -> (Arc<Metrics>, Instrumented<Fake>) {
         let metrics = Arc::new(Metrics::new());
         let store = Instrumented::new(
             Arc::new(Fake { delay }),
@@ -406,6 +483,7 @@ mod tests {
             rate_limit: None,
             created_at: now,
             updated_at: now,
+            version: 1,
         };
         let err = s.create_org(&org).await.unwrap_err();
         assert!(err.to_string().contains("may still be applied"), "{err}");

@@ -26,13 +26,13 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `meta` | hash | `schema_version` |
-//! | `key:<id>` | hash | `json` (the `KeyRecord`), `org`, `creator`, `hashes` (hex, comma-separated) |
+//! | `key:<id>` | hash | `json` (the `KeyRecord`), `org`, `creator`, `hashes` (hex, comma-separated), `version` (compared by updates) |
 //! | `key_hashes` | hash | SHA-256 (hex) → key id: current and previous secret |
 //! | `org_keys:<org>` | sorted set | ids of the org's keys that are not deleted |
 //! | `creator_keys:<principal>` | sorted set | ids of the keys a principal created |
 //! | `idempotency:<org>` | hash | idempotency key → key id |
-//! | `orgs` | hash | org id → JSON `Org` |
-//! | `principal:<id>` | hash | `json` (the `Principal`), `token` (hex) |
+//! | `orgs` | hash | org id → JSON `Org` (its `version` compared by `UPDATE_ORG`) |
+//! | `principal:<id>` | hash | `json` (the `Principal`), `token` (hex), `version` |
 //! | `principals` | sorted set | every principal id |
 //! | `principal_tokens` | hash | admin-token SHA-256 (hex) → principal id |
 //! | `audit` | hash | event id → JSON `AuditEvent` |
@@ -42,7 +42,7 @@
 //! | `usage_all` | sorted set | `<hour>:<key id>` of every stored hour, for pruning |
 //! | `usage_batches` | sorted set | usage batch ids applied, score = Unix seconds applied |
 //! | `rl:<key id>[:r:<route>]:<window>:<start>` | string | requests counted in a rate-limit window (expires at its end) |
-//! | `invalidations` | pub/sub channel | changed key hashes and heartbeats ([`RedisBus`]) |
+//! | `invalidations` | pub/sub channel | changes (published by the write scripts and by the writer) and heartbeats ([`RedisBus`]) |
 //!
 //! Sorted sets have every score 0, so they are ordered by member, and ids are
 //! `<kind>_<lowercase ULID>`: `ZREVRANGEBYLEX` is a newest-first listing from a cursor.
@@ -58,7 +58,9 @@ use serde::de::DeserializeOwned;
 use jiff::Timestamp;
 
 use super::usage::RESOURCES_PER_HOUR;
-use super::{CreateOutcome, KeyStore, Page, StoreError, UsageBatch, UsageCounts, UsageRow};
+use super::{
+    CreateOutcome, KeyStore, Page, StoreError, UsageBatch, UsageCounts, UsageRow, WindowStore,
+};
 use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
 
 mod bus;
@@ -80,7 +82,8 @@ struct Scripts {
     update_key: Script,
     update_org: Script,
     create_first_principal: Script,
-    put_principal: Script,
+    create_principal: Script,
+    update_principal: Script,
     principal_by_token: Script,
     list_principals: Script,
     append_audit: Script,
@@ -103,7 +106,8 @@ impl Scripts {
             update_key: Script::new(scripts::UPDATE_KEY),
             update_org: Script::new(scripts::UPDATE_ORG),
             create_first_principal: Script::new(scripts::CREATE_FIRST_PRINCIPAL),
-            put_principal: Script::new(scripts::PUT_PRINCIPAL),
+            create_principal: Script::new(scripts::CREATE_PRINCIPAL),
+            update_principal: Script::new(scripts::UPDATE_PRINCIPAL),
             principal_by_token: Script::new(scripts::PRINCIPAL_BY_TOKEN),
             list_principals: Script::new(scripts::LIST_PRINCIPALS),
             append_audit: Script::new(scripts::APPEND_AUDIT),
@@ -227,58 +231,6 @@ impl RedisStore {
 
     fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
-    }
-
-    /// Rate-limit window counters (`limits::RedisLimiter`): leases tokens from every
-    /// counter of `windows` (name, limit, expire at in Unix seconds, tokens wanted ≥ 1)
-    /// if each has room, or from none, in one atomic step. Returns whether it granted,
-    /// and per counter the tokens granted (0 when refused) and its value after.
-    pub async fn lease_windows(
-        &self,
-        windows: &[(String, u64, i64, u64)],
-    ) -> Result<(bool, Vec<(u64, u64)>), StoreError> {
-        let owned: Vec<String> = windows
-            .iter()
-            .flat_map(|(name, limit, expire, want)| {
-                [
-                    format!("rl:{name}"),
-                    limit.to_string(),
-                    expire.to_string(),
-                    want.max(&1).to_string(),
-                ]
-            })
-            .collect();
-        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let reply: Vec<u64> = self.invoke(&self.scripts.lease_windows, &args).await?;
-        match reply.split_first() {
-            Some((ok, rest)) if rest.len() == 2 * windows.len() => Ok((
-                *ok == 1,
-                rest.chunks_exact(2).map(|c| (c[0], c[1])).collect(),
-            )),
-            _ => Err(StoreError::Corrupt(
-                "a rate-limit check came back malformed".to_string(),
-            )),
-        }
-    }
-
-    /// Gives back `tokens` leased from counter `name` and not used; returns how many
-    /// were given back (fewer if the counter is lower, none once it expired).
-    pub async fn refund_window(&self, name: &str, tokens: u64) -> Result<u64, StoreError> {
-        let counter = format!("rl:{name}");
-        let tokens = tokens.to_string();
-        self.invoke(&self.scripts.refund_window, &[&counter, &tokens])
-            .await
-    }
-
-    /// The current values of rate-limit window counters (0 where absent), counting
-    /// nothing.
-    pub async fn peek_windows(&self, names: &[String]) -> Result<Vec<u64>, StoreError> {
-        let mut cmd = redis::cmd("MGET");
-        for name in names {
-            cmd.arg(self.key(&format!("rl:{name}")));
-        }
-        let values: Vec<Option<u64>> = self.query(&cmd).await?;
-        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
     }
 
     /// A key's stored JSON and its decoded record.
@@ -557,8 +509,74 @@ fn string_at(reply: &[Value], i: usize) -> Option<String> {
     }
 }
 
+/// The `VersionConflict` of a `{'stale', stored version}` reply.
+fn stale(what: &str, expected: u64, reply: &[Value]) -> StoreError {
+    match string_at(reply, 1).and_then(|v| v.parse().ok()) {
+        Some(found) => StoreError::VersionConflict {
+            what: what.to_string(),
+            expected,
+            found,
+        },
+        None => StoreError::Corrupt(format!("{what} has a malformed version")),
+    }
+}
+
+fn token_taken(id: &str) -> StoreError {
+    StoreError::Conflict(format!(
+        "the token of principal {id} is already indexed for another principal"
+    ))
+}
+
 fn listed(key: &KeyRecord) -> &'static str {
     if key.deleted_at.is_none() { "1" } else { "0" }
+}
+
+/// Rate-limit window counters `rl:…` (`limits::RedisLimiter`), one script each.
+#[async_trait]
+impl WindowStore for RedisStore {
+    async fn lease_windows(
+        &self,
+        windows: &[(String, u64, i64, u64)],
+    ) -> Result<(bool, Vec<(u64, u64)>), StoreError> {
+        let owned: Vec<String> = windows
+            .iter()
+            .flat_map(|(name, limit, expire, want)| {
+                [
+                    format!("rl:{name}"),
+                    limit.to_string(),
+                    expire.to_string(),
+                    want.max(&1).to_string(),
+                ]
+            })
+            .collect();
+        let args: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let reply: Vec<u64> = self.invoke(&self.scripts.lease_windows, &args).await?;
+        match reply.split_first() {
+            Some((ok, rest)) if rest.len() == 2 * windows.len() => Ok((
+                *ok == 1,
+                rest.chunks_exact(2).map(|c| (c[0], c[1])).collect(),
+            )),
+            _ => Err(StoreError::Corrupt(
+                "a rate-limit check came back malformed".to_string(),
+            )),
+        }
+    }
+
+    async fn refund_window(&self, name: &str, tokens: u64) -> Result<u64, StoreError> {
+        let counter = format!("rl:{name}");
+        let tokens = tokens.to_string();
+        self.invoke(&self.scripts.refund_window, &[&counter, &tokens])
+            .await
+    }
+
+    async fn peek_windows(&self, names: &[String]) -> Result<Vec<u64>, StoreError> {
+        let mut cmd = redis::cmd("MGET");
+        for name in names {
+            cmd.arg(self.key(&format!("rl:{name}")));
+        }
+        let values: Vec<Option<u64>> = self.query(&cmd).await?;
+        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+    }
 }
 
 #[async_trait]
@@ -570,8 +588,9 @@ impl KeyStore for RedisStore {
             return Ok(None);
         };
         match reply.as_slice() {
-            [id, json] => {
-                let key: KeyRecord = decode(&format!("key {id}"), json)?;
+            [id, json, suspended] => {
+                let mut key: KeyRecord = decode(&format!("key {id}"), json)?;
+                key.creator_suspended = suspended == "1";
                 // A stale index entry must never let a dropped secret back in.
                 if key.hashes().any(|h| h == *hash) {
                     Ok(Some(key))
@@ -627,6 +646,7 @@ impl KeyStore for RedisStore {
     ) -> Result<CreateOutcome, StoreError> {
         let json = encode("key", key)?;
         let hashes: Vec<String> = key.hashes().map(|h| h.to_hex()).collect();
+        let version = key.version.to_string();
         let mut args = vec![
             key.id.as_str(),
             key.org.as_str(),
@@ -635,6 +655,7 @@ impl KeyStore for RedisStore {
             json.as_str(),
             if idempotency_key.is_some() { "1" } else { "0" },
             idempotency_key.unwrap_or(""),
+            version.as_str(),
         ];
         args.extend(hashes.iter().map(String::as_str));
         let reply: Vec<Value> = self.invoke(&self.scripts.create_key, &args).await?;
@@ -660,31 +681,36 @@ impl KeyStore for RedisStore {
         }
     }
 
-    async fn update_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+    async fn update_key(&self, key: &KeyRecord, expected: u64) -> Result<(), StoreError> {
         let hashes: Vec<String> = key.hashes().map(|h| h.to_hex()).collect();
+        let expected_version = expected.to_string();
         // `touch_keys` may move last_used_at between an admin's read and this write:
-        // keep the later time, and retry if the record changed under us.
+        // keep the later time, and retry if only that changed under us (same version).
         for _ in 0..SWAP_ATTEMPTS {
             let stored = self.stored_key_json(&key.id).await?;
             let mut key = key.clone();
+            key.version = expected + 1;
+            key.creator_suspended = false;
             if let Some((_, old)) = &stored {
                 key.last_used_at = key.last_used_at.max(old.last_used_at);
             }
             let json = encode("key", &key)?;
-            let expected = stored.as_ref().map_or("", |(j, _)| j.as_str());
+            let expected_json = stored.as_ref().map_or("", |(j, _)| j.as_str());
             let mut args = vec![
                 key.id.as_str(),
                 key.org.as_str(),
                 key.created_by.as_str(),
                 listed(&key),
                 json.as_str(),
-                expected,
+                expected_json,
+                expected_version.as_str(),
             ];
             args.extend(hashes.iter().map(String::as_str));
             let reply: Vec<Value> = self.invoke(&self.scripts.update_key, &args).await?;
             return match status(&reply).as_deref() {
                 Some("updated") => Ok(()),
                 Some("changed") => continue,
+                Some("stale") => Err(stale(&format!("key {}", key.id), expected, &reply)),
                 Some("missing") => Err(StoreError::Conflict(format!(
                     "key {} does not exist",
                     key.id
@@ -735,18 +761,27 @@ impl KeyStore for RedisStore {
         }
     }
 
-    async fn update_org(&self, org: &Org) -> Result<(), StoreError> {
-        let json = encode("org", org)?;
-        let replaced: i64 = self
-            .invoke(&self.scripts.update_org, &[&org.id, &json])
+    async fn update_org(&self, org: &Org, expected: u64) -> Result<(), StoreError> {
+        let mut org = org.clone();
+        org.version = expected + 1;
+        let json = encode("org", &org)?;
+        let expected_version = expected.to_string();
+        let reply: Vec<Value> = self
+            .invoke(
+                &self.scripts.update_org,
+                &[&org.id, &json, &expected_version],
+            )
             .await?;
-        if replaced == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict(format!(
+        match status(&reply).as_deref() {
+            Some("updated") => Ok(()),
+            Some("stale") => Err(stale(&format!("org {}", org.id), expected, &reply)),
+            Some("missing") => Err(StoreError::Conflict(format!(
                 "org {} does not exist",
                 org.id
-            )))
+            ))),
+            _ => Err(StoreError::Corrupt(
+                "update_org came back malformed".to_string(),
+            )),
         }
     }
 
@@ -770,28 +805,67 @@ impl KeyStore for RedisStore {
     async fn create_first_principal(&self, principal: &Principal) -> Result<bool, StoreError> {
         let json = encode("principal", principal)?;
         let token = principal.token_hash.to_hex();
+        let version = principal.version.to_string();
         let stored: i64 = self
             .invoke(
                 &self.scripts.create_first_principal,
-                &[&principal.id, &token, &json],
+                &[&principal.id, &token, &json, &version],
             )
             .await?;
         Ok(stored == 1)
     }
 
-    async fn put_principal(&self, principal: &Principal) -> Result<(), StoreError> {
+    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError> {
         let json = encode("principal", principal)?;
         let token = principal.token_hash.to_hex();
-        let stored: i64 = self
-            .invoke(&self.scripts.put_principal, &[&principal.id, &token, &json])
+        let version = principal.version.to_string();
+        let created: i64 = self
+            .invoke(
+                &self.scripts.create_principal,
+                &[&principal.id, &token, &json, &version],
+            )
             .await?;
-        if stored == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict(format!(
-                "the token of principal {} is already indexed for another principal",
+        match created {
+            1 => Ok(()),
+            0 => Err(StoreError::Conflict(format!(
+                "principal {} already exists",
                 principal.id
-            )))
+            ))),
+            _ => Err(token_taken(&principal.id)),
+        }
+    }
+
+    async fn update_principal(
+        &self,
+        principal: &Principal,
+        expected: u64,
+    ) -> Result<(), StoreError> {
+        let mut principal = principal.clone();
+        principal.version = expected + 1;
+        let json = encode("principal", &principal)?;
+        let token = principal.token_hash.to_hex();
+        let expected_version = expected.to_string();
+        let reply: Vec<Value> = self
+            .invoke(
+                &self.scripts.update_principal,
+                &[&principal.id, &token, &json, &expected_version],
+            )
+            .await?;
+        match status(&reply).as_deref() {
+            Some("updated") => Ok(()),
+            Some("stale") => Err(stale(
+                &format!("principal {}", principal.id),
+                expected,
+                &reply,
+            )),
+            Some("missing") => Err(StoreError::Conflict(format!(
+                "principal {} does not exist",
+                principal.id
+            ))),
+            Some("token_taken") => Err(token_taken(&principal.id)),
+            _ => Err(StoreError::Corrupt(
+                "update_principal came back malformed".to_string(),
+            )),
         }
     }
 

@@ -32,6 +32,8 @@ pub struct Key {
 /// by tests before `start`. Addresses and file paths are filled in at start.
 pub struct GatewayBuilder {
     config: Value,
+    /// Extra environment of the child process (fault-injection switches).
+    env: Vec<(String, String)>,
 }
 
 impl GatewayBuilder {
@@ -77,7 +79,16 @@ impl GatewayBuilder {
                   "upstream": "flows", "scope": "read" }
             ]
         });
-        GatewayBuilder { config }
+        GatewayBuilder {
+            config,
+            env: Vec::new(),
+        }
+    }
+
+    /// Sets an environment variable of the keygate process.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// Any change to the config tree.
@@ -127,7 +138,7 @@ impl GatewayBuilder {
 
     pub async fn start(self) -> Gateway {
         let dir = Arc::new(tempfile::tempdir().expect("temp dir for keygate"));
-        Gateway::launch(dir, self.config).await
+        Gateway::launch(dir, self.config, self.env).await
     }
 }
 
@@ -137,6 +148,8 @@ pub struct Gateway {
     dir: Arc<tempfile::TempDir>,
     /// The config without addresses and paths, kept for restarts.
     template: Value,
+    /// Extra environment of every start.
+    env: Vec<(String, String)>,
     child: Option<Child>,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
@@ -185,12 +198,17 @@ pub fn insecure_client(h1_only: bool) -> reqwest::Client {
 }
 
 impl Gateway {
-    async fn launch(dir: Arc<tempfile::TempDir>, template: Value) -> Gateway {
+    async fn launch(
+        dir: Arc<tempfile::TempDir>,
+        template: Value,
+        env: Vec<(String, String)>,
+    ) -> Gateway {
         super::init_crypto();
         let tls = template["listen"]["tls"] != "none";
         let mut gw = Gateway {
             dir,
             template,
+            env,
             child: None,
             listen: "127.0.0.1:0".parse().expect("addr"),
             admin: "127.0.0.1:0".parse().expect("addr"),
@@ -235,6 +253,7 @@ impl Gateway {
                 .arg("--config")
                 .arg(&config_path)
                 .current_dir(self.dir.path())
+                .envs(self.env.iter().cloned())
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("log clone"))
                 .stderr(log)

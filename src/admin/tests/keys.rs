@@ -5,7 +5,7 @@ use jiff::{SignedDuration, Timestamp};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::Harness;
+use super::{Harness, Resp};
 use crate::key::{KeyHash, KeyStatus};
 
 fn path(org: &str, id: &Value) -> String {
@@ -402,7 +402,7 @@ async fn edits_are_json_merge_patches_and_final_keys_refuse_them() {
         .unwrap()
         .unwrap();
     stored.expires_at = Some(Timestamp::now() - SignedDuration::from_secs(1));
-    h.store.update_key(&stored).await.unwrap();
+    h.store.update_key(&stored, stored.version).await.unwrap();
     let r = h.patch(&p, &h.owner, json!({ "name": "x" })).await;
     assert_eq!((r.status, r.code()), (409, "key_not_editable"));
     let r = h
@@ -505,7 +505,7 @@ async fn regenerate_keeps_one_previous_secret_for_its_grace() {
 }
 
 #[tokio::test]
-async fn deleted_keys_leave_lists_but_stay_readable_by_id() {
+async fn deleted_keys_are_gone_but_their_usage_and_audit_stay_readable() {
     let h = Harness::start().await;
     h.org("acme", json!({})).await;
     let (key, _) = h.read_key("acme").await;
@@ -524,15 +524,21 @@ async fn deleted_keys_leave_lists_but_stay_readable_by_id() {
         .map(|k| k["id"].clone())
         .collect();
     assert_eq!(listed, [other["id"].clone()]);
+    // SPEC §1: delete removes the key entirely; every call on it is 404.
     let r = h.get(&p, &h.owner).await;
-    assert_eq!(r.status, 200);
-    assert!(r.body["deleted_at"].is_string());
-    assert_eq!(r.body["status"], "deleted");
+    assert_eq!((r.status, r.code()), (404, "not_found"));
     let r = h.patch(&p, &h.owner, json!({ "name": "x" })).await;
-    assert_eq!((r.status, r.code()), (409, "key_deleted"));
+    assert_eq!((r.status, r.code()), (404, "not_found"));
     let r = h.post(&format!("{p}/revoke"), &h.owner, json!({})).await;
-    assert_eq!((r.status, r.code()), (409, "key_deleted"));
-    assert_eq!(h.delete(&p, &h.owner).await.status, 204);
+    assert_eq!((r.status, r.code()), (404, "not_found"));
+    let r = h
+        .post(&format!("{p}/regenerate"), &h.owner, json!({}))
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_found"));
+    assert_eq!(h.delete(&p, &h.owner).await.status, 404);
+    // Its usage and audit stay readable.
+    let r = h.get(&format!("{p}/usage"), &h.owner).await;
+    assert_eq!(r.status, 200, "{}", r.text);
     let deletes = h
         .all_audit()
         .await
@@ -638,12 +644,12 @@ async fn creator_policy_suspends_keys_of_disabled_and_deleted_creators() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(
-        h.invalidations() >= before + 2,
+        h.invalidations() > before,
         "the creator's keys were not invalidated"
     );
     assert_eq!(h.get(&p, &h.owner).await.body["status"], "suspended");
     assert_eq!(h.get(&lp, &h.owner).await.body["status"], "active");
-    // The data plane sees it from the key record alone, at the next lookup.
+    // The data plane's lookup derives it, at the next lookup.
     let seen = h
         .resolver
         .resolve(&KeyHash::of(&secret))
@@ -679,15 +685,14 @@ async fn creator_policy_suspends_keys_of_disabled_and_deleted_creators() {
         .await
         .unwrap()
         .unwrap();
-    assert!(stored.suspended_at.is_some(), "suspended for good");
-    assert_eq!(stored.status_at(Timestamp::now()), KeyStatus::Suspended);
-    let loose = h
-        .store
-        .key_by_id(loose_key["id"].as_str().unwrap())
+    assert!(!stored.creator_suspended, "derived, never stored");
+    let seen = h
+        .resolver
+        .resolve(&KeyHash::of(&secret))
         .await
         .unwrap()
         .unwrap();
-    assert!(loose.suspended_at.is_none());
+    assert_eq!(seen.status_at(Timestamp::now()), KeyStatus::Suspended);
 }
 
 /// The property the resolver invalidation exists for: after each admin change, the very
@@ -773,4 +778,85 @@ async fn changing_an_orgs_key_policy_re_decides_its_suspensions() {
         .await;
     assert_eq!(status(&h).await, KeyStatus::Active);
     assert_eq!(h.get(&p, &h.owner).await.body["status"], "active");
+}
+
+/// SPEC §1/§5: responses carry the version as `ETag`; `If-Match` with a stale one is
+/// 412 and changes nothing, with the current one the call goes through.
+#[tokio::test]
+async fn if_match_with_a_stale_etag_is_412_and_changes_nothing() {
+    let h = Harness::start().await;
+    h.org("acme", json!({})).await;
+    let (key, secret) = h.read_key("acme").await;
+    let p = path("acme", &key["id"]);
+    let etag = |r: &Resp| r.headers["etag"].to_str().unwrap().to_string();
+    let first = h.get(&p, &h.owner).await;
+    assert_eq!(etag(&first), "\"1\"");
+    let r = h.patch(&p, &h.owner, json!({ "name": "b" })).await;
+    assert_eq!(etag(&r), "\"2\"");
+
+    let body = |v: Value| Some(v.to_string());
+    let stale = [("if-match", "\"1\"")];
+    let calls = [
+        (Method::PATCH, p.clone(), body(json!({ "name": "c" }))),
+        (Method::POST, format!("{p}/regenerate"), body(json!({}))),
+        (Method::POST, format!("{p}/revoke"), body(json!({}))),
+        (Method::DELETE, p.clone(), None),
+    ];
+    for (method, at, b) in &calls {
+        let r = h
+            .raw(method.clone(), at, Some(&h.owner), b.clone(), &stale)
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (412, "precondition_failed"),
+            "{method} {at}"
+        );
+    }
+    let now = h.get(&p, &h.owner).await;
+    assert_eq!(
+        (now.body["name"].as_str(), etag(&now).as_str()),
+        (Some("b"), "\"2\"")
+    );
+    assert_eq!(now.body["status"], "active");
+    assert!(
+        h.resolver
+            .resolve(&KeyHash::of(&secret))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let r = h
+        .raw(
+            Method::PATCH,
+            &p,
+            Some(&h.owner),
+            body(json!({ "name": "c" })),
+            &[("if-match", "\"2\"")],
+        )
+        .await;
+    assert_eq!((r.status, etag(&r).as_str()), (200, "\"3\""));
+    let r = h
+        .raw(
+            Method::POST,
+            &format!("{p}/revoke"),
+            Some(&h.owner),
+            body(json!({})),
+            &[("if-match", "\"3\"")],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["status"].as_str()),
+        (200, Some("revoked"))
+    );
+    let r = h
+        .raw(
+            Method::PATCH,
+            &p,
+            Some(&h.owner),
+            body(json!({})),
+            &[("if-match", "3")],
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "bad_request"));
 }

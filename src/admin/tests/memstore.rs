@@ -57,6 +57,27 @@ fn page<T: Clone>(
     Page { items, next }
 }
 
+/// Compare-and-swap of one record.
+fn swap<T: Clone>(
+    stored: &mut T,
+    new: &T,
+    id: &str,
+    expected: u64,
+    version: fn(&mut T) -> &mut u64,
+) -> Result<(), StoreError> {
+    let found = *version(stored);
+    if found != expected {
+        return Err(StoreError::VersionConflict {
+            what: id.to_string(),
+            expected,
+            found,
+        });
+    }
+    *stored = new.clone();
+    *version(stored) = expected + 1;
+    Ok(())
+}
+
 #[async_trait]
 impl KeyStore for MemStore {
     async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
@@ -110,13 +131,10 @@ impl KeyStore for MemStore {
         Ok(CreateOutcome::Created)
     }
 
-    async fn update_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+    async fn update_key(&self, key: &KeyRecord, expected: u64) -> Result<(), StoreError> {
         let mut s = self.state()?;
         match s.keys.get_mut(&key.id) {
-            Some(k) => {
-                *k = key.clone();
-                Ok(())
-            }
+            Some(k) => swap(k, key, &key.id, expected, |k| &mut k.version),
             None => Err(StoreError::Conflict(format!("no key {}", key.id))),
         }
     }
@@ -140,13 +158,10 @@ impl KeyStore for MemStore {
         Ok(())
     }
 
-    async fn update_org(&self, org: &Org) -> Result<(), StoreError> {
+    async fn update_org(&self, org: &Org, expected: u64) -> Result<(), StoreError> {
         let mut s = self.state()?;
         match s.orgs.get_mut(&org.id) {
-            Some(o) => {
-                *o = org.clone();
-                Ok(())
-            }
+            Some(o) => swap(o, org, &org.id, expected, |o| &mut o.version),
             None => Err(StoreError::Conflict(format!("no org {}", org.id))),
         }
     }
@@ -168,11 +183,25 @@ impl KeyStore for MemStore {
         Ok(true)
     }
 
-    async fn put_principal(&self, principal: &Principal) -> Result<(), StoreError> {
-        self.state()?
-            .principals
-            .insert(principal.id.clone(), principal.clone());
+    async fn create_principal(&self, principal: &Principal) -> Result<(), StoreError> {
+        let mut s = self.state()?;
+        if s.principals.contains_key(&principal.id) {
+            return Err(StoreError::Conflict(format!("{} exists", principal.id)));
+        }
+        s.principals.insert(principal.id.clone(), principal.clone());
         Ok(())
+    }
+
+    async fn update_principal(
+        &self,
+        principal: &Principal,
+        expected: u64,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state()?;
+        match s.principals.get_mut(&principal.id) {
+            Some(p) => swap(p, principal, &principal.id, expected, |p| &mut p.version),
+            None => Err(StoreError::Conflict(format!("no {}", principal.id))),
+        }
     }
 
     async fn get_principal(&self, id: &str) -> Result<Option<Principal>, StoreError> {

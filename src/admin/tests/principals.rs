@@ -316,3 +316,64 @@ async fn anyone_rotates_its_own_token_but_only_admins_list_principals() {
     assert_eq!(h.get("/v1/orgs", new).await.status, 200);
     let _ = mgr;
 }
+
+/// Principals and orgs go through the same write path as keys: `ETag` on reads and
+/// writes, `If-Match` with a stale one is 412 and changes nothing.
+#[tokio::test]
+async fn principals_and_orgs_honour_if_match() {
+    use reqwest::Method;
+    let h = Harness::start().await;
+    h.org("acme", json!({})).await;
+    let r = h.get("/v1/orgs/acme", &h.owner).await;
+    let org_etag = r.headers["etag"].to_str().unwrap().to_string();
+    let (id, token) = h.principal("manager", json!(["acme"]), true).await;
+    let p = format!("/v1/principals/{id}");
+    let first = h.get(&p, &h.owner).await;
+    let stale = first.headers["etag"].to_str().unwrap().to_string();
+    let r = h.patch(&p, &h.owner, json!({ "name": "renamed" })).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_ne!(r.headers["etag"].to_str().unwrap(), stale);
+
+    let body = |v: Value| Some(v.to_string());
+    let if_match = [("if-match", stale.as_str())];
+    for (method, path, b) in [
+        (Method::PATCH, p.clone(), body(json!({ "disabled": true }))),
+        (Method::POST, format!("{p}/rotate-token"), body(json!({}))),
+        (Method::DELETE, p.clone(), None),
+    ] {
+        let r = h
+            .raw(method.clone(), &path, Some(&h.owner), b, &if_match)
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (412, "precondition_failed"),
+            "{method} {path}"
+        );
+    }
+    let now = h.get(&p, &h.owner).await;
+    assert_eq!(now.body["disabled"], false);
+    assert_eq!(now.body["name"], "renamed");
+    assert_eq!(h.get(&p, &token).await.status, 200, "the token still works");
+
+    let r = h
+        .raw(
+            Method::PATCH,
+            "/v1/orgs/acme",
+            Some(&h.owner),
+            body(json!({ "name": "Acme 2" })),
+            &[("if-match", "\"999\"")],
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (412, "precondition_failed"));
+    let r = h
+        .raw(
+            Method::PATCH,
+            "/v1/orgs/acme",
+            Some(&h.owner),
+            body(json!({ "name": "Acme 2" })),
+            &[("if-match", org_etag.as_str())],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["name"], "Acme 2");
+}

@@ -23,7 +23,7 @@ const list = {
   generation: 0,
 };
 
-export const isFinal = (key) => key.status === 'revoked' || key.status === 'expired' || key.status === 'deleted';
+export const isFinal = (key) => key.status === 'revoked' || key.status === 'expired';
 export const isRestricted = (key) => Boolean(key.resources || key.endpoints || key.ip_allow);
 
 export function resetKeys() {
@@ -115,8 +115,8 @@ export function keyActions(key) {
     buttons.push(actionButton('regenerate', 'Regenerate', 'secondary', () => openRegenerate(key), { disabled: final }));
   }
   if (can('revoke_keys')) {
-    buttons.push(actionButton('revoke', 'Revoke', 'danger-outline', () => confirmRevoke(key), { disabled: key.status === 'revoked' || key.status === 'deleted' }));
-    buttons.push(actionButton('delete', 'Delete', 'danger-outline', () => confirmDelete(key), { disabled: key.status === 'deleted' }));
+    buttons.push(actionButton('revoke', 'Revoke', 'danger-outline', () => confirmRevoke(key), { disabled: key.status === 'revoked' }));
+    buttons.push(actionButton('delete', 'Delete', 'danger-outline', () => confirmDelete(key)));
   }
   return buttons;
 }
@@ -386,7 +386,7 @@ function confirmRevoke(key) {
 
 function confirmDelete(key) {
   openConfirm('Delete “' + key.name + '”?',
-    'The key (' + key.prefix + '…) stops working at once and leaves this list. Its usage and audit records stay readable by id. This cannot be undone.',
+    'The key (' + key.prefix + '…) stops working at once and leaves this list. Its usage and audit records stay readable. This cannot be undone.',
     'Delete key',
     async () => {
       await api('DELETE', keyPath(key.id));

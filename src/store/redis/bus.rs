@@ -1,8 +1,13 @@
 //! [`RedisBus`]: the invalidation channel between replicas over Redis pub/sub
 //! (SPEC §4 "Consistency").
 //!
-//! One channel, `<namespace>:invalidations`, carries two kinds of message: `i <hex>…`
-//! (these key hashes changed) and `h <instance>` (a heartbeat). Each subscriber
+//! One channel, `<namespace>:invalidations`, carries these messages: `i <hex>[@<version>]…`
+//! (the keys with these secret hashes changed, to this record version), `p <principal
+//! id>` (a principal was disabled, enabled or deleted), `o <org id>` (an org's
+//! `key_policy` changed), and `h <instance>` (a heartbeat). The store's write scripts
+//! publish the first three in the same atomic step as the write (`scripts`); the
+//! writing replica publishes them again from here, which also serves the embedded
+//! store's tests of this format. Each subscriber
 //! publishes a heartbeat every [`HEARTBEAT_EVERY`] through the command connection and
 //! reads every message on its own pub/sub connection; any heartbeat seen proves that
 //! messages reach it. It reports `Lost` when the pub/sub connection breaks or no
@@ -22,7 +27,7 @@ use tokio::task::JoinHandle;
 
 use super::conn::{self, Conn, Target, describe_error};
 use crate::key::KeyHash;
-use crate::store::{BusEvent, InvalidationBus, StoreError};
+use crate::store::{BusEvent, Invalidation, InvalidationBus, StoreError};
 
 /// How often each subscriber publishes its heartbeat.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(200);
@@ -33,7 +38,14 @@ const QUEUE: usize = 1024;
 /// Hashes per published message, so that one message stays small.
 const HASHES_PER_MESSAGE: usize = 64;
 
+/// Set to `1` in a replica's environment to drop every invalidation this replica
+/// publishes from here (heartbeats still go out): fault injection for the tests that
+/// show a change still reaches every replica through the store's own publish.
+pub const DROP_PUBLISH_ENV: &str = "KEYGATE_FAULT_DROP_INVALIDATION_PUBLISH";
+
 pub struct RedisBus {
+    /// Fault injection ([`DROP_PUBLISH_ENV`]): publishes nothing when set.
+    drop_publishes: bool,
     target: Target,
     /// The store's command connection: publishing shares its socket.
     conn: Conn,
@@ -44,7 +56,12 @@ pub struct RedisBus {
 
 impl RedisBus {
     pub(super) fn new(target: Target, conn: Conn, channel: String, io_timeout: Duration) -> Self {
+        let drop_publishes = std::env::var(DROP_PUBLISH_ENV).is_ok_and(|v| v == "1");
+        if drop_publishes {
+            tracing::warn!("fault injection: this replica drops the invalidations it publishes");
+        }
         RedisBus {
+            drop_publishes,
             target,
             conn,
             channel,
@@ -55,14 +72,11 @@ impl RedisBus {
 
 #[async_trait]
 impl InvalidationBus for RedisBus {
-    async fn publish(&self, hashes: &[KeyHash]) -> Result<(), StoreError> {
-        for chunk in hashes.chunks(HASHES_PER_MESSAGE) {
-            let mut msg = String::with_capacity(2 + chunk.len() * 65);
-            msg.push('i');
-            for h in chunk {
-                msg.push(' ');
-                msg.push_str(&h.to_hex());
-            }
+    async fn publish(&self, changes: &[Invalidation]) -> Result<(), StoreError> {
+        if self.drop_publishes {
+            return Ok(());
+        }
+        for msg in encode(changes) {
             publish(&self.conn, &self.channel, &msg, self.io_timeout).await?;
         }
         Ok(())
@@ -229,18 +243,65 @@ async fn heartbeat(conn: Conn, channel: String, msg: String, timeout: Duration) 
 #[derive(Debug, PartialEq, Eq)]
 enum Message {
     Heartbeat,
-    Invalidate(Vec<KeyHash>),
+    Invalidate(Vec<Invalidation>),
+}
+
+/// The messages that announce `changes` (the format in the module docs).
+fn encode(changes: &[Invalidation]) -> Vec<String> {
+    let mut out = Vec::new();
+    let keys: Vec<(&KeyHash, Option<u64>)> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Invalidation::Key { hash, version } => Some((hash, *version)),
+            _ => None,
+        })
+        .collect();
+    for chunk in keys.chunks(HASHES_PER_MESSAGE) {
+        let mut msg = String::with_capacity(2 + chunk.len() * 86);
+        msg.push('i');
+        for (h, version) in chunk {
+            msg.push(' ');
+            msg.push_str(&h.to_hex());
+            if let Some(v) = version {
+                msg.push_str(&format!("@{v}"));
+            }
+        }
+        out.push(msg);
+    }
+    for c in changes {
+        match c {
+            Invalidation::Principal(id) => out.push(format!("p {id}")),
+            Invalidation::Org(id) => out.push(format!("o {id}")),
+            Invalidation::Key { .. } => {}
+        }
+    }
+    out
 }
 
 fn parse(payload: &[u8]) -> Option<Message> {
     let text = std::str::from_utf8(payload).ok()?;
     let mut words = text.split(' ');
+    let one = |words: &mut std::str::Split<'_, char>| match (words.next(), words.next()) {
+        (Some(id), None) if !id.is_empty() => Some(id.to_string()),
+        _ => None,
+    };
     match words.next()? {
         "h" => Some(Message::Heartbeat),
         "i" => words
-            .map(KeyHash::from_hex)
+            .map(|w| {
+                let (hex, version) = match w.split_once('@') {
+                    Some((hex, v)) => (hex, Some(v.parse().ok()?)),
+                    None => (w, None),
+                };
+                Some(Invalidation::Key {
+                    hash: KeyHash::from_hex(hex)?,
+                    version,
+                })
+            })
             .collect::<Option<Vec<_>>>()
             .map(Message::Invalidate),
+        "p" => one(&mut words).map(|id| Message::Invalidate(vec![Invalidation::Principal(id)])),
+        "o" => one(&mut words).map(|id| Message::Invalidate(vec![Invalidation::Org(id)])),
         _ => None,
     }
 }
@@ -249,15 +310,58 @@ fn parse(payload: &[u8]) -> Option<Message> {
 mod tests {
     use super::*;
 
+    fn key(hash: KeyHash, version: Option<u64>) -> Invalidation {
+        Invalidation::Key { hash, version }
+    }
+
     #[test]
     fn messages_parse() {
         let a = KeyHash::of("a");
         let b = KeyHash::of("b");
-        let msg = format!("i {} {}", a.to_hex(), b.to_hex());
-        assert_eq!(parse(msg.as_bytes()), Some(Message::Invalidate(vec![a, b])));
+        let msg = format!("i {} {}@7", a.to_hex(), b.to_hex());
+        assert_eq!(
+            parse(msg.as_bytes()),
+            Some(Message::Invalidate(vec![key(a, None), key(b, Some(7))]))
+        );
+        assert_eq!(
+            parse(b"p prn_01"),
+            Some(Message::Invalidate(vec![Invalidation::Principal(
+                "prn_01".into()
+            )]))
+        );
+        assert_eq!(
+            parse(b"o acme"),
+            Some(Message::Invalidate(vec![Invalidation::Org("acme".into())]))
+        );
         assert_eq!(parse(b"h bus_01"), Some(Message::Heartbeat));
-        assert_eq!(parse(b"i nothex"), None);
-        assert_eq!(parse(b"x"), None);
-        assert_eq!(parse(&[0xff]), None);
+        for bad in [
+            &b"i nothex"[..],
+            b"x",
+            &[0xff],
+            b"p",
+            b"p a b",
+            b"o ",
+            b"i ab@x",
+        ] {
+            assert_eq!(parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn what_is_published_parses_back() {
+        let changes = vec![
+            key(KeyHash::of("a"), Some(3)),
+            key(KeyHash::of("b"), None),
+            Invalidation::Principal("prn_1".into()),
+            Invalidation::Org("acme".into()),
+        ];
+        let back: Vec<Invalidation> = encode(&changes)
+            .iter()
+            .flat_map(|m| match parse(m.as_bytes()) {
+                Some(Message::Invalidate(c)) => c,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(back, changes);
     }
 }

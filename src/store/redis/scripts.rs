@@ -11,14 +11,30 @@
 //! return a status word rather than raising errors, so that the Rust side can turn each
 //! outcome into the right `StoreError`.
 
-/// `ARGV`: prefix, hash (hex). → nil | {id} (record missing) | {id, json}.
+/// `ARGV`: prefix, hash (hex). → nil | {id} (record missing) | {id, json, suspended}
+/// where `suspended` is '1' when the key's org has `key_policy: creator` and its
+/// creator is disabled, deleted or gone: derived in the same atomic read as the key, so
+/// no write can fall between the two.
 pub(super) const KEY_BY_HASH: &str = r#"
 local p = ARGV[1]
 local id = redis.call('HGET', p .. 'key_hashes', ARGV[2])
 if not id then return false end
-local json = redis.call('HGET', p .. 'key:' .. id, 'json')
-if not json then return {id} end
-return {id, json}
+local k = redis.call('HMGET', p .. 'key:' .. id, 'json', 'org', 'creator')
+if not k[1] then return {id} end
+local suspended = '0'
+local org = k[2] and redis.call('HGET', p .. 'orgs', k[2])
+if org and cjson.decode(org).key_policy == 'creator' then
+  local pj = k[3] and redis.call('HGET', p .. 'principal:' .. k[3], 'json')
+  if not pj then
+    suspended = '1'
+  else
+    local pr = cjson.decode(pj)
+    if pr.disabled == true or (pr.deleted_at ~= nil and pr.deleted_at ~= cjson.null) then
+      suspended = '1'
+    end
+  end
+end
+return {id, k[1], suspended}
 "#;
 
 /// `ARGV`: prefix, index key suffix, record hash key (or '' for `key:<id>` hashes),
@@ -59,13 +75,13 @@ return out
 "#;
 
 /// `ARGV`: prefix, id, org, creator, listed ('1' unless deleted), json, has idempotency
-/// key ('1'/'0'), idempotency key, hashes (hex)… → {'created'} | {'replay', id} |
-/// {'exists'} | {'hash_taken'}.
+/// key ('1'/'0'), idempotency key, version, hashes (hex)… → {'created'} |
+/// {'replay', id} | {'exists'} | {'hash_taken'}.
 pub(super) const CREATE_KEY: &str = r#"
-local p, id, org, creator, listed, json, has_ik, ik =
-  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local p, id, org, creator, listed, json, has_ik, ik, version =
+  ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local hashes = {}
-for i = 9, #ARGV do hashes[#hashes + 1] = ARGV[i] end
+for i = 10, #ARGV do hashes[#hashes + 1] = ARGV[i] end
 if has_ik == '1' then
   local existing = redis.call('HGET', p .. 'idempotency:' .. org, ik)
   if existing then return {'replay', existing} end
@@ -78,88 +94,147 @@ for _, h in ipairs(hashes) do
   seen[h] = true
 end
 for _, h in ipairs(hashes) do redis.call('HSET', p .. 'key_hashes', h, id) end
-redis.call('HSET', k, 'json', json, 'org', org, 'creator', creator, 'hashes', table.concat(hashes, ','))
+redis.call('HSET', k, 'json', json, 'org', org, 'creator', creator, 'hashes', table.concat(hashes, ','),
+  'version', version)
 if listed == '1' then redis.call('ZADD', p .. 'org_keys:' .. org, 0, id) end
 redis.call('ZADD', p .. 'creator_keys:' .. creator, 0, id)
 if has_ik == '1' then redis.call('HSET', p .. 'idempotency:' .. org, ik, id) end
 return {'created'}
 "#;
 
-/// `ARGV`: prefix, id, org, creator, listed, json, expected stored json, hashes… →
-/// {'updated'} | {'missing'} | {'changed'} | {'hash_taken'} | {'corrupt'}.
+/// `ARGV`: prefix, id, org, creator, listed, json, expected stored json, expected
+/// version, hashes… → {'updated'} | {'missing'} | {'stale', stored version} |
+/// {'changed'} | {'hash_taken'} | {'corrupt'}.
 ///
-/// `changed`: the stored record is no longer the one the caller read (to carry its
-/// `last_used_at` over); the caller reads again and retries.
+/// Compare-and-swap on the record's version (the `version` field, '0' for records
+/// written before versions). `changed`: the version is the expected one but the JSON is
+/// not the one the caller read (to carry its `last_used_at` over): only `touch_keys`
+/// wrote in between, and the caller reads again and retries.
 ///
 /// Hashes the record no longer has are dropped from the index only if they point at
-/// this key, so a stale entry can never unindex another key's secret.
+/// this key, so a stale entry can never unindex another key's secret. The change is
+/// published on the invalidation channel in the same step (every old and new hash, with
+/// the new version), so that it reaches every replica even if the caller never hears
+/// back.
 pub(super) const UPDATE_KEY: &str = r#"
 local p, id, org, creator, listed, json = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local expected = tonumber(ARGV[8])
 local k = p .. 'key:' .. id
-local old = redis.call('HMGET', k, 'org', 'creator', 'hashes', 'json')
+local old = redis.call('HMGET', k, 'org', 'creator', 'hashes', 'json', 'version')
 if redis.call('EXISTS', k) == 0 then return {'missing'} end
 if not old[1] or not old[2] or not old[3] then return {'corrupt'} end
+local stored = tonumber(old[5] or '0')
+if stored ~= expected then return {'stale', tostring(stored)} end
 if old[4] ~= ARGV[7] then return {'changed'} end
+local version = tostring(expected + 1)
 local new, is_new = {}, {}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local h = ARGV[i]
   local owner = redis.call('HGET', p .. 'key_hashes', h)
   if owner and owner ~= id then return {'hash_taken'} end
   new[#new + 1] = h
   is_new[h] = true
 end
+local msg = {'i'}
 for h in string.gmatch(old[3], '[^,]+') do
-  if not is_new[h] and redis.call('HGET', p .. 'key_hashes', h) == id then
-    redis.call('HDEL', p .. 'key_hashes', h)
+  if not is_new[h] then
+    msg[#msg + 1] = h .. '@' .. version
+    if redis.call('HGET', p .. 'key_hashes', h) == id then
+      redis.call('HDEL', p .. 'key_hashes', h)
+    end
   end
 end
-for _, h in ipairs(new) do redis.call('HSET', p .. 'key_hashes', h, id) end
-redis.call('HSET', k, 'json', json, 'org', org, 'creator', creator, 'hashes', table.concat(new, ','))
+for _, h in ipairs(new) do
+  redis.call('HSET', p .. 'key_hashes', h, id)
+  msg[#msg + 1] = h .. '@' .. version
+end
+redis.call('HSET', k, 'json', json, 'org', org, 'creator', creator, 'hashes', table.concat(new, ','),
+  'version', version)
 redis.call('ZREM', p .. 'org_keys:' .. old[1], id)
 if listed == '1' then redis.call('ZADD', p .. 'org_keys:' .. org, 0, id) end
 if old[2] ~= creator then
   redis.call('ZREM', p .. 'creator_keys:' .. old[2], id)
   redis.call('ZADD', p .. 'creator_keys:' .. creator, 0, id)
 end
+redis.call('PUBLISH', p .. 'invalidations', table.concat(msg, ' '))
 return {'updated'}
 "#;
 
-/// `ARGV`: prefix, id, json. → 1 replaced | 0 no such org.
+/// `ARGV`: prefix, id, json, expected version. → {'updated'} | {'missing'} |
+/// {'stale', stored version}.
+///
+/// Compare-and-swap on the org's version. A change of `key_policy` (the only org field
+/// the data plane reads through keys) is published as `o <id>` in the same step.
 pub(super) const UPDATE_ORG: &str = r#"
-local p = ARGV[1]
-if redis.call('HEXISTS', p .. 'orgs', ARGV[2]) == 0 then return 0 end
-redis.call('HSET', p .. 'orgs', ARGV[2], ARGV[3])
-return 1
+local p, id, json, expected = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local old = redis.call('HGET', p .. 'orgs', id)
+if not old then return {'missing'} end
+local o, n = cjson.decode(old), cjson.decode(json)
+local stored = tonumber(o.version or 0)
+if stored ~= expected then return {'stale', tostring(stored)} end
+redis.call('HSET', p .. 'orgs', id, json)
+if (o.key_policy or 'org') ~= (n.key_policy or 'org') then
+  redis.call('PUBLISH', p .. 'invalidations', 'o ' .. id)
+end
+return {'updated'}
 "#;
 
-/// `ARGV`: prefix, id, token hash, json. → 1 stored | 0 a principal exists already.
+/// `ARGV`: prefix, id, token hash, json, version. → 1 stored | 0 a principal exists
+/// already.
 ///
 /// The emptiness check and the write are one script: of several replicas starting at
 /// once against an empty Redis, exactly one creates the owner.
 pub(super) const CREATE_FIRST_PRINCIPAL: &str = r#"
 local p, id, token, json = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('ZCARD', p .. 'principals') > 0 then return 0 end
-redis.call('HSET', p .. 'principal:' .. id, 'json', json, 'token', token)
+redis.call('HSET', p .. 'principal:' .. id, 'json', json, 'token', token, 'version', ARGV[5])
 redis.call('HSET', p .. 'principal_tokens', token, id)
 redis.call('ZADD', p .. 'principals', 0, id)
 return 1
 "#;
 
-/// `ARGV`: prefix, id, token hash, json. → 1 stored | 0 token held by another principal.
-/// A rotated token stops resolving in the same step.
-pub(super) const PUT_PRINCIPAL: &str = r#"
+/// `ARGV`: prefix, id, token hash, json, version. → 1 created | 0 the id exists |
+/// -1 the token is held by another principal.
+pub(super) const CREATE_PRINCIPAL: &str = r#"
 local p, id, token, json = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local owner = redis.call('HGET', p .. 'principal_tokens', token)
-if owner and owner ~= id then return 0 end
 local k = p .. 'principal:' .. id
-local old = redis.call('HGET', k, 'token')
+if redis.call('EXISTS', k) == 1 then return 0 end
+if redis.call('HEXISTS', p .. 'principal_tokens', token) == 1 then return -1 end
+redis.call('HSET', p .. 'principal_tokens', token, id)
+redis.call('HSET', k, 'json', json, 'token', token, 'version', ARGV[5])
+redis.call('ZADD', p .. 'principals', 0, id)
+return 1
+"#;
+
+/// `ARGV`: prefix, id, token hash, json, expected version. → {'updated'} |
+/// {'missing'} | {'stale', stored version} | {'token_taken'}.
+///
+/// Compare-and-swap on the principal's version. A rotated token stops resolving in the
+/// same step. A change of `disabled` or `deleted_at` (what `key_policy: creator` reads)
+/// is published as `p <id>` in the same step.
+pub(super) const UPDATE_PRINCIPAL: &str = r#"
+local p, id, token, json, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local k = p .. 'principal:' .. id
+local cur = redis.call('HMGET', k, 'json', 'token', 'version')
+if not cur[1] then return {'missing'} end
+local stored = tonumber(cur[3] or '0')
+if stored ~= expected then return {'stale', tostring(stored)} end
+local owner = redis.call('HGET', p .. 'principal_tokens', token)
+if owner and owner ~= id then return {'token_taken'} end
+local old = cur[2]
 if old and old ~= token and redis.call('HGET', p .. 'principal_tokens', old) == id then
   redis.call('HDEL', p .. 'principal_tokens', old)
 end
 redis.call('HSET', p .. 'principal_tokens', token, id)
-redis.call('HSET', k, 'json', json, 'token', token)
-redis.call('ZADD', p .. 'principals', 0, id)
-return 1
+redis.call('HSET', k, 'json', json, 'token', token, 'version', tostring(expected + 1))
+local function away(j)
+  local d = cjson.decode(j)
+  return d.disabled == true or (d.deleted_at ~= nil and d.deleted_at ~= cjson.null)
+end
+if away(cur[1]) ~= away(json) then
+  redis.call('PUBLISH', p .. 'invalidations', 'p ' .. id)
+end
+return {'updated'}
 "#;
 
 /// `ARGV`: prefix, token hash. → nil | {id} (record missing) | {id, json}.

@@ -124,10 +124,10 @@ async fn settings_check_reads_appendonly_or_says_it_cannot() {
     );
     let mut rx = limited.bus().subscribe();
     wait_for(&mut rx, &BusEvent::Connected, Duration::from_secs(5)).await;
-    limited.bus().publish(&[k.secret_hash]).await.unwrap();
+    limited.bus().publish(&inv(&[k.secret_hash])).await.unwrap();
     wait_for(
         &mut rx,
-        &BusEvent::Invalidate(vec![k.secret_hash]),
+        &BusEvent::Invalidate(inv(&[k.secret_hash])),
         Duration::from_secs(1),
     )
     .await;
@@ -211,6 +211,16 @@ async fn outage_fails_fast_and_recovers_by_itself() {
     s.create_org(&org("acme")).await.unwrap();
 }
 
+fn inv(hashes: &[KeyHash]) -> Vec<crate::store::Invalidation> {
+    hashes
+        .iter()
+        .map(|h| crate::store::Invalidation::Key {
+            hash: *h,
+            version: None,
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn bus_carries_invalidations_between_replicas() {
     let server = RedisServer::start();
@@ -222,10 +232,10 @@ async fn bus_carries_invalidations_between_replicas() {
 
     let hashes = vec![KeyHash::of("x"), KeyHash::of("y")];
     let sent = Instant::now();
-    a.publish(&hashes).await.unwrap();
+    a.publish(&inv(&hashes)).await.unwrap();
     wait_for(
         &mut rx,
-        &BusEvent::Invalidate(hashes),
+        &BusEvent::Invalidate(inv(&hashes)),
         Duration::from_secs(1),
     )
     .await;
@@ -233,7 +243,7 @@ async fn bus_carries_invalidations_between_replicas() {
 
     // A namespace hears only its own channel.
     let other = open(&server.url(0), "other").bus();
-    other.publish(&[KeyHash::of("z")]).await.unwrap();
+    other.publish(&inv(&[KeyHash::of("z")])).await.unwrap();
     let unrelated = Duration::from_millis(300);
     let start = Instant::now();
     while start.elapsed() < unrelated {
@@ -257,7 +267,7 @@ async fn bus_reports_a_killed_subscription_and_resubscribes() {
     println!("pub/sub killed: Lost after {lost:?}, Connected {back:?} later");
 
     // And it still carries messages.
-    let h = vec![KeyHash::of("after")];
+    let h = inv(&[KeyHash::of("after")]);
     bus.publish(&h).await.unwrap();
     wait_for(&mut rx, &BusEvent::Invalidate(h), Duration::from_secs(1)).await;
 }
@@ -380,7 +390,7 @@ async fn sentinel_finds_the_master_and_follows_a_failover() {
         Some(k.clone())
     );
     // And invalidations still reach the subscriber.
-    let h = vec![KeyHash::of("after failover")];
+    let h = inv(&[KeyHash::of("after failover")]);
     eventually(
         Duration::from_secs(10),
         "an invalidation after the failover",
