@@ -104,13 +104,14 @@ printf '|---|---|---|---|---|---|---|\n'
 
 # run PORT_NAME URL ATTACK_NAME SLOWHTTPTEST_ARGS…
 run() {
-    local port=$1 url=$2 attack=$3 slow_pid base under mid
+    local port=$1 url=$2 attack=$3 slow_pid base under mid id
     shift 3
+    id=$port-$(printf '%s' "$attack" | cut -d' ' -f1-2 | tr ' ' '-')
     local auth=()
     [[ $port == data ]] && auth=(-H "Authorization: Bearer $SECRET")
     base=$(measure "$url" "$KG_PID" "${auth[@]}")
     taskset -c "$LOAD_CPU" timeout $((ATTACK_SECS + 30)) slowhttptest "$@" -l "$ATTACK_SECS" \
-        -g -o "$WORK/slow-$port-${attack%% *}" >"$WORK/slow-$port-${attack%% *}.log" 2>&1 &
+        -g -o "$WORK/slow-$id" >"$WORK/slow-$id.log" 2>&1 &
     slow_pid=$!
     PIDS+=("$slow_pid")
     # Let the attack reach its connection count before measuring.
