@@ -13,10 +13,9 @@ impl Drop for Running {
     }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
+#[path = "common/ports.rs"]
+mod ports;
+use ports::free_port;
 
 #[tokio::test]
 async fn admin_over_tls_and_metrics_on_their_own_port() {

@@ -8,16 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::h2raw::*;
+use common::ports::free_port;
 use common::*;
 use tokio::time::Instant;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
 
 /// The gateway's resident memory in KiB (Linux), to show a flood is not buffered.
 fn rss_kib(pid: u32) -> u64 {

@@ -60,13 +60,9 @@ async fn upstream() -> Upstream {
     Upstream { addr, hits }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "common/ports.rs"]
+mod ports;
+use ports::free_port;
 
 /// A running `keygate serve`; killed on drop.
 struct Keygate {

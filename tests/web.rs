@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 mod common;
 use common::Env;
+use common::ports::free_port;
 
 /// Longest wait for anything the page or a process does.
 const WAIT: Duration = Duration::from_secs(15);
@@ -31,10 +32,6 @@ const POLL: Duration = Duration::from_millis(100);
 const TAB: &str = "\u{E004}";
 const ENTER: &str = "\u{E007}";
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
 
 /// A process killed (and reaped) when dropped, so a failing test leaves nothing behind.
 struct Process {

@@ -508,9 +508,10 @@ mod properties {
             expires_at: None,
             revoked_at: None,
             deleted_at: None,
-            suspended_at: None,
             secret_hash: KeyHash([7; 32]),
             previous_secret: None,
+            creator_suspended: false,
+            version: 0,
         }
     }
 

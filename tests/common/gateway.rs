@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::ports::free_port;
 use super::raw::RawConn;
 use super::reply::Reply;
 use super::upstream::RecordingUpstream;
@@ -164,10 +165,6 @@ pub struct Gateway {
     admin_client: reqwest::Client,
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
 
 /// Makes the YAML for one start: template plus addresses and paths under `dir`.
 fn render(template: &Value, dir: &Path, listen: u16, admin: u16) -> Value {

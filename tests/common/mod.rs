@@ -27,6 +27,7 @@
 pub mod gateway;
 pub mod h2raw;
 pub mod pki;
+pub mod ports;
 pub mod raw;
 pub mod reply;
 pub mod upstream;
