@@ -12,9 +12,12 @@
 #   - if installed: hadolint (Dockerfile), kubernetes-validate (manifests),
 #     systemd-analyze verify (unit), docker-compose config (compose file).
 #
-# Usage: bash deploy/check.sh        (from anywhere; builds target/debug/keygate)
+# Usage: bash deploy/check.sh        (from anywhere; builds the debug keygate, found
+#                                    through `cargo metadata`, so CARGO_TARGET_DIR works)
 # Needs: cargo, promtool (Debian: prometheus), python3 with PyYAML, openssl.
-# KEYGATE=/path/to/keygate skips the build.
+# KEYGATE=/path/to/keygate skips the build. Every step fails when what it checks is
+# broken: scripts/test.sh proves it for the keygate steps by running this script
+# against a `keygate` that always exits 1.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,11 +29,18 @@ passed=0
 failed=0
 failures=()
 
-# step NAME COMMAND...: runs one check, shows its output only when it fails.
+# step NAME COMMAND...: runs one check, shows its output only when it fails. The
+# command runs in a subshell with errexit on, outside any `if`: a failing command in
+# the middle of a check function fails the step (inside `if "$@"` bash would ignore
+# errexit, and only the function's last command would count).
 step() {
-  local name=$1
+  local name=$1 rc
   shift
-  if "$@" >"$tmp/out" 2>&1; then
+  set +e
+  (set -e; "$@") >"$tmp/out" 2>&1
+  rc=$?
+  set -e
+  if ((rc == 0)); then
     passed=$((passed + 1))
     echo "ok    $name"
   else
@@ -50,8 +60,12 @@ python3 -c 'import yaml' 2>/dev/null || { echo "deploy/check.sh needs PyYAML (pi
 
 if [[ -z "${KEYGATE:-}" ]]; then
   cargo build --quiet --bin keygate
-  KEYGATE=$root/target/debug/keygate
+  # Wherever cargo puts it: CARGO_TARGET_DIR, a build.target-dir setting, or target/.
+  target_dir=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  KEYGATE=$target_dir/debug/keygate
 fi
+[[ -x "$KEYGATE" ]] || { echo "deploy/check.sh: no keygate binary at $KEYGATE (set KEYGATE=/path/to/keygate)" >&2; exit 2; }
 
 # ---- YAML and JSON syntax -----------------------------------------------------------
 yaml_files=()
