@@ -248,4 +248,50 @@ mod tests {
             assert_eq!(got, want, "{text}");
         }
     }
+
+    /// docs/config.md lists every field keygate accepts as `section.field`, and no
+    /// field it does not accept.
+    #[test]
+    fn docs_config_md_documents_exactly_these_fields() {
+        // Being added on other branches, as the product contract describes them: allowed
+        // in the docs before the code has them.
+        const PENDING: &[&str] = &["admin.max_connections"];
+        // A route's limits take the same windows as the global `rate_limit`, documented
+        // there once.
+        const SAME_AS_ELSEWHERE: &[&str] = &["routes[].rate_limit"];
+        let mut expected = std::collections::BTreeSet::new();
+        for (path, fields) in SECTIONS {
+            if SAME_AS_ELSEWHERE.contains(path) {
+                continue;
+            }
+            for f in fields() {
+                expected.insert(if path.is_empty() {
+                    f.to_string()
+                } else {
+                    format!("{path}.{f}")
+                });
+            }
+        }
+        let doc_path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.md");
+        let doc = std::fs::read_to_string(doc_path).expect("read docs/config.md");
+        let documented: std::collections::BTreeSet<String> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once("` |"))
+            .map(|(field, _)| field.to_string())
+            .collect();
+        let missing: Vec<&String> = expected.difference(&documented).collect();
+        let unknown: Vec<&String> = documented
+            .difference(&expected)
+            .filter(|f| !PENDING.contains(&f.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "fields not documented in docs/config.md: {missing:?}"
+        );
+        assert!(
+            unknown.is_empty(),
+            "docs/config.md documents fields keygate does not accept: {unknown:?}"
+        );
+    }
 }
