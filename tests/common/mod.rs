@@ -19,7 +19,8 @@
 //! `permissions` (IP, environment, endpoint, resource, scope, order), `routes`,
 //! `paths`, `headers`, `limits` (413/414/431, framing, slow clients, 100 Continue),
 //! `forwarding` (502/504, streaming, pooling), `upstream_tls`, `tls`, `proxy_protocol`,
-//! `persistence`, `reload`, `metrics`, `logs`; `harness` checks this module itself.
+//! `persistence`, `reload`, `metrics`, `logs`, `cli` (the `keys`, `orgs` and
+//! `principals` commands as child processes); `harness` checks this module itself.
 #![allow(dead_code, unused_imports)]
 
 pub mod gateway;
