@@ -57,7 +57,8 @@ impl KeyPolicyArg {
 
 #[derive(Args, Debug)]
 pub struct OrgCreateArgs {
-    /// Org id: what key URLs and `--org` name (lowercase letters, digits, `-`, `_`).
+    /// Org id: what key URLs and `--org` name (1 to 64 lowercase letters, digits, `-`
+    /// or `_`, starting with a letter or digit).
     #[arg(long)]
     pub id: String,
     /// Name for people (1 to 100 characters).
