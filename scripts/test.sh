@@ -43,5 +43,39 @@ fi
 echo "== cargo test --all-targets"
 cargo test --all-targets </dev/null
 
+# The binary `cargo test` just built, wherever cargo puts it (CARGO_TARGET_DIR, a
+# build.target-dir setting, or target/).
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+keygate="$target_dir/debug/keygate"
+if [ ! -x "$keygate" ]; then
+    echo "no keygate binary at $keygate after cargo test" >&2
+    exit 1
+fi
+
 echo "== deploy/check.sh"
-KEYGATE="$PWD/target/debug/keygate" bash deploy/check.sh </dev/null
+KEYGATE="$keygate" bash deploy/check.sh </dev/null
+
+# A check that cannot fail is no check: against a keygate that always exits 1, every
+# step that runs keygate must fail, and so must the script.
+echo "== deploy/check.sh against a keygate that always fails"
+broken=$(mktemp -d)
+trap 'rm -rf "$broken"' EXIT
+printf '#!/bin/sh\nexit 1\n' >"$broken/keygate"
+chmod +x "$broken/keygate"
+if KEYGATE="$broken/keygate" bash deploy/check.sh >"$broken/out" 2>&1 </dev/null; then
+    cat "$broken/out"
+    echo "deploy/check.sh passed with a keygate that always exits 1" >&2
+    exit 1
+fi
+if grep -E '^ok +check-config' "$broken/out"; then
+    echo "these deploy/check.sh steps passed with a keygate that always exits 1" >&2
+    exit 1
+fi
+failed_steps=$(grep -cE '^FAIL +check-config' "$broken/out" || true)
+if [ "$failed_steps" -eq 0 ]; then
+    cat "$broken/out"
+    echo "deploy/check.sh ran no check-config step against the failing keygate" >&2
+    exit 1
+fi
+echo "ok: all $failed_steps check-config steps fail against a failing keygate"

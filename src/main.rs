@@ -1,5 +1,5 @@
 //! The `keygate` binary: CLI parsing, logging, config loading; everything else is in
-//! the library (`keygate::app`, and `keygate::cli` for `keygate keys …`).
+//! the library (`keygate::app`, and `keygate::cli` for `keygate keys|orgs|principals …`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -34,6 +34,11 @@ enum Command {
     /// Manage an org's API keys through the admin API (KEYGATE_ADMIN_URL,
     /// KEYGATE_ADMIN_TOKEN).
     Keys(Box<keygate::cli::KeysArgs>),
+    /// Manage orgs through the admin API (KEYGATE_ADMIN_URL, KEYGATE_ADMIN_TOKEN).
+    Orgs(Box<keygate::cli::OrgsArgs>),
+    /// Manage admin principals and their tokens through the admin API
+    /// (KEYGATE_ADMIN_URL, KEYGATE_ADMIN_TOKEN).
+    Principals(Box<keygate::cli::PrincipalsArgs>),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +47,8 @@ fn main() -> ExitCode {
         // The keys client logs nothing: no logger, so no log level can ever show a
         // header holding the admin token.
         Command::Keys(args) => keygate::cli::run(*args),
+        Command::Orgs(args) => keygate::cli::orgs::run(*args),
+        Command::Principals(args) => keygate::cli::principals::run(*args),
         Command::CheckConfig { config } => {
             init_logging();
             let loaded = match keygate::config::load(&config) {

@@ -1,133 +1,41 @@
-//! `keygate keys …` (SPEC §7) against the real binary: a `keygate serve` on free
-//! loopback ports with an embedded store in a tempdir, then each subcommand run as a
-//! child process with `KEYGATE_ADMIN_URL` / `KEYGATE_ADMIN_TOKEN` / `KEYGATE_ORG` set.
+//! `keygate keys …`, `keygate orgs …` and `keygate principals …` against the real
+//! binary: the gateway of tests/common (plain HTTP, org `acme`, a recording upstream),
+//! then each subcommand run as a child process with `KEYGATE_ADMIN_URL` /
+//! `KEYGATE_ADMIN_TOKEN` (and `KEYGATE_ORG` for `keys`) set.
 //!
 //! Every run checks that the admin token appears in neither stdout nor stderr.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use common::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_keygate");
-/// How long a gateway may take to become ready on a loaded machine.
-const READY_WITHIN: Duration = Duration::from_secs(60);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running `keygate serve`, killed on drop.
-struct Gateway {
-    child: Child,
-    dir: tempfile::TempDir,
+/// A running gateway and the CLI pointed at its admin API.
+struct Cli {
+    env: Env,
     admin_url: String,
-    data_url: String,
     token: String,
 }
 
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Gateway {
-    fn start() -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let (data, admin) = (free_port(), free_port());
-        let d = dir.path().display();
-        // The upstream is a closed port: a key that passes authorization gets 502.
-        let config = format!(
-            r#"listen:
-  address: 127.0.0.1:{data}
-  tls: none
-admin:
-  address: 127.0.0.1:{admin}
-  bootstrap_token_file: {d}/admin-token
-store:
-  backend: embedded
-  path: {d}/keygate.db
-upstreams:
-  feeds: {{ url: "http://127.0.0.1:{closed}" }}
-routes:
-  - {{ name: list-feeds, methods: [GET], path: /v1/feeds, upstream: feeds, scope: read }}
-  - name: refresh-feed
-    methods: [POST]
-    path: "/v1/feeds/{{feed_id}}/refresh"
-    upstream: feeds
-    scope: write
-    resource: "feed:{{feed_id}}"
-"#,
-            closed = free_port()
-        );
-        let config_path = dir.path().join("keygate.yaml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-        let child = Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut gw = Gateway {
-            child,
-            admin_url: format!("http://127.0.0.1:{admin}"),
-            data_url: format!("http://127.0.0.1:{data}"),
-            dir,
-            token: String::new(),
-        };
-        let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if let Ok(Some(status)) = gw.child.try_wait() {
-                panic!("keygate serve exited with {status}:\n{}", gw.log());
-            }
-            if http("GET", &format!("{}/readyz", gw.admin_url), None, None).0 == 200 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "not ready in {READY_WITHIN:?}:\n{}",
-                gw.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
+impl Cli {
+    async fn start() -> Cli {
+        let env = Env::start_with(|b| b.plain()).await;
+        let admin_url = env.gw.admin_url("");
+        let token = env.gw.admin_token.clone();
+        assert!(token.starts_with("kga_"));
+        Cli {
+            env,
+            admin_url,
+            token,
         }
-        gw.token = std::fs::read_to_string(gw.token_file())
-            .unwrap()
-            .trim()
-            .to_string();
-        assert!(gw.token.starts_with("kga_"));
-        gw
     }
 
     fn token_file(&self) -> PathBuf {
-        self.dir.path().join("admin-token")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
-    }
-
-    fn create_org(&self, id: &str) {
-        let (status, body) = http(
-            "POST",
-            &format!("{}/v1/orgs", self.admin_url),
-            Some(&self.token),
-            Some(json!({ "id": id, "name": id })),
-        );
-        assert_eq!(status, 201, "{body}");
+        self.env.gw.token_file()
     }
 
     /// `keygate keys ARGS` with the contract's env vars set to this gateway and org `acme`.
@@ -137,62 +45,65 @@ routes:
             &[
                 ("KEYGATE_ADMIN_URL", &self.admin_url),
                 ("KEYGATE_ADMIN_TOKEN", &self.token),
-                ("KEYGATE_ORG", "acme"),
+                ("KEYGATE_ORG", ORG),
             ],
         )
     }
 
     fn keys_with(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
-        let out = keys_cmd(args, env);
+        self.run_with("keys", args, env)
+    }
+
+    /// `keygate orgs ARGS` as this gateway's owner.
+    fn orgs(&self, args: &[&str]) -> Out {
+        self.as_owner("orgs", args)
+    }
+
+    /// `keygate principals ARGS` as this gateway's owner.
+    fn principals(&self, args: &[&str]) -> Out {
+        self.as_owner("principals", args)
+    }
+
+    fn as_owner(&self, command: &str, args: &[&str]) -> Out {
+        self.run_with(
+            command,
+            args,
+            &[
+                ("KEYGATE_ADMIN_URL", &self.admin_url),
+                ("KEYGATE_ADMIN_TOKEN", &self.token),
+            ],
+        )
+    }
+
+    fn run_with(&self, command: &str, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let out = cli_cmd(command, args, env);
         for text in [&out.stdout, &out.stderr] {
             assert!(
                 !text.contains(&self.token),
-                "admin token printed by keys {args:?}"
+                "admin token printed by {command} {args:?}"
             );
         }
         out
     }
 
     /// Status of a data-plane `POST /v1/feeds/abc/refresh` (scope write, resource
-    /// `feed:abc`) with this bearer token.
-    fn data_plane_status(&self, key: &str) -> u16 {
-        let url = format!("{}/v1/feeds/abc/refresh", self.data_url);
-        let (status, _) = http("POST", &url, Some(key), None);
-        status
+    /// `feed:abc`) with this bearer token: 200 when the upstream was reached.
+    async fn data_plane_status(&self, key: &str) -> u16 {
+        self.env
+            .gw
+            .call("POST", "/v1/feeds/abc/refresh", Some(key))
+            .await
+            .status
     }
-}
 
-/// One HTTP exchange on loopback (reqwest on a runtime of its own).
-fn http(method: &str, url: &str, bearer: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        let mut req = client.request(method.parse().unwrap(), url);
-        if let Some(t) = bearer {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        match req.send().await {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                let bytes = r.bytes().await.unwrap_or_default();
-                (
-                    status,
-                    serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-                )
-            }
-            Err(_) => (0, Value::Null),
-        }
-    })
+    /// Status of `GET /v1/orgs` on the admin API with this admin token.
+    async fn admin_status(&self, token: &str) -> u16 {
+        self.env
+            .gw
+            .admin_call_as(token, "GET", "/v1/orgs", None)
+            .await
+            .status
+    }
 }
 
 struct Out {
@@ -229,11 +140,11 @@ impl Out {
     }
 }
 
-/// Runs `keygate keys ARGS` with only the given KEYGATE_* variables and stdin not a
+/// Runs `keygate COMMAND ARGS` with only the given KEYGATE_* variables and stdin not a
 /// terminal.
-fn keys_cmd(args: &[&str], env: &[(&str, &str)]) -> Out {
+fn cli_cmd(command: &str, args: &[&str], env: &[(&str, &str)]) -> Out {
     let mut cmd = Command::new(BIN);
-    cmd.arg("keys").args(args).stdin(Stdio::null());
+    cmd.arg(command).args(args).stdin(Stdio::null());
     for var in [
         "KEYGATE_ADMIN_URL",
         "KEYGATE_ADMIN_TOKEN",
@@ -251,6 +162,10 @@ fn keys_cmd(args: &[&str], env: &[(&str, &str)]) -> Out {
         stdout: String::from_utf8(out.stdout).unwrap(),
         stderr: String::from_utf8(out.stderr).unwrap(),
     }
+}
+
+fn keys_cmd(args: &[&str], env: &[(&str, &str)]) -> Out {
+    cli_cmd("keys", args, env)
 }
 
 /// Every API key (`kg_live_…`, `kg_test_…`, 40 body characters) in `text`.
@@ -279,10 +194,9 @@ fn ids(list: &Value) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn keys_lifecycle_through_the_cli() {
-    let gw = Gateway::start();
-    gw.create_org("acme");
+#[tokio::test]
+async fn keys_lifecycle_through_the_cli() {
+    let gw = Cli::start().await;
 
     // create: details, then the secret once, set apart with its warning.
     let out = gw
@@ -314,8 +228,8 @@ fn keys_lifecycle_through_the_cli() {
     let live = created_id(&out.stdout);
     let live_secret = secrets[0].clone();
     assert!(live_secret.starts_with("kg_live_"));
-    // The printed secret is the real one: it passes authorization (502: no upstream).
-    assert_eq!(gw.data_plane_status(&live_secret), 502);
+    // The printed secret is the real one: it passes authorization and reaches the upstream.
+    assert_eq!(gw.data_plane_status(&live_secret).await, 200);
 
     // create --json: the server's JSON as is, the secret in it only.
     let out = gw
@@ -418,8 +332,8 @@ fn keys_lifecycle_through_the_cli() {
     assert_eq!(secrets.len(), 1, "{}", out.stdout);
     assert_ne!(secrets[0], live_secret);
     assert!(out.stdout.contains("no longer works"), "{}", out.stdout);
-    assert_eq!(gw.data_plane_status(&live_secret), 401);
-    assert_eq!(gw.data_plane_status(&secrets[0]), 502);
+    assert_eq!(gw.data_plane_status(&live_secret).await, 401);
+    assert_eq!(gw.data_plane_status(&secrets[0]).await, 200);
     // With a grace period both work until grace_ends_at.
     let previous = secrets[0].clone();
     let v = gw
@@ -428,8 +342,8 @@ fn keys_lifecycle_through_the_cli() {
         .json();
     assert!(v["key"]["grace_ends_at"].is_string(), "{v}");
     let newest = v["secret"].as_str().unwrap().to_string();
-    assert_eq!(gw.data_plane_status(&previous), 502);
-    assert_eq!(gw.data_plane_status(&newest), 502);
+    assert_eq!(gw.data_plane_status(&previous).await, 200);
+    assert_eq!(gw.data_plane_status(&newest).await, 200);
     let out = gw
         .keys(&["regenerate", &live, "--grace-seconds", "999999"])
         .fails(1);
@@ -490,10 +404,10 @@ fn keys_lifecycle_through_the_cli() {
     // delete: refused without --yes when stdin is not a terminal; then done.
     let out = gw.keys(&["delete", &live]).fails(2);
     assert!(out.stderr.contains("--yes"), "{}", out.stderr);
-    assert_eq!(gw.data_plane_status(&newest), 502);
+    assert_eq!(gw.data_plane_status(&newest).await, 200);
     let out = gw.keys(&["delete", &live, "--yes"]).ok();
     assert!(out.stdout.contains("Deleted key"), "{}", out.stdout);
-    assert_eq!(gw.data_plane_status(&newest), 401);
+    assert_eq!(gw.data_plane_status(&newest).await, 401);
     let listed = gw.keys(&["list", "--json", "--all"]).ok().json();
     assert!(!ids(&listed).contains(&live));
     // SPEC §1: a deleted key is gone from the admin API (404), its usage stays readable.
@@ -531,10 +445,9 @@ fn keys_lifecycle_through_the_cli() {
     assert!(out.stderr.contains("HTTP 404"), "{}", out.stderr);
 }
 
-#[test]
-fn tokens_urls_and_orgs_are_checked() {
-    let gw = Gateway::start();
-    gw.create_org("acme");
+#[tokio::test]
+async fn tokens_urls_and_orgs_are_checked() {
+    let gw = Cli::start().await;
     let url = gw.admin_url.as_str();
 
     // A wrong token: the server's 401, exit 1, never the token in the output.
@@ -633,7 +546,7 @@ fn tokens_urls_and_orgs_are_checked() {
 #[test]
 fn an_unreachable_admin_api_exits_3_naming_the_url() {
     // A port nothing listens on (bound, then released).
-    let url = format!("http://127.0.0.1:{}", free_port());
+    let url = format!("http://127.0.0.1:{}", upstream::dead_port());
     let out = keys_cmd(
         &["list"],
         &[
@@ -657,4 +570,265 @@ fn an_unreachable_admin_api_exits_3_naming_the_url() {
     );
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("KEYGATE_ADMIN_URL"), "{}", out.stderr);
+}
+
+/// Every admin token (`kga_…`) in `text`.
+fn admin_tokens_in(text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("kga_") && w.len() > 20)
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn orgs_through_the_cli() {
+    let gw = Cli::start().await;
+
+    // create: details as a person reads them; --json: the server's JSON as is.
+    let out = gw
+        .orgs(&[
+            "create",
+            "--id",
+            "globex",
+            "--name",
+            "Globex",
+            "--key-policy",
+            "creator",
+            "--max-key-lifetime-days",
+            "90",
+            "--rate-limit",
+            "per_day=1000",
+        ])
+        .ok();
+    assert!(out.stdout.contains("Created org globex"), "{}", out.stdout);
+    for part in ["creator", "90", "per_day=1000"] {
+        assert!(out.stdout.contains(part), "{part}: {}", out.stdout);
+    }
+    let v = gw
+        .orgs(&["create", "--json", "--id", "initech", "--name", "Initech"])
+        .ok()
+        .json();
+    assert_eq!(v["id"], "initech");
+    assert_eq!(v["key_policy"], "org");
+    // The id is taken: the server's 409, exit 1.
+    let out = gw
+        .orgs(&["create", "--id", "globex", "--name", "Again"])
+        .fails(1);
+    assert!(out.stderr.contains("HTTP 409 org_exists"), "{}", out.stderr);
+    // A bad value is the server's 422 naming the field.
+    let out = gw
+        .orgs(&["create", "--id", "Bad Id", "--name", "x"])
+        .fails(1);
+    assert!(out.stderr.contains("field: id"), "{}", out.stderr);
+
+    // list: every org the owner sees, by id.
+    let out = gw.orgs(&["list"]).ok();
+    let header = out.stdout.lines().next().unwrap_or_default();
+    for col in ["ID", "NAME", "KEY POLICY", "MAX KEY DAYS", "RATE LIMIT"] {
+        assert!(header.contains(col), "{header}");
+    }
+    let listed: Vec<String> = gw.orgs(&["list", "--json"]).ok().json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, vec![ORG, "globex", "initech"]);
+
+    // show and edit: a merge patch of what was named.
+    let out = gw.orgs(&["show", "globex"]).ok();
+    assert!(out.stdout.contains("Globex"), "{}", out.stdout);
+    let out = gw
+        .orgs(&[
+            "edit",
+            "globex",
+            "--name",
+            "Globex Corp",
+            "--no-max-key-lifetime",
+            "--rate-limit",
+            "per_day=none",
+            "--rate-limit",
+            "per_minute=60",
+        ])
+        .ok();
+    assert!(out.stdout.contains("Updated org globex"), "{}", out.stdout);
+    let v = gw.orgs(&["show", "globex", "--json"]).ok().json();
+    assert_eq!(v["name"], "Globex Corp");
+    assert_eq!(v["key_policy"], "creator");
+    assert!(v["max_key_lifetime_days"].is_null(), "{v}");
+    assert_eq!(v["rate_limit"]["per_minute"], 60, "{v}");
+    assert!(v["rate_limit"]["per_day"].is_null(), "{v}");
+    let out = gw.orgs(&["edit", "globex"]).fails(2);
+    assert!(out.stderr.contains("nothing to change"), "{}", out.stderr);
+    let out = gw.orgs(&["show", "nobody"]).fails(1);
+    assert!(out.stderr.contains("HTTP 404"), "{}", out.stderr);
+
+    // An org made here takes keys like any other.
+    let out = gw
+        .keys(&[
+            "create", "--org", "globex", "--name", "k", "--scope", "read",
+        ])
+        .ok();
+    assert_eq!(secrets_in(&out.stdout).len(), 1, "{}", out.stdout);
+}
+
+#[tokio::test]
+async fn principals_through_the_cli() {
+    let gw = Cli::start().await;
+
+    // create: the token printed once, set apart; it works on the admin API.
+    let out = gw
+        .principals(&[
+            "create",
+            "--name",
+            "acme admin",
+            "--role",
+            "admin",
+            "--org",
+            ORG,
+        ])
+        .ok();
+    let tokens = admin_tokens_in(&out.stdout);
+    assert_eq!(tokens.len(), 1, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("shown only this once"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("Created principal prn_"),
+        "{}",
+        out.stdout
+    );
+    let admin_token = tokens[0].clone();
+    let admin_id = out
+        .stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("prn_"))
+        .map(|w| w.to_string())
+        .unwrap();
+    assert_eq!(gw.admin_status(&admin_token).await, 200);
+
+    // --json: {principal, token}; a manager with API access.
+    let v = gw
+        .principals(&[
+            "create",
+            "--json",
+            "--name",
+            "ci",
+            "--role",
+            "manager",
+            "--org",
+            ORG,
+            "--api-access",
+        ])
+        .ok()
+        .json();
+    let manager = v["principal"]["id"].as_str().unwrap().to_string();
+    let manager_token = v["token"].as_str().unwrap().to_string();
+    assert_eq!(v["principal"]["api_access"], true);
+    assert_eq!(v["principal"]["orgs"], json!([ORG]));
+    // An owner without --org holds every org.
+    let v = gw
+        .principals(&["create", "--json", "--name", "ops", "--role", "owner"])
+        .ok()
+        .json();
+    assert_eq!(v["principal"]["orgs"], "*");
+    // Refusals are the server's, field named.
+    let out = gw
+        .principals(&["create", "--name", "x", "--role", "admin"])
+        .fails(1);
+    assert!(out.stderr.contains("field: orgs"), "{}", out.stderr);
+    let out = gw
+        .principals(&["create", "--name", "x", "--role", "emperor", "--org", ORG])
+        .fails(1);
+    assert!(out.stderr.contains("HTTP 422"), "{}", out.stderr);
+
+    // list and show: never a token.
+    let out = gw.principals(&["list"]).ok();
+    let header = out.stdout.lines().next().unwrap_or_default();
+    for col in ["ID", "NAME", "ROLE", "ORGS", "API ACCESS", "DISABLED"] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(out.stdout.contains(&admin_id) && out.stdout.contains(&manager));
+    assert!(admin_tokens_in(&out.stdout).is_empty(), "{}", out.stdout);
+    let out = gw.principals(&["show", &manager]).ok();
+    assert!(out.stdout.contains("manager"), "{}", out.stdout);
+    assert!(admin_tokens_in(&out.stdout).is_empty(), "{}", out.stdout);
+
+    // edit: name and API access.
+    let v = gw
+        .principals(&[
+            "edit",
+            &manager,
+            "--name",
+            "ci bot",
+            "--no-api-access",
+            "--json",
+        ])
+        .ok()
+        .json();
+    assert_eq!(v["name"], "ci bot");
+    assert_eq!(v["api_access"], false);
+    gw.principals(&["edit", &manager]).fails(2);
+
+    // disable: the token stops; enable: it works again.
+    let out = gw.principals(&["disable", &admin_id]).ok();
+    assert!(out.stdout.contains("Disabled principal"), "{}", out.stdout);
+    assert_eq!(gw.admin_status(&admin_token).await, 401);
+    let v = gw.principals(&["enable", &admin_id, "--json"]).ok().json();
+    assert_eq!(v["disabled"], false);
+    assert_eq!(gw.admin_status(&admin_token).await, 200);
+    // Nobody disables itself: the server's 409.
+    let me = gw.principals(&["list", "--json"]).ok().json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["role"] == "owner" && p["name"] != "ops")
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .unwrap();
+    let out = gw.principals(&["disable", &me]).fails(1);
+    assert!(out.stderr.contains("self_lockout"), "{}", out.stderr);
+
+    // rotate-token: a new token once; the old one stops at once.
+    let out = gw.principals(&["rotate-token", &admin_id]).ok();
+    let rotated = admin_tokens_in(&out.stdout);
+    assert_eq!(rotated.len(), 1, "{}", out.stdout);
+    assert_ne!(rotated[0], admin_token);
+    assert!(out.stdout.contains("no longer works"), "{}", out.stdout);
+    assert_eq!(gw.admin_status(&admin_token).await, 401);
+    assert_eq!(gw.admin_status(&rotated[0]).await, 200);
+
+    // delete: refused without --yes when stdin is not a terminal; then the token stops.
+    let out = gw.principals(&["delete", &manager]).fails(2);
+    assert!(out.stderr.contains("--yes"), "{}", out.stderr);
+    assert_eq!(gw.admin_status(&manager_token).await, 200);
+    let v = gw
+        .principals(&["delete", &manager, "--yes", "--json"])
+        .ok()
+        .json();
+    assert_eq!(v["deleted"], true);
+    assert_eq!(gw.admin_status(&manager_token).await, 401);
+    let out = gw.principals(&["show", &manager]).fails(1);
+    assert!(out.stderr.contains("HTTP 404"), "{}", out.stderr);
+
+    // No token on the command line; a principal's own token file works.
+    gw.principals(&["list", "--admin-token", "kga_x"]).fails(2);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), format!("{}\n", rotated[0])).unwrap();
+    let out = cli_cmd(
+        "principals",
+        &[
+            "list",
+            "--admin-token-file",
+            file.path().to_str().unwrap(),
+            "--json",
+        ],
+        &[("KEYGATE_ADMIN_URL", &gw.admin_url)],
+    )
+    .ok();
+    assert!(!out.stdout.contains(&rotated[0]));
+    // An admin sees only principals within its orgs (and itself).
+    let seen = out.json()["data"].as_array().unwrap().len();
+    assert!(seen >= 1, "{}", out.stdout);
 }

@@ -951,6 +951,90 @@ fn all_problems_are_listed_in_file_order() {
     assert_eq!(e.to_string().lines().count(), 3, "{e}");
 }
 
+/// Each case: a file, and every problem it must report in one run, in file order, as
+/// (field, text on the problem's line, part of the message).
+#[test]
+fn every_problem_is_reported_at_once_on_the_line_of_the_mistake() {
+    type Case = (String, Vec<(&'static str, &'static str, &'static str)>);
+    let cases: Vec<Case> = vec![
+        // Several unknown fields in several sections, one run.
+        (
+            BASE.replace(
+                "tls: none",
+                "tls: none
+  adress: 0.0.0.0:1",
+            )
+            .replace(
+                "  flows:
+",
+                "  flows:
+    timout: 1s
+",
+            ) + "cache: { tll: 5s }
+limts: {}
+",
+            vec![
+                ("listen.adress", "adress", "unknown field `adress`"),
+                ("upstreams.flows.timout", "timout", "expected one of"),
+                ("cache.tll", "tll", "`ttl`"),
+                ("limts", "limts", "`limits`"),
+            ],
+        ),
+        // An unknown field and a type error elsewhere: both.
+        (
+            format!(
+                "{BASE}limits:
+  max_connections: many
+  max_conections: 5
+"
+            ),
+            vec![
+                ("limits.max_connections", "many", "invalid type"),
+                ("limits.max_conections", "max_conections", "unknown field"),
+            ],
+        ),
+        // A route's field indented out of its item, to the top level: reported where
+        // it was written, not where the item starts.
+        (
+            BASE.replace("    scope: write\n", "") + "scope: write\n",
+            vec![("routes[1].scope", "scope: write", "check its indentation")],
+        ),
+        // A stray `-` makes the field a new item.
+        (
+            BASE.replace("    path: /flows/{flow_id}/execute\n", "")
+                + "  - path: /flows/{flow_id}/execute\n",
+            vec![("routes[1].path", "- path:", "starts a new item")],
+        ),
+        // Indented under a key that ends the list: a YAML syntax error on that line,
+        // not a missing field on the item's first line.
+        (
+            BASE.replace("    path: /flows/{flow_id}/execute\n", "")
+                + "  path: /flows/{flow_id}/execute\n",
+            vec![("", "  path: /flows", "check the indentation")],
+        ),
+        (
+            BASE.replace("    scope: write\n", "    scope: write\n      path: /x\n"),
+            vec![("", "      path: /x", "YAML syntax error")],
+        ),
+    ];
+    for (yaml, want) in cases {
+        let e = match parse(&yaml) {
+            Ok(_) => panic!("accepted:\n{yaml}"),
+            Err(e) => e,
+        };
+        let got: Vec<(&str, usize)> = e.all().map(|x| (x.field.as_str(), x.line)).collect();
+        let expected: Vec<(&str, usize)> = want
+            .iter()
+            .map(|(field, needle, _)| (*field, line_of(&yaml, needle)))
+            .collect();
+        assert_eq!(got, expected, "{e}\n---\n{yaml}");
+        for (x, (_, _, part)) in e.all().zip(&want) {
+            assert!(x.message.contains(part), "{part:?} not in {x}");
+        }
+        assert_eq!(e.to_string().lines().count(), want.len(), "{e}");
+    }
+}
+
 #[test]
 fn error_at_reports_file_and_line_for_later_checks() {
     let c = parse(BASE).unwrap();

@@ -212,3 +212,77 @@ async fn upstream_connections_are_pooled() {
         env.up.connections()
     );
 }
+
+/// An HTTP/1.0 upstream (like python's `http.server`) on a free loopback port: each
+/// connection gets one `HTTP/1.0 200 OK` with a body, then is closed. Serves at most
+/// `max` connections, each within a bounded time.
+fn http10_upstream(max: usize) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(max) {
+            let Ok(mut s) = stream else { continue };
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 64 * 1024 {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = s.write_all(
+                b"HTTP/1.0 200 OK\r\nServer: SimpleHTTP/0.6 Python/3\r\n\
+                  Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+            );
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn an_http10_upstream_does_not_change_the_clients_protocol() {
+    let upstream = http10_upstream(16);
+    let env = Env::start_with(|b| {
+        b.plain()
+            .upstream("old", json!({ "url": upstream, "timeout": "5s" }))
+            .route(json!({ "name": "old", "methods": ["GET"], "path": "/old",
+                           "upstream": "old", "scope": "read" }))
+    })
+    .await;
+    let key = env.read_key().await;
+    // Two requests on one HTTP/1.1 connection: both answered in HTTP/1.1, and the
+    // connection stays open for the second.
+    let mut conn = env.gw.raw_conn().await;
+    for round in 0..2 {
+        let request = raw_request("GET", "/old", &[&bearer(&key.secret)], b"");
+        assert!(
+            conn.send(&request).await,
+            "keygate closed the connection before request {round}"
+        );
+        let reply = conn
+            .read_response(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("no response to request {round}: {e:?}"));
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.version, http::Version::HTTP_11, "{reply:?}");
+        assert_eq!(reply.body, b"hello");
+        assert_ne!(
+            reply.header("connection").as_deref(),
+            Some("close"),
+            "{reply:?}"
+        );
+    }
+    // HTTP/2 clients are unaffected: the TLS gateway negotiates h2 with reqwest.
+    let tls = Env::start_with(|b| {
+        b.upstream("old", json!({ "url": upstream, "timeout": "5s" }))
+            .route(json!({ "name": "old", "methods": ["GET"], "path": "/old",
+                           "upstream": "old", "scope": "read" }))
+    })
+    .await;
+    let key = tls.read_key().await;
+    let reply = tls.gw.get("/old", Some(&key.secret)).await;
+    reply.assert_status(200);
+    assert_eq!(reply.version, http::Version::HTTP_2);
+}

@@ -1,4 +1,5 @@
-//! The command line of `keygate keys …` (clap types), and the checks clap runs on single
+//! The command line of `keygate keys …` (clap types; `orgs` and `principals` keep theirs
+//! in their own files), and the checks clap runs on single
 //! values (`--rate-limit`, `--expires-at`), so that a bad value is a usage error (exit 2)
 //! naming the option before any request is made.
 //!
@@ -23,9 +24,9 @@ pub const WINDOWS: &[&str] = &[
 ];
 
 /// Help heading of the options every subcommand takes.
-const GLOBAL: &str = "Global options";
+pub(super) const GLOBAL: &str = "Global options";
 
-const AFTER_HELP: &str = "\
+pub(super) const AFTER_HELP: &str = "\
 The admin token is read from KEYGATE_ADMIN_TOKEN, or from the file named by
 --admin-token-file (never from the command line, where `ps` would show it).
 On first start `keygate serve` writes the owner's token to data/admin-token.
@@ -42,9 +43,25 @@ pub struct KeysArgs {
     pub command: KeysCommand,
 }
 
-/// Options every `keys` subcommand takes.
+/// Options every `keys` subcommand takes: where the admin API is, and the org.
 #[derive(Args, Debug)]
 pub struct GlobalArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The org whose keys to manage (required).
+    #[arg(
+        long,
+        env = "KEYGATE_ORG",
+        global = true,
+        value_name = "ORG",
+        help_heading = GLOBAL
+    )]
+    pub org: Option<String>,
+}
+
+/// Options every `keys`, `orgs` and `principals` subcommand takes.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
     /// Admin API base URL.
     #[arg(
         long,
@@ -58,15 +75,6 @@ pub struct GlobalArgs {
     /// Read the admin token from FILE (otherwise from KEYGATE_ADMIN_TOKEN).
     #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub admin_token_file: Option<PathBuf>,
-    /// The org whose keys to manage (required).
-    #[arg(
-        long,
-        env = "KEYGATE_ORG",
-        global = true,
-        value_name = "ORG",
-        help_heading = GLOBAL
-    )]
-    pub org: Option<String>,
     /// Print the admin API's JSON as it came, for scripts.
     #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
@@ -340,13 +348,13 @@ fn parse_limit(window: &str, value: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{window} must be a whole number of at least 1, got `{value}`"))
 }
 
-fn parse_rate_limit_set(s: &str) -> Result<(String, u64), String> {
+pub(super) fn parse_rate_limit_set(s: &str) -> Result<(String, u64), String> {
     let (window, value) = split_window(s)?;
     let n = parse_limit(&window, value)?;
     Ok((window, n))
 }
 
-fn parse_rate_limit_edit(s: &str) -> Result<(String, Option<u64>), String> {
+pub(super) fn parse_rate_limit_edit(s: &str) -> Result<(String, Option<u64>), String> {
     let (window, value) = split_window(s)?;
     if value.eq_ignore_ascii_case("none") || value.eq_ignore_ascii_case("null") {
         return Ok((window, None));

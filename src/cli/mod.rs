@@ -1,16 +1,19 @@
-//! `keygate keys …` (SPEC §7): a client of the admin API (SPEC §5) for one org's keys.
+//! `keygate keys …`, `keygate orgs …` and `keygate principals …`: clients of the admin
+//! API (docs/admin-api.md) for one org's keys, for orgs, and for admin principals.
 //!
 //! # Layout
 //!
-//! - [`args`]: the command line (clap types and single-value checks).
+//! - [`args`]: the command line of `keys` and the options all three share (clap types
+//!   and single-value checks); the `keys` commands are in this file.
+//! - [`orgs`], [`principals`]: their command lines and commands.
 //! - [`client`]: the admin API's URL and token, one request → one answer or error.
 //! - [`output`]: tables and details for people; `--json` prints the server's JSON as is.
 //! - [`error`]: the one error type and its exit codes (1 refused, 2 usage, 3 unreachable).
 //!
 //! This module only talks to the admin API; it never opens the store or reads the
 //! gateway's config, so it works against a remote keygate just as against a local one.
-//! It never prints or logs the admin token, and prints a key's secret only from the
-//! create and regenerate answers, once.
+//! It never prints or logs the admin token it uses, and prints a key's secret or a
+//! principal's token only from the answer that creates it, once.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -22,13 +25,17 @@ use serde_json::{Map, Value, json};
 pub mod args;
 pub mod client;
 pub mod error;
+pub mod orgs;
 pub mod output;
+pub mod principals;
 
 pub use args::KeysArgs;
 use args::{CreateArgs, EditArgs, FormatArg, GranularityArg, KeysCommand, ListArgs, UsageArgs};
 use client::{AdminClient, AdminToken, Body};
 use error::CliError;
+pub use orgs::OrgsArgs;
 use output::{clean, emit};
+pub use principals::PrincipalsArgs;
 
 /// Pages `list --all` reads at most; at the admin API's largest page that is two million
 /// keys, far beyond any org, so only a server bug could reach it.
@@ -37,23 +44,7 @@ const MAX_PAGES: usize = 10_000;
 /// Runs one `keygate keys …` command; errors are printed on stderr and turned into the
 /// exit code.
 pub fn run(args: KeysArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(execute(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
-            e.exit_code()
-        }
-    }
+    block_on(execute(args))
 }
 
 /// What every command needs: the client, the org, and whether to print JSON.
@@ -80,12 +71,10 @@ async fn execute(args: KeysArgs) -> Result<(), CliError> {
             return Err(CliError::usage("no org: pass --org ORG or set KEYGATE_ORG"));
         }
     };
-    let base = client::parse_base_url(&g.admin_url)?;
-    let token = AdminToken::load(g.admin_token_file.as_deref())?;
     let s = Session {
-        client: AdminClient::new(base, &token)?,
+        client: connect(&g.admin)?,
         org,
-        json: g.json,
+        json: g.admin.json,
     };
     match args.command {
         KeysCommand::Create(a) => create(&s, a).await,
@@ -96,6 +85,35 @@ async fn execute(args: KeysArgs) -> Result<(), CliError> {
         KeysCommand::Regenerate { id, grace_seconds } => regenerate(&s, &id, grace_seconds).await,
         KeysCommand::Delete { id, yes } => delete(&s, &id, yes).await,
         KeysCommand::Usage(a) => usage(&s, a).await,
+    }
+}
+
+/// The admin API client the global options describe.
+fn connect(a: &args::AdminArgs) -> Result<AdminClient, CliError> {
+    let base = client::parse_base_url(&a.admin_url)?;
+    let token = AdminToken::load(a.admin_token_file.as_deref())?;
+    AdminClient::new(base, &token)
+}
+
+/// Runs `future` on a single-threaded runtime; errors are printed on stderr and turned
+/// into the exit code.
+fn block_on(future: impl std::future::Future<Output = Result<(), CliError>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            e.exit_code()
+        }
     }
 }
 
@@ -432,7 +450,7 @@ async fn delete(s: &Session, id: &str, yes: bool) -> Result<(), CliError> {
 }
 
 /// Asks on stderr, reads one line from stdin: `y` or `yes` confirms.
-fn confirm(question: &str) -> Result<bool, CliError> {
+pub(crate) fn confirm(question: &str) -> Result<bool, CliError> {
     let mut err = std::io::stderr().lock();
     let _ = err.write_all(question.as_bytes());
     let _ = err.flush();

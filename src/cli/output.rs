@@ -1,5 +1,5 @@
-//! What `keygate keys …` prints for people: the key table, one key's details, the
-//! once-only secret block, and usage reports. (With `--json` the server's JSON is
+//! What `keygate keys|orgs|principals …` prints for people: tables, one record's
+//! details, the once-only secret block (API keys and admin tokens), and usage reports. (With `--json` the server's JSON is
 //! printed as it came, and nothing here runs.)
 //!
 //! Everything here is a pure function from the server's JSON to text, so it is tested
@@ -214,12 +214,153 @@ pub fn key_details(k: &Value) -> String {
             rows.push((label, precise(k, field, "-")));
         }
     }
+    aligned(&rows)
+}
+
+/// `label  value` lines with the values in one column.
+fn aligned(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     let mut out = String::new();
     for (label, value) in rows {
         let _ = writeln!(out, "{label:width$}  {value}");
     }
     out
+}
+
+/// An org's rate limit, or what applies without one.
+fn org_rate_limit(o: &Value) -> String {
+    match o.get("rate_limit").and_then(Value::as_object) {
+        Some(windows) if !windows.is_empty() => windows
+            .iter()
+            .filter(|(_, n)| !n.is_null())
+            .map(|(w, n)| format!("{}={}", clean(w), clean(&n.to_string())))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "global defaults".to_string(),
+    }
+}
+
+fn number(v: &Value, field: &str, none: &str) -> String {
+    match v.get(field) {
+        Some(n @ Value::Number(_)) => n.to_string(),
+        _ => none.to_string(),
+    }
+}
+
+/// The org table of `orgs list`.
+pub fn org_table(orgs: &[Value]) -> String {
+    let mut rows = vec![
+        [
+            "ID",
+            "NAME",
+            "KEY POLICY",
+            "MAX KEY DAYS",
+            "RATE LIMIT",
+            "CREATED",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for o in orgs {
+        rows.push(vec![
+            text(o, "id").unwrap_or_default(),
+            truncate(&text(o, "name").unwrap_or_default(), MAX_NAME_COLUMN),
+            text(o, "key_policy").unwrap_or_default(),
+            number(o, "max_key_lifetime_days", "-"),
+            org_rate_limit(o),
+            time(o, "created_at", "-"),
+        ]);
+    }
+    table(&rows)
+}
+
+/// Every field of one org, named as in the JSON.
+pub fn org_details(o: &Value) -> String {
+    aligned(&[
+        ("id", text(o, "id").unwrap_or_default()),
+        ("name", text(o, "name").unwrap_or_default()),
+        ("key_policy", text(o, "key_policy").unwrap_or_default()),
+        (
+            "max_key_lifetime_days",
+            number(o, "max_key_lifetime_days", "none (keys may never expire)"),
+        ),
+        ("rate_limit", org_rate_limit(o)),
+        ("created_at", precise(o, "created_at", "-")),
+        ("updated_at", precise(o, "updated_at", "-")),
+    ])
+}
+
+/// A principal's orgs: `*` (every org, owners) or the list.
+fn principal_orgs(p: &Value) -> String {
+    match p.get("orgs") {
+        Some(Value::String(s)) => clean(s),
+        _ => list(p, "orgs", ",", "-"),
+    }
+}
+
+fn yes_no(v: &Value, field: &str) -> String {
+    match v.get(field).and_then(Value::as_bool) {
+        Some(true) => "yes".into(),
+        Some(false) => "no".into(),
+        None => "-".into(),
+    }
+}
+
+/// The principal table of `principals list`.
+pub fn principal_table(principals: &[Value]) -> String {
+    let mut rows = vec![
+        [
+            "ID",
+            "NAME",
+            "ROLE",
+            "ORGS",
+            "API ACCESS",
+            "DISABLED",
+            "CREATED",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for p in principals {
+        rows.push(vec![
+            text(p, "id").unwrap_or_default(),
+            truncate(&text(p, "name").unwrap_or_default(), MAX_NAME_COLUMN),
+            text(p, "role").unwrap_or_default(),
+            principal_orgs(p),
+            yes_no(p, "api_access"),
+            yes_no(p, "disabled"),
+            time(p, "created_at", "-"),
+        ]);
+    }
+    table(&rows)
+}
+
+/// Every field of one principal (never a token: the admin API shows none).
+pub fn principal_details(p: &Value) -> String {
+    aligned(&[
+        ("id", text(p, "id").unwrap_or_default()),
+        ("name", text(p, "name").unwrap_or_default()),
+        ("role", text(p, "role").unwrap_or_default()),
+        ("orgs", principal_orgs(p)),
+        ("api_access", yes_no(p, "api_access")),
+        ("disabled", yes_no(p, "disabled")),
+        ("created_at", precise(p, "created_at", "-")),
+    ])
+}
+
+/// `{principal, token}` of a create or rotate-token response: the principal's details,
+/// then the token set apart.
+pub fn principal_with_token(headline: &str, answer: &Value) -> Result<String, CliError> {
+    let principal = answer
+        .get("principal")
+        .filter(|p| p.is_object())
+        .ok_or_else(|| CliError::BadResponse("the admin API's answer has no `principal`".into()))?;
+    let token = answer.get("token").and_then(Value::as_str).ok_or_else(|| {
+        CliError::BadResponse("the admin API's answer has no `token` string".into())
+    })?;
+    let mut out = format!("{headline}\n\n{}", principal_details(principal));
+    out.push_str(&secret_block(token));
+    Ok(out)
 }
 
 /// The secret of a create or regenerate response, set apart, with the warning that it

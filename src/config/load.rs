@@ -9,13 +9,15 @@ use std::sync::Arc;
 use super::Config;
 use super::locate::Locator;
 use super::raw::RawConfig;
+use super::schema::{self, Unknown};
 use super::validate::{self, Problem};
 
 /// A config problem, naming file, line and field.
 ///
-/// Validation reports every problem it finds: the first (in file order) is in the
-/// top-level fields, the rest in `more`. A syntax or type error stops the reading,
-/// so it comes alone.
+/// Every problem found is reported: the first (in file order) is in the top-level
+/// fields, the rest in `more`. A YAML syntax error comes alone (nothing after it can be
+/// read); a type error or missing field comes with every unknown field of the file;
+/// validation problems all come together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// The config file as it was named (`config/keygate.yaml`).
@@ -99,10 +101,103 @@ pub fn parse(path: impl AsRef<Path>, text: &str) -> Result<Config, ConfigError> 
     // serde_yaml refuses an empty document; an empty file is an empty mapping, which
     // then fails validation with a useful message (listen.tls is required).
     let text = if is_blank(text) { "{}" } else { text };
-    let raw: RawConfig = serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text))
-        .map_err(|e| from_serde(path, &locator, &e))?;
+    // The whole document first: serde reads it as it goes, so a syntax error further
+    // down (often a line indented wrongly) would otherwise hide behind the symptom serde
+    // meets on the way, such as a mapping that ends early and seems to lack a field.
+    // Reading into a plain YAML value can only fail on the YAML itself (duplicate keys
+    // are left to the typed pass, which names the first occurrence).
+    if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text)
+        && let Some(at) = e.location()
+        && !e.to_string().starts_with("duplicate")
+    {
+        let message = strip_positions(&e.to_string());
+        return Err(ConfigError::new(
+            path,
+            at.line(),
+            "",
+            format!("{SYNTAX_ERROR}{message}{}", indentation_hint(&message)),
+        ));
+    }
+    // serde stops at the first unknown field; the schema walk finds them all.
+    let unknown = schema::unknown_fields(&locator);
+    let raw: RawConfig =
+        match serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)) {
+            Ok(raw) => raw,
+            Err(e) => {
+                return Err(with_unknown(
+                    path,
+                    &locator,
+                    from_serde(path, &locator, &e),
+                    unknown,
+                ));
+            }
+        };
     validate::validate(raw, path.to_path_buf(), Arc::clone(&locator))
         .map_err(|problems| from_problems(path, &locator, problems))
+}
+
+/// For `routes[3]`: the line of `key` in `routes[4]`, if that item has it.
+fn next_item_has(locator: &Locator, item: &str, key: &str) -> Option<usize> {
+    let (list, index) = item.strip_suffix(']')?.rsplit_once('[')?;
+    let next: usize = index.parse::<usize>().ok()? + 1;
+    locator.find(&format!("{list}[{next}].{key}"))
+}
+
+const SYNTAX_ERROR: &str = "YAML syntax error: ";
+
+/// serde's one error together with every unknown field, in file order. A required field
+/// that serde misses while the same key sits elsewhere as an unknown field is one
+/// mistake, an indentation, reported on the misplaced key's line.
+fn with_unknown(
+    path: &Path,
+    locator: &Locator,
+    first: ConfigError,
+    unknown: Vec<Unknown>,
+) -> ConfigError {
+    let mut first = Some(first);
+    let mut unknown = unknown;
+    if let Some(e) = first.as_mut() {
+        if unknown.iter().any(|u| u.field == e.field) {
+            // serde's unknown-field error is one of the walk's.
+            first = None;
+        } else if e.message == "is required" {
+            let (parent, key) = e.field.rsplit_once('.').unwrap_or(("", e.field.as_str()));
+            if let Some(i) = unknown.iter().position(|u| u.key == key) {
+                let misplaced = unknown.remove(i);
+                let within = if parent.is_empty() {
+                    "the top level".to_string()
+                } else {
+                    format!("{parent} (line {})", e.line)
+                };
+                e.message = format!(
+                    "is required, and `{key}` on this line is not inside {within}: check its \
+                     indentation"
+                );
+                e.line = misplaced.line;
+            } else if let Some(line) = next_item_has(locator, parent, key) {
+                // `- path: …` one item too far: a stray `-` started a new item.
+                e.message = format!(
+                    "is required, and `{key}` on this line starts a new item of the list (its \
+                     `-`) instead of continuing {parent} (line {}): check the indentation",
+                    e.line
+                );
+                e.line = line;
+            }
+        }
+    }
+    let mut errors: Vec<ConfigError> = first.into_iter().collect();
+    errors.extend(
+        unknown
+            .iter()
+            .map(|u| ConfigError::new(path, u.line, u.field.clone(), u.message())),
+    );
+    errors.sort_by_key(|e| e.line);
+    let mut iter = errors.into_iter();
+    let mut head = iter
+        .next()
+        .unwrap_or_else(|| ConfigError::new(path, 0, "", "invalid configuration"));
+    head.more = iter.collect();
+    head
 }
 
 /// Nothing but blank lines, comments and document markers.
@@ -182,7 +277,7 @@ fn from_serde(
     } else if message.starts_with("unknown field `") {
         message = message.replacen(", expected", "; expected", 1);
     } else if e.inner().location().is_some() && is_syntax_error(&message) {
-        message = format!("YAML syntax error: {message}");
+        message = format!("{SYNTAX_ERROR}{message}{}", indentation_hint(&message));
     } else {
         message = plain_types(&message);
     }
@@ -204,6 +299,15 @@ fn plain_types(message: &str) -> String {
         e => e,
     };
     format!("{head}, expected {expected}")
+}
+
+/// libyaml's messages about block structure usually mean a line indented wrongly.
+fn indentation_hint(message: &str) -> &'static str {
+    if message.contains("block") || message.contains("mapping values are not allowed") {
+        " (check the indentation of this line against the lines above it)"
+    } else {
+        ""
+    }
 }
 
 /// libyaml's own messages (scanner and parser) as opposed to serde's type errors.

@@ -78,6 +78,14 @@ impl Locator {
         self.walk(field).0
     }
 
+    /// The line of `field` if the document has it (no fallback to a parent).
+    pub(super) fn find(&self, field: &str) -> Option<usize> {
+        match self.walk(field) {
+            (line, Some(_)) => Some(line),
+            (_, None) => None,
+        }
+    }
+
     /// The line where `key` appears a second time in the mapping at `parent`: serde
     /// reports a duplicate at the mapping, the reader wants the repeat.
     /// Returns (first line, repeat line).
@@ -138,6 +146,48 @@ impl Locator {
             node = value;
             line = *key_line;
             rest = &path[key.len()..];
+        }
+    }
+}
+
+/// One step of a field path: a mapping key or a sequence index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// What [`Locator::visit_maps`] calls: the path to a mapping, and its keys with lines.
+pub(super) type MapVisitor<'a> = dyn FnMut(&[Step], &[(String, usize)]) + 'a;
+
+impl Locator {
+    /// Calls `f` once per mapping of the document, with the path to it and its keys
+    /// (with their lines) in file order.
+    pub(super) fn visit_maps(&self, f: &mut MapVisitor<'_>) {
+        fn visit(node: &Node, path: &mut Vec<Step>, f: &mut MapVisitor<'_>) {
+            match node {
+                Node::Leaf { .. } => {}
+                Node::Seq { items, .. } => {
+                    for (i, item) in items.iter().enumerate() {
+                        path.push(Step::Index(i));
+                        visit(item, path, f);
+                        path.pop();
+                    }
+                }
+                Node::Map { entries, .. } => {
+                    let keys: Vec<(String, usize)> =
+                        entries.iter().map(|(k, l, _)| (k.clone(), *l)).collect();
+                    f(path, &keys);
+                    for (key, _, value) in entries {
+                        path.push(Step::Key(key.clone()));
+                        visit(value, path, f);
+                        path.pop();
+                    }
+                }
+            }
+        }
+        if let Some(root) = &self.root {
+            visit(root, &mut Vec::new(), f);
         }
     }
 }

@@ -29,6 +29,7 @@ mod load;
 mod locate;
 mod raw;
 mod routes;
+mod schema;
 mod validate;
 
 pub use load::{ConfigError, load, parse};

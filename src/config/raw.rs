@@ -155,7 +155,7 @@ pub enum RawTls {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawTlsFiles {
+pub(super) struct RawTlsFiles {
     cert: PathBuf,
     key: PathBuf,
 }

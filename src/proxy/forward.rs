@@ -404,6 +404,11 @@ pub fn upstream_request(
 pub fn client_response(resp: Response<Incoming>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    // The protocol version is per connection: the client's is keygate's to speak, not
+    // the upstream's. An HTTP/1.0 upstream must not turn the client's HTTP/1.1
+    // keep-alive connection into HTTP/1.0 (hyper answers an HTTP/1.0 client in HTTP/1.0
+    // anyway, and ignores the version on HTTP/2).
+    parts.version = Version::HTTP_11;
     Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
 }
 

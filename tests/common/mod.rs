@@ -21,7 +21,8 @@
 //! `forwarding` (502/504, streaming, pooling), `upstream_tls`, `tls`, `proxy_protocol`,
 //! `persistence`, `reload`, `metrics`, `logs`, `edge` (h2 frames, floods, idle and
 //! first-request deadlines, the admin and metrics ports' timeouts and cap, with the raw
-//! h2 client [`h2raw`]); `harness` checks this module itself.
+//! h2 client [`h2raw`]), `cli` (the `keys`, `orgs` and `principals` commands as child
+//! processes); `harness` checks this module itself.
 #![allow(dead_code, unused_imports)]
 
 pub mod gateway;
