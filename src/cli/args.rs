@@ -86,7 +86,7 @@ pub enum KeysCommand {
     Create(CreateArgs),
     /// List the org's keys, newest first (deleted keys are left out).
     List(ListArgs),
-    /// Show one key (deleted keys too).
+    /// Show one key (a deleted key is 404).
     Show {
         /// Key id (key_…).
         id: String,
@@ -106,7 +106,7 @@ pub enum KeysCommand {
         #[arg(long, value_name = "N")]
         grace_seconds: Option<u64>,
     },
-    /// Delete a key: it stops at once and leaves listings; `show` still reads it.
+    /// Delete a key: it stops at once and leaves listings and `show`; its usage stays readable.
     Delete {
         /// Key id (key_…).
         id: String,
