@@ -12,7 +12,6 @@ use common::ports::free_port;
 use common::*;
 use tokio::time::Instant;
 
-
 /// The gateway's resident memory in KiB (Linux), to show a flood is not buffered.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");

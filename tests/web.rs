@@ -32,7 +32,6 @@ const POLL: Duration = Duration::from_millis(100);
 const TAB: &str = "\u{E004}";
 const ENTER: &str = "\u{E007}";
 
-
 /// A process killed (and reaped) when dropped, so a failing test leaves nothing behind.
 struct Process {
     child: Child,

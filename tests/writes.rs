@@ -8,6 +8,10 @@
 //! Tests in this file run one at a time (the 1 s bounds measure keygate, not a crowded
 //! machine). Every loop is bounded in rounds and time.
 
+// `common` and `support_redis` both bring in `common/ports.rs` (one port registry per
+// module; `support_redis` is also used without `common`, by the store's unit tests).
+#![allow(clippy::duplicate_mod)]
+
 mod common;
 mod support_redis;
 

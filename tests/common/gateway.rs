@@ -165,7 +165,6 @@ pub struct Gateway {
     admin_client: reqwest::Client,
 }
 
-
 /// Makes the YAML for one start: template plus addresses and paths under `dir`.
 fn render(template: &Value, dir: &Path, listen: u16, admin: u16) -> Value {
     let mut c = template.clone();
