@@ -37,6 +37,7 @@ pub mod cli;
 pub mod config;
 pub mod key;
 pub mod limits;
+pub mod logbuf;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -135,6 +135,7 @@ impl Metrics {
             Box::new(invalidations.clone()),
             Box::new(build_info.clone()),
             Box::new(tls_certificate_expiry.clone()),
+            Box::new(crate::logbuf::DROPPED.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }

@@ -77,3 +77,32 @@ async fn logs_never_contain_secrets_or_query_strings() {
         assert!(v.is_object(), "{line}");
     }
 }
+
+/// Access-log lines are buffered (src/logbuf.rs), yet none is lost on SIGTERM: every
+/// request answered before the signal has its line in the log once keygate has exited.
+#[tokio::test]
+async fn sigterm_loses_no_access_log_line() {
+    let mut env = Env::start().await;
+    let key = env.write_key().await;
+    const N: usize = 200;
+    for i in 0..N {
+        env.gw
+            .send(
+                env.gw
+                    .request("GET", "/echo/x")
+                    .bearer_auth(&key.secret)
+                    .header("x-request-id", format!("flush-check-{i}")),
+            )
+            .await
+            .assert_status(200);
+    }
+    assert!(
+        env.gw.terminate().await.is_some(),
+        "keygate did not exit within 10 s of SIGTERM"
+    );
+    let logs = env.gw.logs_text();
+    let logged = (0..N)
+        .filter(|i| logs.contains(&format!("\"flush-check-{i}\"")))
+        .count();
+    assert_eq!(logged, N, "access-log lines lost on SIGTERM");
+}
