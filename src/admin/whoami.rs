@@ -25,9 +25,9 @@ const ACTIONS: [(&str, Action); 5] = [
 /// than manager).
 fn grantable_roles(role: Role) -> &'static [&'static str] {
     match role {
-        Role::Owner => &["owner", "admin", "manager", "viewer"],
-        Role::Admin => &["manager", "viewer"],
-        Role::Manager | Role::Viewer => &[],
+        Role::Owner => &["owner", "admin", "manager", "viewer", "verifier"],
+        Role::Admin => &["manager", "viewer", "verifier"],
+        Role::Manager | Role::Viewer | Role::Verifier => &[],
     }
 }
 
