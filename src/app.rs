@@ -222,6 +222,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let key_format = dp.key_format.clone();
     let current = Arc::new(ArcSwap::from_pointee(dp));
 
+    // The data port's and the authz listener's connections run on one single-threaded
+    // runtime per core.
+    let workers = proxy::workers::Workers::start(proxy::workers::Workers::default_count())
+        .context("starting the data plane's worker threads")?;
+    tracing::info!(workers = workers.len(), "data plane workers started");
     let data_listener = bind(config.listen.address, "listen").await?;
     let admin_listener = bind(config.admin.address, "admin").await?;
     let metrics_listener = match &config.metrics {
@@ -255,6 +260,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tls: data_tls.map(|(cfg, _)| TlsAcceptor::from(cfg)),
             proxy_protocol: config.listen.proxy_protocol,
             allow_from: Vec::new(),
+            workers: Some(workers.clone()),
         },
         data_gauge,
         move || ConnLimits::from(&conn_limits.load().limits),
@@ -296,6 +302,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 tls: authz_tls.map(|(cfg, _)| TlsAcceptor::from(cfg)),
                 proxy_protocol: ProxyProtocol::Off,
                 allow_from: a.allow_from.clone(),
+                workers: Some(workers.clone()),
             },
             metrics.connections_active.with_label_values(&["authz"]),
             move || ConnLimits::from(&limits.load().limits),
@@ -332,6 +339,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tls: admin_tls.map(|(cfg, _)| TlsAcceptor::from(cfg)),
             proxy_protocol: ProxyProtocol::Off,
             allow_from: Vec::new(),
+            workers: None,
         },
         admin_limits.clone(),
         admin::router(ctx),
@@ -348,6 +356,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 tls: None,
                 proxy_protocol: ProxyProtocol::Off,
                 allow_from: Vec::new(),
+                workers: None,
             },
             admin_limits,
             admin::metrics_router(metrics.clone()),

@@ -24,6 +24,10 @@ use crate::policy::ip;
 use crate::proxy::pipeline::{self, Mode, Question, Trace};
 use crate::refusal::Refusal;
 
+/// The headers that carry the original request's URI: it is checked against
+/// `max_uri_bytes`, so it does not count against `max_header_bytes` a second time.
+const DESCRIPTION_URI: &[&str] = &["x-original-uri", "x-forwarded-uri"];
+
 /// The original request as the asking proxy describes it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Described {
@@ -38,7 +42,8 @@ pub struct Described {
 pub async fn handle(authz: &Authz, peer: SocketAddr, req: Request<Incoming>) -> Response<Bytes> {
     let dp = authz.data_plane();
     let (parts, _body) = req.into_parts();
-    let described = pipeline::check_limits(&dp, &parts).and_then(|()| describe(&parts.headers));
+    let described = pipeline::check_limits(&dp, &parts, DESCRIPTION_URI)
+        .and_then(|()| describe(&parts.headers));
     let trace = Trace::start(
         Mode::Http,
         described.as_ref().map_or(&parts.method, |d| &d.method),
@@ -74,7 +79,7 @@ pub fn describe(h: &HeaderMap) -> Result<Described, Refusal> {
     )?;
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|_| Refusal::BadRequest("malformed X-Original-Method or X-Forwarded-Method"))?;
-    let target = one_of(h, &["x-original-uri", "x-forwarded-uri"])?.ok_or(Refusal::BadRequest(
+    let target = one_of(h, DESCRIPTION_URI)?.ok_or(Refusal::BadRequest(
         "the original request's path is missing: send X-Original-URI or X-Forwarded-Uri",
     ))?;
     let target = match PathAndQuery::from_str(target) {
@@ -86,10 +91,7 @@ pub fn describe(h: &HeaderMap) -> Result<Described, Refusal> {
         }
     };
     let host = one_of(h, &["x-forwarded-host"])?.map(str::to_string);
-    let client = match last_forwarded_for(h)? {
-        None => None,
-        Some(c) => Some(ip::canonical(c)),
-    };
+    let client = last_forwarded_for(h)?.map(ip::canonical);
     Ok(Described {
         method,
         target,

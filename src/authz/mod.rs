@@ -79,9 +79,11 @@ impl Authz {
                     return Ok(grpc::call(grpc, req).await);
                 }
                 if req.uri().path() != AUTHZ_PATH {
+                    // Not a question: answered, not counted.
                     let mut resp = respond::refusal(&Refusal::NoRoute);
-                    resp.headers_mut()
-                        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    let h = resp.headers_mut();
+                    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    h.insert("x-request-id", pipeline::request_id(req.headers()));
                     return Ok(resp);
                 }
                 Ok(forward_auth::handle(&authz, peer, req)

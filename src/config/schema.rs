@@ -14,8 +14,8 @@ use serde::de::{self, Deserializer, Visitor};
 
 use super::locate::{Locator, Step};
 use super::raw::{
-    RawAdmin, RawAuthz, RawCache, RawConfig, RawIdentityHeaders, RawKeys, RawLimits, RawListen, RawMetrics,
-    RawRoute, RawStore, RawTlsFiles, RawUpstream,
+    RawAdmin, RawAuthz, RawCache, RawConfig, RawIdentityHeaders, RawKeys, RawLimits, RawListen,
+    RawMetrics, RawRoute, RawStore, RawTlsFiles, RawUpstream,
 };
 use crate::key::RateLimit;
 

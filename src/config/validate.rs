@@ -217,7 +217,7 @@ fn authz(raw: raw::RawAuthz, p: &mut Problems) -> AuthzConfig {
         Some(list) if list.is_empty() => {
             p.add(
                 "authz.allow_from",
-                "is empty, so every peer would be refused; list the addresses of the proxies that ask (e.g. [127.0.0.0/8, ::1/128])",
+                "is empty, so every peer would be refused; list the addresses of the proxies that ask (e.g. [127.0.0.0/8, \"::1/128\"])",
             );
             Vec::new()
         }

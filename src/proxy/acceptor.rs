@@ -53,6 +53,7 @@ use crate::config::{Limits, ProxyProtocol};
 use crate::proxy::BoxError;
 use crate::proxy::framing::{FramingGuard, Verdict};
 use crate::proxy::listener::read_proxy_header;
+use crate::proxy::workers::Workers;
 
 /// How long in-flight requests may finish after shutdown starts.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
@@ -74,6 +75,9 @@ pub struct Port {
     /// Peers that may connect (the authz listener's `allow_from`); empty: any peer.
     /// Others are closed at accept, before a byte is read.
     pub allow_from: Vec<IpNet>,
+    /// Where connections are served: on the data plane's workers (each connection on
+    /// one worker, round robin), or, when `None`, on the runtime that accepts.
+    pub workers: Option<Arc<Workers>>,
 }
 
 /// Per-connection limits, read when a connection is accepted (so the data plane's
@@ -179,12 +183,39 @@ pub async fn serve<L, M, S, B>(
         };
         let gauge = gauge.clone();
         let service = service.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            gauge.inc();
-            conn.run(tcp, peer, &*service).await;
-            gauge.dec();
-        });
+        match &port.workers {
+            None => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    gauge.inc();
+                    conn.run(tcp, peer, &*service).await;
+                    gauge.dec();
+                });
+            }
+            Some(workers) => {
+                // The socket moves to the worker's own reactor.
+                let std = match tcp.into_std() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(listener = port.name, error = %e, "cannot hand the connection to a worker");
+                        continue;
+                    }
+                };
+                workers.pick().spawn(async move {
+                    let _permit = permit;
+                    let tcp = match TcpStream::from_std(std) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a worker could not take a connection");
+                            return;
+                        }
+                    };
+                    gauge.inc();
+                    conn.run(tcp, peer, &*service).await;
+                    gauge.dec();
+                });
+            }
+        }
     }
     drop(listener);
     // Every connection task holds a slot: all slots back means all connections closed.

@@ -27,6 +27,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{IdentityHeaders, UpstreamConfig};
 use crate::key::{Environment, KeyRecord};
+use crate::proxy::workers::{self, Workers};
 use crate::proxy::{Body, BoxError};
 use crate::refusal::Refusal;
 use crate::tls;
@@ -60,7 +61,9 @@ pub struct Upstream {
     pub name: String,
     live: Origin,
     test: Option<Origin>,
-    client: Client<HttpsConnector<HttpConnector>, UpstreamBody>,
+    /// One pool per data-plane worker, so a request and its upstream connection stay
+    /// on one thread ([`workers`](crate::proxy::workers)).
+    clients: Vec<Client<HttpsConnector<HttpConnector>, UpstreamBody>>,
     /// Time allowed until response headers.
     timeout: Duration,
     pub preserve_host: bool,
@@ -77,11 +80,15 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
+        let clients = (0..Workers::default_count().max(1))
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(1024)
+                    .build(connector.clone())
+            })
+            .collect();
         Ok(Upstream {
             name: cfg.name.clone(),
             live: origin(&cfg.url).with_context(|| format!("upstreams.{}.url", cfg.name))?,
@@ -91,7 +98,7 @@ impl Upstream {
                 .map(origin)
                 .transpose()
                 .with_context(|| format!("upstreams.{}.test_url", cfg.name))?,
-            client,
+            clients,
             timeout: cfg.timeout,
             preserve_host: cfg.preserve_host,
         })
@@ -116,7 +123,8 @@ impl Upstream {
         max_body: u64,
     ) -> Result<(Response<Incoming>, Duration), Refusal> {
         let started = Instant::now();
-        match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+        let client = &self.clients[workers::current() % self.clients.len()];
+        match tokio::time::timeout(self.timeout, client.request(req)).await {
             Err(_) => Err(Refusal::UpstreamTimeout),
             Ok(Ok(resp)) => Ok((resp, started.elapsed())),
             Ok(Err(e)) => {

@@ -10,6 +10,8 @@
 //! - `pipeline`: one request's checks, in SPEC §3 order, top to bottom.
 //! - `forward`: pooled upstream clients and the header rewrite.
 //! - `respond`: the one refusal → response mapping.
+//! - `workers`: one single-threaded runtime per core for the data port's and the authz
+//!   listener's connections.
 //!
 //! This module never imports `admin` or a store backend: it reads keys through
 //! [`KeyResolver`](crate::auth::KeyResolver) only.
@@ -35,6 +37,7 @@ pub mod framing;
 pub mod listener;
 pub mod pipeline;
 pub mod respond;
+pub mod workers;
 
 /// Error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -226,7 +226,7 @@ pub async fn finish<B>(
 }
 
 /// The client's `X-Request-Id` if it is one value of safe characters, else a new one.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     let mut all = headers.get_all("x-request-id").iter();
     if let (Some(v), None) = (all.next(), all.next()) {
         let b = v.as_bytes();
@@ -251,7 +251,7 @@ async fn run(
     trace: &mut Trace,
 ) -> Result<Response<Body>, Refusal> {
     let (mut parts, body) = req.into_parts();
-    check_limits(dp, &parts)?;
+    check_limits(dp, &parts, &[])?;
     let client_host = client_host(&parts)?;
     let peer_ip = ip::canonical(conn.peer.ip());
     let peer_trusted = ip::is_trusted(peer_ip, &dp.trusted_proxies);
@@ -418,8 +418,14 @@ static VERIFY_ROUTE: std::sync::LazyLock<Arc<Route>> = std::sync::LazyLock::new(
     })
 });
 
-/// Size limits that hold before anything else is looked at.
-pub fn check_limits(dp: &DataPlane, parts: &http::request::Parts) -> Result<(), Refusal> {
+/// Size limits that hold before anything else is looked at. Headers named in
+/// `not_counted` (forward-auth's description of the original request, whose URI is
+/// checked against `max_uri_bytes` itself) do not count against `max_header_bytes`.
+pub fn check_limits(
+    dp: &DataPlane,
+    parts: &http::request::Parts,
+    not_counted: &[&str],
+) -> Result<(), Refusal> {
     let l = &dp.limits;
     let uri_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > l.max_uri_bytes {
@@ -428,6 +434,7 @@ pub fn check_limits(dp: &DataPlane, parts: &http::request::Parts) -> Result<(), 
     let header_bytes: usize = parts
         .headers
         .iter()
+        .filter(|(n, _)| !not_counted.contains(&n.as_str()))
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     if header_bytes > l.max_header_bytes {
