@@ -126,6 +126,13 @@ impl GatewayBuilder {
         })
     }
 
+    /// Turns on the authz listener (SPEC §9, plain HTTP) for loopback peers; its
+    /// address, a free loopback port picked at each start like the others, is
+    /// [`Gateway::authz`].
+    pub fn authz(self) -> Self {
+        self.with(|c| c["authz"] = json!({ "allow_from": ["127.0.0.0/8", "::1/128"] }))
+    }
+
     /// Replaces all routes.
     pub fn routes(self, value: Value) -> Self {
         self.with(|c| c["routes"] = value)
@@ -133,7 +140,7 @@ impl GatewayBuilder {
 
     /// The YAML a start would write, with paths under `dir` and some free ports.
     pub fn yaml(&self, dir: &Path) -> String {
-        let config = render(&self.config, dir, free_port(), free_port());
+        let config = render(&self.config, dir, free_port(), free_port(), free_port());
         serde_yaml::to_string(&config).expect("config to YAML")
     }
 
@@ -154,6 +161,8 @@ pub struct Gateway {
     child: Option<Child>,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
+    /// The authz listener, when the config has an `authz` section.
+    pub authz: Option<SocketAddr>,
     pub tls: bool,
     pub admin_token: String,
     /// Log files of every start, oldest first.
@@ -165,10 +174,14 @@ pub struct Gateway {
     admin_client: reqwest::Client,
 }
 
-/// Makes the YAML for one start: template plus addresses and paths under `dir`.
-fn render(template: &Value, dir: &Path, listen: u16, admin: u16) -> Value {
+/// Makes the YAML for one start: template plus addresses and paths under `dir`. The
+/// authz listener gets port `authz` when the template has an `authz` section.
+fn render(template: &Value, dir: &Path, listen: u16, admin: u16, authz: u16) -> Value {
     let mut c = template.clone();
     c["listen"]["address"] = json!(format!("127.0.0.1:{listen}"));
+    if c.get("authz").is_some_and(Value::is_object) {
+        c["authz"]["address"] = json!(format!("127.0.0.1:{authz}"));
+    }
     let admin_obj = c["admin"].as_object().cloned().unwrap_or_default();
     c["admin"] = Value::Object(admin_obj);
     c["admin"]["address"] = json!(format!("127.0.0.1:{admin}"));
@@ -208,6 +221,7 @@ impl Gateway {
             child: None,
             listen: "127.0.0.1:0".parse().expect("addr"),
             admin: "127.0.0.1:0".parse().expect("addr"),
+            authz: None,
             tls,
             admin_token: String::new(),
             logs: Vec::new(),
@@ -229,8 +243,8 @@ impl Gateway {
     async fn boot(&mut self) {
         let mut last_err = String::new();
         for _attempt in 0..3 {
-            let (lp, ap) = (free_port(), free_port());
-            let config = render(&self.template, self.dir.path(), lp, ap);
+            let (lp, ap, zp) = (free_port(), free_port(), free_port());
+            let config = render(&self.template, self.dir.path(), lp, ap, zp);
             let n = STARTS.fetch_add(1, Ordering::SeqCst);
             let config_path = self.dir.path().join(format!("keygate-{n}.yaml"));
             std::fs::write(
@@ -260,6 +274,11 @@ impl Gateway {
             self.child = Some(child);
             self.listen = format!("127.0.0.1:{lp}").parse().expect("addr");
             self.admin = format!("127.0.0.1:{ap}").parse().expect("addr");
+            self.authz = self
+                .template
+                .get("authz")
+                .is_some_and(Value::is_object)
+                .then(|| format!("127.0.0.1:{zp}").parse().expect("addr"));
             match self.wait_ready().await {
                 Ok(()) => {
                     self.admin_token = self.read_admin_token().await;
@@ -405,6 +424,7 @@ impl Gateway {
             self.dir.path(),
             self.listen.port(),
             self.admin.port(),
+            self.authz.map_or(0, |a| a.port()),
         );
         let tmp = self.config_path.with_extension("yaml.tmp");
         std::fs::write(
