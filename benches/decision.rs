@@ -506,7 +506,9 @@ async fn decide(g: &Gate, r: &Req) -> Result<Arc<KeyRecord>, Refusal> {
         &g.scopes,
     )?;
     let mut quota = None;
-    g.rate_limits.acquire(&key, &route, &mut quota).await?;
+    g.rate_limits
+        .acquire(&key, Some(&route), &mut quota)
+        .await?;
     Ok(key)
 }
 
@@ -637,7 +639,7 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
             b.to_async(&rt).iter(|| async {
                 let mut quota = None;
                 g.rate_limits
-                    .acquire(black_box(&case.record), &route, &mut quota)
+                    .acquire(black_box(&case.record), Some(&route), &mut quota)
                     .await
                     .map(|()| quota)
             })

@@ -254,6 +254,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             max_connections: config.limits.max_connections,
             tls: data_tls.map(|(cfg, _)| TlsAcceptor::from(cfg)),
             proxy_protocol: config.listen.proxy_protocol,
+            allow_from: Vec::new(),
         },
         data_gauge,
         move || ConnLimits::from(&conn_limits.load().limits),
@@ -267,7 +268,44 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
+    // SPEC §9: the authz listener (forward-auth and ext_authz) and the verify API,
+    // deciding on the same data plane.
+    let authz = crate::authz::Authz::new(current.clone());
+    if let Some(a) = &config.authz {
+        let listener = bind(a.address, "authz").await?;
+        let authz_tls = match &a.tls {
+            Some(t) => tls::server_config(t).context("authz.tls")?,
+            None => None,
+        };
+        let scheme = if authz_tls.is_some() { "https" } else { "http" };
+        tracing::info!(
+            "authz listening on {scheme}://{} (forward-auth at /v1/authz, Envoy ext_authz over gRPC)",
+            listener.local_addr()?
+        );
+        if let Some((_, cert)) = &authz_tls {
+            certs.push(("authz", cert.clone()));
+            publish_cert_expiry(&certs, &metrics);
+        }
+        let limits = current.clone();
+        let authz = authz.clone();
+        tasks.spawn(acceptor::serve(
+            listener,
+            Port {
+                name: "authz",
+                max_connections: config.limits.max_connections,
+                tls: authz_tls.map(|(cfg, _)| TlsAcceptor::from(cfg)),
+                proxy_protocol: ProxyProtocol::Off,
+                allow_from: a.allow_from.clone(),
+            },
+            metrics.connections_active.with_label_values(&["authz"]),
+            move || ConnLimits::from(&limits.load().limits),
+            move |peer| authz.clone().service(peer),
+            stop_rx.clone(),
+        ));
+    }
+
     let ctx = Arc::new(AdminContext {
+        verifier: Arc::new(authz),
         store: store.clone(),
         resolver,
         metrics: metrics.clone(),
@@ -293,6 +331,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             max_connections: config.admin.max_connections,
             tls: admin_tls.map(|(cfg, _)| TlsAcceptor::from(cfg)),
             proxy_protocol: ProxyProtocol::Off,
+            allow_from: Vec::new(),
         },
         admin_limits.clone(),
         admin::router(ctx),
@@ -308,6 +347,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 max_connections: config.admin.max_connections,
                 tls: None,
                 proxy_protocol: ProxyProtocol::Off,
+                allow_from: Vec::new(),
             },
             admin_limits,
             admin::metrics_router(metrics.clone()),
@@ -479,6 +519,14 @@ fn restart_only_change(old: &Config, new: &Config) -> Option<&'static str> {
     }
     if old.metrics.as_ref().map(|m| m.address) != new.metrics.as_ref().map(|m| m.address) {
         return Some("metrics.address");
+    }
+    let authz = |c: &Config| {
+        c.authz
+            .as_ref()
+            .map(|a| (a.address, a.tls.clone(), a.allow_from.clone()))
+    };
+    if authz(old) != authz(new) {
+        return Some("authz");
     }
     if old.store.backend != new.store.backend || old.store.timeout != new.store.timeout {
         return Some("store");

@@ -374,6 +374,8 @@ pub struct Org {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// Only `POST /v1/verify` (SPEC §9).
+    Verifier,
     Viewer,
     Manager,
     Admin,

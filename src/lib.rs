@@ -20,6 +20,9 @@
 //!   decision. No IO.
 //! - [`proxy`]: the acceptor of every port, the framing guard, pipeline, forwarding,
 //!   responses.
+//! - [`authz`]: keygate as the key check of another proxy (forward-auth at
+//!   `/v1/authz`, Envoy `ext_authz` over gRPC) and the verify API; every mode runs
+//!   `proxy::pipeline::decide`.
 //! - [`admin`]: the admin API, bootstrap, `/metrics`, `/healthz`, `/readyz`.
 //! - [`limits`]: rate limits and quotas: window resolution, the limiter, `RateLimit-*`.
 //! - [`tls`]: rustls server configs, certificates, reload.
@@ -33,6 +36,7 @@
 pub mod admin;
 pub mod app;
 pub mod auth;
+pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod key;

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// `listener`: Unix time at which the served TLS certificate expires.
     pub tls_certificate_expiry: IntGaugeVec,
+    /// `mode` (`http` | `grpc` | `verify`), `outcome` (`allowed` or the error code).
+    pub authz_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -122,6 +124,15 @@ impl Metrics {
         )
         .expect("static metric definition");
 
+        let authz_requests = IntCounterVec::new(
+            Opts::new(
+                "keygate_authz_requests_total",
+                "Decisions asked for by another proxy (forward-auth, ext_authz) or the verify API.",
+            ),
+            &["mode", "outcome"],
+        )
+        .expect("static metric definition");
+
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -135,6 +146,7 @@ impl Metrics {
             Box::new(invalidations.clone()),
             Box::new(build_info.clone()),
             Box::new(tls_certificate_expiry.clone()),
+            Box::new(authz_requests.clone()),
             Box::new(crate::logbuf::DROPPED.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -163,6 +175,7 @@ impl Metrics {
             invalidations,
             build_info,
             tls_certificate_expiry,
+            authz_requests,
         }
     }
 

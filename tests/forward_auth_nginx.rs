@@ -254,7 +254,7 @@ async fn start() -> (Env, Nginx) {
 }
 
 async fn start_with(f: impl FnOnce(GatewayBuilder) -> GatewayBuilder) -> (Env, Nginx) {
-    let env = Env::start_with(|b| f(b.authz())).await;
+    let env = Env::start_with(|b| f(b.authz(Some(&["127.0.0.0/8"])))).await;
     let authz = env.gw.authz.expect("the gateway has an authz listener");
     let ngx = Nginx::start(authz, env.up.addr).await;
     (env, ngx)

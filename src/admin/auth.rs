@@ -83,16 +83,19 @@ pub enum Action {
     ManagePrincipals,
     /// Create and edit orgs.
     ManageOrgs,
+    /// `POST /v1/verify`: every role, and the only thing a verifier may do.
+    Verify,
 }
 
 /// The role table of SPEC §5. Owners may do all that admins may.
 pub fn allows(p: &Principal, action: Action) -> bool {
     match action {
-        Action::Read => true,
+        Action::Read => p.role != Role::Verifier,
+        Action::Verify => true,
         Action::WriteKeys => match p.role {
             Role::Owner | Role::Admin => true,
             Role::Manager => p.api_access,
-            Role::Viewer => false,
+            Role::Viewer | Role::Verifier => false,
         },
         Action::RevokeKeys | Action::ReadAudit | Action::ManagePrincipals => {
             matches!(p.role, Role::Owner | Role::Admin)
@@ -107,12 +110,14 @@ fn role_name(role: Role) -> &'static str {
         Role::Admin => "admin",
         Role::Manager => "manager",
         Role::Viewer => "viewer",
+        Role::Verifier => "verifier",
     }
 }
 
 fn action_name(action: Action) -> &'static str {
     match action {
         Action::Read => "read",
+        Action::Verify => "verify keys",
         Action::WriteKeys => "create or edit keys",
         Action::RevokeKeys => "revoke or delete keys",
         Action::ReadAudit => "read the audit log",

@@ -52,6 +52,7 @@ pub mod orgs;
 pub mod principals;
 pub mod usage;
 pub mod validate;
+pub mod verify;
 pub mod web;
 pub mod whoami;
 pub mod write;
@@ -76,6 +77,8 @@ pub struct AdminContext {
     pub config: Arc<Config>,
     /// Set by the wiring once config is loaded, listeners bound and the store reached.
     pub ready: Arc<AtomicBool>,
+    /// `POST /v1/verify`: the data plane's decision (SPEC §9).
+    pub verifier: Arc<dyn crate::authz::Verifier>,
 }
 
 /// Prometheus text exposition format, version 0.0.4.
@@ -105,6 +108,7 @@ pub fn router(ctx: Arc<AdminContext>) -> Router {
         )
         .route("/v1/orgs/{org}/audit", get(audit::list))
         .route("/v1/whoami", get(whoami::get))
+        .route("/v1/verify", post(verify::post))
         .route(
             "/v1/principals",
             post(principals::create).get(principals::list),

@@ -95,6 +95,7 @@ pub async fn list(
     State(ctx): State<Arc<AdminContext>>,
     caller: Caller,
 ) -> Result<Json<Value>, AdminError> {
+    caller.authorize(Action::Read, None)?;
     let mut orgs = ctx.store.list_orgs().await?;
     orgs.retain(|o| caller.sees_org(&o.id));
     orgs.sort_by(|a, b| a.id.cmp(&b.id));

@@ -77,7 +77,7 @@ fn sees(caller: &Caller, p: &Principal) -> bool {
         || match caller.principal().role {
             Role::Owner => true,
             Role::Admin => matches!(p.orgs, OrgScope::List(_)) && caller.holds_orgs(&p.orgs),
-            Role::Manager | Role::Viewer => false,
+            Role::Manager | Role::Viewer | Role::Verifier => false,
         }
 }
 
@@ -86,8 +86,11 @@ fn manages(caller: &Caller, p: &Principal) -> Result<(), AdminError> {
     caller.authorize(Action::ManagePrincipals, None)?;
     let ok = match caller.principal().role {
         Role::Owner => true,
-        Role::Admin => matches!(p.role, Role::Manager | Role::Viewer) && caller.holds_orgs(&p.orgs),
-        Role::Manager | Role::Viewer => false,
+        Role::Admin => {
+            matches!(p.role, Role::Manager | Role::Viewer | Role::Verifier)
+                && caller.holds_orgs(&p.orgs)
+        }
+        Role::Manager | Role::Viewer | Role::Verifier => false,
     };
     if ok {
         Ok(())
@@ -151,9 +154,11 @@ pub async fn create(
     let mut f = body.fields(CREATE_FIELDS)?;
     let name = validate::name("name", f.required("name")?)?;
     let role = f.required::<Role>("role")?;
-    if caller.principal().role != Role::Owner && !matches!(role, Role::Manager | Role::Viewer) {
+    if caller.principal().role != Role::Owner
+        && !matches!(role, Role::Manager | Role::Viewer | Role::Verifier)
+    {
         return Err(AdminError::forbidden(
-            "an admin may create manager and viewer principals only",
+            "an admin may create manager, viewer and verifier principals only",
         ));
     }
     let orgs = match (role, f.optional::<OrgScope>("orgs")?) {

@@ -25,9 +25,9 @@ const ACTIONS: [(&str, Action); 5] = [
 /// than manager).
 fn grantable_roles(role: Role) -> &'static [&'static str] {
     match role {
-        Role::Owner => &["owner", "admin", "manager", "viewer"],
-        Role::Admin => &["manager", "viewer"],
-        Role::Manager | Role::Viewer => &[],
+        Role::Owner => &["owner", "admin", "manager", "viewer", "verifier"],
+        Role::Admin => &["manager", "viewer", "verifier"],
+        Role::Manager | Role::Viewer | Role::Verifier => &[],
     }
 }
 
@@ -78,13 +78,13 @@ mod tests {
                 &h.owner,
                 "owner",
                 [true; 5],
-                &["owner", "admin", "manager", "viewer"],
+                &["owner", "admin", "manager", "viewer", "verifier"],
             ),
             (
                 &admin,
                 "admin",
                 [true, true, true, true, false],
-                &["manager", "viewer"],
+                &["manager", "viewer", "verifier"],
             ),
             (&manager, "manager", [true, false, false, false, false], &[]),
             (&idle, "manager", [false; 5], &[]),

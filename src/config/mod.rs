@@ -44,6 +44,7 @@ pub struct Config {
     pub listen: ListenConfig,
     pub admin: AdminConfig,
     pub metrics: Option<MetricsConfig>,
+    pub authz: Option<AuthzConfig>,
     pub store: StoreConfig,
     pub cache: CacheConfig,
     pub keys: KeysConfig,
@@ -101,6 +102,15 @@ pub struct AdminConfig {
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
     pub address: SocketAddr,
+}
+
+/// SPEC §9: the listener nginx, Envoy or Traefik asks for decisions.
+#[derive(Debug, Clone)]
+pub struct AuthzConfig {
+    pub address: SocketAddr,
+    /// Peers that may ask; every other peer is refused at accept. Default: loopback.
+    pub allow_from: Vec<IpNet>,
+    pub tls: Option<TlsMode>,
 }
 
 #[derive(Debug, Clone)]

@@ -24,6 +24,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub admin: RawAdmin,
     pub metrics: Option<RawMetrics>,
+    pub authz: Option<RawAuthz>,
     #[serde(default)]
     pub store: RawStore,
     #[serde(default)]
@@ -66,6 +67,15 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
     pub address: String,
+}
+
+/// SPEC §9: the listener proxies ask for decisions.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthz {
+    pub address: String,
+    pub allow_from: Option<Vec<String>>,
+    pub tls: Option<RawTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,7 +14,7 @@ use serde::de::{self, Deserializer, Visitor};
 
 use super::locate::{Locator, Step};
 use super::raw::{
-    RawAdmin, RawCache, RawConfig, RawIdentityHeaders, RawKeys, RawLimits, RawListen, RawMetrics,
+    RawAdmin, RawAuthz, RawCache, RawConfig, RawIdentityHeaders, RawKeys, RawLimits, RawListen, RawMetrics,
     RawRoute, RawStore, RawTlsFiles, RawUpstream,
 };
 use crate::key::RateLimit;
@@ -30,6 +30,8 @@ pub(super) const SECTIONS: &[(&str, Fields)] = &[
     ("admin", fields_of::<RawAdmin>),
     ("admin.tls", fields_of::<RawTlsFiles>),
     ("metrics", fields_of::<RawMetrics>),
+    ("authz", fields_of::<RawAuthz>),
+    ("authz.tls", fields_of::<RawTlsFiles>),
     ("store", fields_of::<RawStore>),
     ("cache", fields_of::<RawCache>),
     ("keys", fields_of::<RawKeys>),

@@ -20,8 +20,8 @@ use super::locate::Locator;
 use super::raw::{self, Dur, RawConfig, RawTls};
 use super::routes;
 use super::{
-    AdminConfig, CacheConfig, Config, IdentityHeaders, KeysConfig, Limits, ListenConfig,
-    MetricsConfig, ProxyProtocol, StoreBackend, StoreConfig, TlsMode, UpstreamConfig,
+    AdminConfig, AuthzConfig, CacheConfig, Config, IdentityHeaders, KeysConfig, Limits,
+    ListenConfig, MetricsConfig, ProxyProtocol, StoreBackend, StoreConfig, TlsMode, UpstreamConfig,
 };
 use crate::key::{KeyFormat, RateLimit};
 
@@ -102,7 +102,8 @@ pub(super) fn validate(
     let metrics = raw.metrics.map(|m| MetricsConfig {
         address: socket_addr("metrics.address", &m.address, &mut p),
     });
-    check_ports(&listen, &admin, metrics.as_ref(), &mut p);
+    let authz = raw.authz.map(|a| authz(a, &mut p));
+    check_ports(&listen, &admin, metrics.as_ref(), authz.as_ref(), &mut p);
     let store = store(raw.store, &mut p);
     let cache = cache(raw.cache, &mut p);
     let prefix = raw.keys.prefix.unwrap_or_else(|| KEY_PREFIX.to_string());
@@ -143,6 +144,7 @@ pub(super) fn validate(
         listen,
         admin,
         metrics,
+        authz,
         store,
         cache,
         keys: KeysConfig { prefix },
@@ -202,6 +204,40 @@ fn tls(field: &str, raw: RawTls, p: &mut Problems) -> TlsMode {
     }
 }
 
+/// SPEC §9. `allow_from` defaults to loopback; an empty list would refuse every peer,
+/// which is a mistake worth naming.
+fn authz(raw: raw::RawAuthz, p: &mut Problems) -> AuthzConfig {
+    let address = socket_addr("authz.address", &raw.address, p);
+    let tls = raw.tls.map(|t| tls("authz.tls", t, p));
+    let allow_from = match raw.allow_from {
+        None => ["127.0.0.0/8", "::1/128"]
+            .iter()
+            .filter_map(|s| parse_ip_net(s).ok())
+            .collect(),
+        Some(list) if list.is_empty() => {
+            p.add(
+                "authz.allow_from",
+                "is empty, so every peer would be refused; list the addresses of the proxies that ask (e.g. [127.0.0.0/8, ::1/128])",
+            );
+            Vec::new()
+        }
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                parse_ip_net(s)
+                    .map_err(|e| p.add(format!("authz.allow_from[{i}]"), e))
+                    .ok()
+            })
+            .collect(),
+    };
+    AuthzConfig {
+        address,
+        allow_from,
+        tls,
+    }
+}
+
 fn admin(raw: raw::RawAdmin, p: &mut Problems) -> AdminConfig {
     let address = raw
         .address
@@ -257,12 +293,16 @@ fn check_ports(
     listen: &ListenConfig,
     admin: &AdminConfig,
     metrics: Option<&MetricsConfig>,
+    authz: Option<&AuthzConfig>,
     p: &mut Problems,
 ) {
     let mut seen: Vec<(&str, SocketAddr)> = vec![("listen.address", listen.address)];
     let mut others = vec![("admin.address", admin.address)];
     if let Some(m) = metrics {
         others.push(("metrics.address", m.address));
+    }
+    if let Some(a) = authz {
+        others.push(("authz.address", a.address));
     }
     for (field, addr) in others {
         let clash = seen.iter().find(|(_, a)| {

@@ -92,7 +92,11 @@ impl RateLimits {
         }
     }
 
-    async fn plan<'r>(&self, key: &KeyRecord, route: &'r Route) -> Result<Plan<'r>, Refusal> {
+    async fn plan<'r>(
+        &self,
+        key: &KeyRecord,
+        route: Option<&'r Route>,
+    ) -> Result<Plan<'r>, Refusal> {
         let org = self
             .orgs
             .get(&key.org)
@@ -105,17 +109,19 @@ impl RateLimits {
             key.rate_limit.as_ref(),
             org_limit,
             &self.global,
-            route.rate_limit.as_ref().map(|l| (route.name.as_str(), l)),
+            route.and_then(|r| r.rate_limit.as_ref().map(|l| (r.name.as_str(), l))),
         ))
     }
 
     /// Admits the request and counts it in every window, or refuses it (429) and counts
     /// nothing. `quota` gets the headers to send either way. Call it after every other
     /// check. A key whose org cannot be read (store down, org never read) gets 503.
+    /// Without a route (the verify API's scope check) only key, org and global limits
+    /// apply.
     pub async fn acquire(
         &self,
         key: &KeyRecord,
-        route: &Route,
+        route: Option<&Route>,
         quota: &mut Option<Quota>,
     ) -> Result<(), Refusal> {
         let plan = self.plan(key, route).await?;
@@ -127,7 +133,10 @@ impl RateLimits {
         if let Decision::Refused { window, .. } = &decision {
             self.metrics
                 .rate_limited
-                .with_label_values(&[route.name.as_str(), window.as_str()])
+                .with_label_values(&[
+                    route.map_or(crate::metrics::NO_ROUTE, |r| r.name.as_str()),
+                    window.as_str(),
+                ])
                 .inc();
         }
         decision.refusal().map_or(Ok(()), Err)
@@ -135,7 +144,7 @@ impl RateLimits {
 
     /// Where the key stands on this route, counting nothing; `None` when no limit
     /// applies or the org cannot be read.
-    pub async fn peek(&self, key: &KeyRecord, route: &Route) -> Option<Quota> {
+    pub async fn peek(&self, key: &KeyRecord, route: Option<&Route>) -> Option<Quota> {
         let plan = self.plan(key, route).await.ok()?;
         if plan.is_unlimited() {
             return None;
@@ -150,6 +159,16 @@ pub fn set_headers(headers: &mut HeaderMap, quota: &Quota) {
     headers.insert("ratelimit-limit", HeaderValue::from(quota.limit));
     headers.insert("ratelimit-remaining", HeaderValue::from(quota.remaining));
     headers.insert("ratelimit-reset", HeaderValue::from(quota.reset.as_secs()));
+}
+
+/// The standing [`set_headers`] wrote, read back (the verify API's `rate_limit`).
+pub fn read_headers(headers: &HeaderMap) -> Option<Quota> {
+    let num = |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.parse().ok() };
+    Some(Quota {
+        limit: num("ratelimit-limit")?,
+        remaining: num("ratelimit-remaining")?,
+        reset: std::time::Duration::from_secs(num("ratelimit-reset")?),
+    })
 }
 
 /// Adds the `RateLimit-*` headers to a response, if its request's key authenticated
@@ -167,7 +186,7 @@ pub async fn annotate<B>(
     let quota = match (quota, key, route) {
         (Some(q), Some(_), _) => Some(q),
         (None, Some(key), Some(route)) if resp.status() == http::StatusCode::FORBIDDEN => {
-            limits.peek(key, route).await
+            limits.peek(key, Some(route)).await
         }
         _ => None,
     };
@@ -260,11 +279,11 @@ mod tests {
         );
         let (k, r) = (key(None), route(None));
         let mut q = None;
-        limits.acquire(&k, &r, &mut q).await.unwrap();
+        limits.acquire(&k, Some(&r), &mut q).await.unwrap();
         assert_eq!(q.unwrap().limit, 2);
-        limits.acquire(&k, &r, &mut q).await.unwrap();
+        limits.acquire(&k, Some(&r), &mut q).await.unwrap();
         assert_eq!(q.unwrap().remaining, 0);
-        let refused = limits.acquire(&k, &r, &mut q).await.unwrap_err();
+        let refused = limits.acquire(&k, Some(&r), &mut q).await.unwrap_err();
         assert_eq!(refused.code(), "rate_limited");
         assert_eq!(refused.retry_after(), Some(Duration::from_secs(60)));
         assert_eq!(
@@ -276,15 +295,15 @@ mod tests {
         );
         // The key's own value wins over the org's.
         let own = key(Some(per_minute(5)));
-        limits.acquire(&own, &r, &mut q).await.unwrap();
+        limits.acquire(&own, Some(&r), &mut q).await.unwrap();
         assert_eq!((q.unwrap().limit, q.unwrap().remaining), (5, 2));
 
         // Lifting the org limit: the global one applies once the cached org expires.
         store.update_org(&org(None), 1).await.unwrap();
         tokio::time::sleep(orgs::FRESH_FOR + Duration::from_millis(50)).await;
-        limits.acquire(&k, &r, &mut q).await.unwrap();
+        limits.acquire(&k, Some(&r), &mut q).await.unwrap();
         assert_eq!((q.unwrap().limit, q.unwrap().remaining), (100, 96));
-        assert_eq!(limits.peek(&k, &r).await.unwrap().remaining, 96);
+        assert_eq!(limits.peek(&k, Some(&r)).await.unwrap().remaining, 96);
     }
 
     #[tokio::test]
@@ -302,11 +321,11 @@ mod tests {
         let mut q = None;
         // No org record and no limits anywhere: admitted, no headers.
         limits
-            .acquire(&key(None), &route(None), &mut q)
+            .acquire(&key(None), Some(&route(None)), &mut q)
             .await
             .unwrap();
         assert_eq!(q, None);
-        assert_eq!(limits.peek(&key(None), &route(None)).await, None);
+        assert_eq!(limits.peek(&key(None), Some(&route(None))).await, None);
     }
 
     #[test]

@@ -92,6 +92,27 @@ pub fn authorize(key: &KeyRecord, access: &Access<'_>, scopes: &ScopeSet) -> Res
     Ok(())
 }
 
+/// The verify API's scope form (SPEC §9): IP (when the key has an allow-list, the
+/// client must be given and in it) → every scope of `needed`. The first scope the key
+/// lacks is named.
+pub fn authorize_scopes(
+    key: &KeyRecord,
+    client: Option<IpAddr>,
+    needed: &[String],
+    scopes: &ScopeSet,
+) -> Result<(), Refusal> {
+    if let Some(allow) = &key.ip_allow {
+        match client {
+            Some(c) if ip::allowed(c, allow) => {}
+            _ => return Err(Refusal::IpNotAllowed),
+        }
+    }
+    match needed.iter().find(|s| !scopes.allows(&key.scopes, s)) {
+        Some(missing) => Err(Refusal::InsufficientScope(missing.clone())),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

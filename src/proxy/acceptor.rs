@@ -42,6 +42,7 @@ use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use ipnet::IpNet;
 use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -70,6 +71,9 @@ pub struct Port {
     pub max_connections: usize,
     pub tls: Option<TlsAcceptor>,
     pub proxy_protocol: ProxyProtocol,
+    /// Peers that may connect (the authz listener's `allow_from`); empty: any peer.
+    /// Others are closed at accept, before a byte is read.
+    pub allow_from: Vec<IpNet>,
 }
 
 /// Per-connection limits, read when a connection is accepted (so the data plane's
@@ -156,6 +160,15 @@ pub async fn serve<L, M, S, B>(
             },
             _ = shutdown.changed() => break,
         };
+        if !port.allow_from.is_empty()
+            && !crate::policy::ip::is_trusted(
+                crate::policy::ip::canonical(peer.ip()),
+                &port.allow_from,
+            )
+        {
+            tracing::warn!(listener = port.name, %peer, "connection refused: the peer is not in allow_from");
+            continue;
+        }
         let _ = tcp.set_nodelay(true);
         let conn = Connection {
             limits: limits(),

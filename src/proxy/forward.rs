@@ -346,18 +346,29 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<
     }
     h.insert("x-request-id", f.request_id.clone());
 
-    let k = f.key;
+    for (name, value) in identity_headers(f.identity, f.key)? {
+        h.insert(name, value);
+    }
+    Ok(())
+}
+
+/// The identity headers of SPEC §3 for `key`: org, key id, scopes, environment.
+pub fn identity_headers(
+    identity: &IdentityHeaders,
+    k: &KeyRecord,
+) -> Result<[(HeaderName, HeaderValue); 4], Refusal> {
     let value = |s: &str| {
         HeaderValue::from_str(s).map_err(|_| Refusal::BadRequest("identity not representable"))
     };
-    h.insert(f.identity.org.clone(), value(&k.org)?);
-    h.insert(f.identity.key_id.clone(), value(&k.id)?);
-    h.insert(f.identity.scopes.clone(), value(&k.scopes.join(","))?);
-    h.insert(
-        f.identity.environment.clone(),
-        HeaderValue::from_static(k.environment.as_str()),
-    );
-    Ok(())
+    Ok([
+        (identity.org.clone(), value(&k.org)?),
+        (identity.key_id.clone(), value(&k.id)?),
+        (identity.scopes.clone(), value(&k.scopes.join(","))?),
+        (
+            identity.environment.clone(),
+            HeaderValue::from_static(k.environment.as_str()),
+        ),
+    ])
 }
 
 struct PeerIp(std::net::IpAddr);

@@ -1,8 +1,14 @@
 //! One data-plane request, top to bottom, in the order of SPEC §3:
 //! limits → path → route → credential → key → IP → environment → endpoint → resource →
 //! scope → rate limit → forward. Each step either passes or returns a [`Refusal`];
-//! [`handle`] turns the outcome into a response, adds `X-Request-Id`, counts it and
-//! logs it.
+//! [`handle`] turns the outcome into a response and [`finish`] adds `X-Request-Id`,
+//! counts it and logs it.
+//!
+//! The decision is one function for every mode (SPEC §9): the data plane, forward-auth
+//! over HTTP, Envoy's `ext_authz` and the verify API each describe the request as a
+//! [`Question`], call [`decide`] (path → … → scope), do their own last checks, call
+//! [`admit`] (the rate limit) and [`finish`]; they differ only in how the request is
+//! described and how the answer is written.
 //!
 //! A refused request never reaches the upstream: the body is not read (so `100
 //! Continue` is sent only once forwarding starts) and nothing is sent.
@@ -13,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{CONTENT_LENGTH, HOST, HeaderValue};
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::auth::credential;
@@ -38,40 +44,141 @@ const MAX_REQUEST_ID: usize = 128;
 /// `Retry-After` for 503 `auth_unavailable`.
 const AUTH_RETRY: Duration = Duration::from_secs(1);
 
-/// What the request turned out to be, for metrics and the access log.
-#[derive(Default)]
-struct Trace {
-    route: Option<Arc<Route>>,
-    key: Option<Arc<KeyRecord>>,
+/// How a request reached the decision: through the data plane, or asked for by
+/// another proxy or a service (SPEC §9). Every mode runs [`decide`]; they differ only
+/// in how the request is described and how the answer is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// keygate forwards the request itself.
+    Proxy,
+    /// `/v1/authz` on the authz listener (nginx `auth_request`, Traefik, Caddy).
+    Http,
+    /// Envoy `ext_authz` `Check` on the authz listener.
+    Grpc,
+    /// `POST /v1/verify` on the admin port.
+    Verify,
+}
+
+impl Mode {
+    /// The `mode` label of `keygate_authz_requests_total` and the access log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Proxy => "proxy",
+            Mode::Http => "http",
+            Mode::Grpc => "grpc",
+            Mode::Verify => "verify",
+        }
+    }
+}
+
+/// The request to decide on, as keygate received it or as the asking proxy describes
+/// it. Borrowed: the data plane describes a request without copying it.
+pub struct Question<'a> {
+    pub method: &'a Method,
+    /// The client's host (`Host`, h2 `:authority`, `X-Forwarded-Host`).
+    pub host: Option<&'a str>,
+    /// The raw path as the client sent it.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// The client's headers: the credential is read from them.
+    pub headers: &'a HeaderMap,
+    /// The client's address, for IP allow-lists; `None` when unknown (a key with an
+    /// allow-list is then refused).
+    pub client: Option<IpAddr>,
+    /// The address charged with failed authentications; `None`: no budget applies.
+    pub failure_ip: Option<IpAddr>,
+    /// The orgs whose keys may be decided on (a verifier's orgs); `None`: any. A key
+    /// of another org is answered as unknown.
+    pub orgs: Option<&'a [String]>,
+}
+
+/// What the request turned out to be, for usage, metrics and the access log.
+pub struct Trace {
+    mode: Mode,
+    started: Instant,
+    method: Method,
+    pub request_id: HeaderValue,
+    /// Whether the request counts: consumes rate limits and records usage (`false`
+    /// only for `POST /v1/verify` with `"count": false`).
+    count: bool,
+    pub route: Option<Arc<Route>>,
+    pub key: Option<Arc<KeyRecord>>,
     client: Option<IpAddr>,
     upstream_time: Option<Duration>,
     /// [limits] The rate-limit decision, for the `RateLimit-*` headers.
-    quota: Option<limits::Quota>,
+    pub quota: Option<limits::Quota>,
     /// [limits] The route's resource for this request, for usage.
     resource: Option<String>,
 }
 
-/// Serves one request; never fails (every failure is a response).
+impl Trace {
+    /// Starts the trace of one request; `request_id` is the client's, if it sent a
+    /// usable one.
+    pub fn start(mode: Mode, method: &Method, headers: &HeaderMap) -> Trace {
+        Trace {
+            mode,
+            started: Instant::now(),
+            method: method.clone(),
+            request_id: request_id(headers),
+            count: true,
+            route: None,
+            key: None,
+            client: None,
+            upstream_time: None,
+            quota: None,
+            resource: None,
+        }
+    }
+
+    /// A request that consumes no limit and records no use (`"count": false`).
+    pub fn without_counting(mut self) -> Trace {
+        self.count = false;
+        self
+    }
+}
+
+/// A request that passed every check of SPEC §3 up to the rate limit.
+pub struct Decided<'d> {
+    pub route: Arc<Route>,
+    pub key: Arc<KeyRecord>,
+    pub upstream: &'d forward::Upstream,
+    /// The upstream's origin for the key's environment.
+    pub origin: &'d forward::Origin,
+    /// Where the credential was: a query credential is removed before forwarding.
+    pub credential: credential::Source,
+}
+
+/// Serves one data-plane request; never fails (every failure is a response).
 pub async fn handle(
     dp: Arc<DataPlane>,
     conn: ConnInfo,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let request_id = request_id(req.headers());
-    let mut trace = Trace::default();
-    let (mut resp, outcome) = match run(&dp, conn, req, &request_id, &mut trace).await {
+    let mut trace = Trace::start(Mode::Proxy, req.method(), req.headers());
+    let (resp, outcome) = match run(&dp, conn, req, &mut trace).await {
         Ok(r) => (r, "allowed"),
         Err(refusal) => (respond::refusal(&refusal), refusal.code()),
     };
+    Ok(finish(&dp, trace, resp, outcome, conn.peer.ip()).await)
+}
+
+/// The end of every request, whatever its mode: `X-Request-Id`, `RateLimit-*`, usage,
+/// metrics and one access-log line. `peer` is the connection's address (logged when
+/// the client's is unknown).
+pub async fn finish<B>(
+    dp: &DataPlane,
+    trace: Trace,
+    mut resp: Response<B>,
+    outcome: &'static str,
+    peer: IpAddr,
+) -> Response<B> {
     resp.headers_mut()
-        .insert("x-request-id", request_id.clone());
+        .insert("x-request-id", trace.request_id.clone());
     // [limits] `RateLimit-*` on responses to requests whose key authenticated.
     let (key, route) = (trace.key.as_deref(), trace.route.as_deref());
     limits::annotate(&dp.rate_limits, &mut resp, key, route, trace.quota).await;
     // [limits] Usage and last_used_at of the key the request named.
-    if let (Some(key), Some(route)) = (key, route) {
+    if let (Some(key), Some(route), true) = (key, route, trace.count) {
         let refusal = (outcome != "allowed").then_some(outcome);
         dp.usage.record(
             &key.id,
@@ -88,27 +195,34 @@ pub async fn handle(
     let status = resp.status();
     dp.metrics
         .requests
-        .with_label_values(&[route, method_label(&method), status.as_str(), outcome])
+        .with_label_values(&[route, method_label(&trace.method), status.as_str(), outcome])
         .inc();
-    let elapsed = started.elapsed();
+    if trace.mode != Mode::Proxy {
+        dp.metrics
+            .authz_requests
+            .with_label_values(&[trace.mode.as_str(), outcome])
+            .inc();
+    }
+    let elapsed = trace.started.elapsed();
     dp.metrics
         .request_duration
         .with_label_values(&[route])
         .observe(elapsed.as_secs_f64());
     tracing::info!(
         target: "keygate::access",
-        request_id = request_id.to_str().unwrap_or(""),
+        request_id = trace.request_id.to_str().unwrap_or(""),
+        mode = (trace.mode != Mode::Proxy).then_some(trace.mode.as_str()),
         org = trace.key.as_ref().map(|k| k.org.as_str()),
         key_id = trace.key.as_ref().map(|k| k.id.as_str()),
         route,
-        method = method.as_str(),
+        method = trace.method.as_str(),
         status = status.as_u16(),
         code = outcome,
-        client = %trace.client.unwrap_or(conn.peer.ip()),
+        client = %trace.client.unwrap_or(peer),
         duration_ms = elapsed.as_secs_f64() * 1000.0,
         upstream_ms = trace.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
     );
-    Ok(resp)
+    resp
 }
 
 /// The client's `X-Request-Id` if it is one value of safe characters, else a new one.
@@ -128,24 +242,86 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
+/// Proxy mode: the request's own limits and host, [`decide`], the header rewrite, the
+/// rate limit, then forwarding.
 async fn run(
     dp: &DataPlane,
     conn: ConnInfo,
     req: Request<Incoming>,
-    request_id: &HeaderValue,
     trace: &mut Trace,
 ) -> Result<Response<Body>, Refusal> {
     let (mut parts, body) = req.into_parts();
     check_limits(dp, &parts)?;
-    let raw_path = parts.uri.path();
-    path::check(raw_path)?;
     let client_host = client_host(&parts)?;
+    let peer_ip = ip::canonical(conn.peer.ip());
+    let peer_trusted = ip::is_trusted(peer_ip, &dp.trusted_proxies);
+    let client = ip::client_addr(peer_ip, &parts.headers, &dp.trusted_proxies);
+    let decided = decide(
+        dp,
+        &Question {
+            method: &parts.method,
+            host: client_host.as_deref(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            client,
+            failure_ip: Some(client.unwrap_or(peer_ip)),
+            orgs: None,
+        },
+        trace,
+    )
+    .await?;
+
+    // Forward. `extract` refused any api_key parameter unless it is the credential.
+    let forwarded_query = match parts.uri.query() {
+        Some(q) if decided.credential == credential::Source::Query => {
+            credential::strip_query_credential(q)
+        }
+        other => other.map(str::to_string),
+    };
+    let uri = forward::upstream_uri(decided.origin, parts.uri.path(), forwarded_query.as_deref())?;
+    forward::rewrite_request_headers(
+        &mut parts.headers,
+        &Forwarding {
+            key: &decided.key,
+            identity: &dp.identity,
+            peer: peer_ip,
+            peer_trusted,
+            client_host: client_host.as_deref(),
+            tls: dp.tls,
+            request_id: &trace.request_id,
+            preserve_host: decided.upstream.preserve_host,
+        },
+    )?;
+    // [limits] Last, after every check that can refuse: refused requests consume nothing.
+    admit(dp, &decided, trace).await?;
+    let upstream = decided.upstream;
+    let req = forward::upstream_request(parts, body, uri, dp.limits.max_body_bytes);
+    let (resp, took) = upstream.send(req, dp.limits.max_body_bytes).await?;
+    trace.upstream_time = Some(took);
+    dp.metrics
+        .upstream_duration
+        .with_label_values(&[upstream.name.as_str()])
+        .observe(took.as_secs_f64());
+    Ok(forward::client_response(resp))
+}
+
+/// The decision of every mode, in SPEC §3 order: path rules → route → credential →
+/// key → IP → environment → endpoint → resource → scope. The rate limit comes after
+/// the mode's own last checks, in [`admit`].
+pub async fn decide<'d>(
+    dp: &'d DataPlane,
+    q: &Question<'_>,
+    trace: &mut Trace,
+) -> Result<Decided<'d>, Refusal> {
+    path::check(q.path)?;
+    trace.client = q.client;
 
     // Route, and the resource named by its path parameters.
     let (route, resource) = {
         let m = dp
             .routes
-            .lookup(&parts.method, client_host.as_deref(), raw_path)
+            .lookup(q.method, q.host, q.path)
             .ok_or(Refusal::NoRoute)?;
         let resource = match &m.route.resource {
             Some(t) => Some(t.render(|n| m.params.get(n)).ok_or(Refusal::BadRequest(
@@ -158,24 +334,11 @@ async fn run(
     trace.route = Some(route.clone());
     trace.resource.clone_from(&resource);
 
-    let peer_ip = ip::canonical(conn.peer.ip());
-    let peer_trusted = ip::is_trusted(peer_ip, &dp.trusted_proxies);
-    let client = ip::client_addr(peer_ip, &parts.headers, &dp.trusted_proxies);
-    trace.client = client;
-    let limiter_ip = client.unwrap_or(peer_ip);
-
     // Credential → key. The token lives only in this block.
-    let (key, forwarded_query) = {
-        let cred = credential::extract(&parts.headers, parts.uri.query(), route.query_key)?;
-        let key = authenticate(dp, &cred.token, limiter_ip, trace).await?;
-        // `extract` refuses any api_key parameter unless it is the credential itself.
-        let query = match parts.uri.query() {
-            Some(q) if cred.source == credential::Source::Query => {
-                credential::strip_query_credential(q)
-            }
-            other => other.map(str::to_string),
-        };
-        (key, query)
+    let (key, source) = {
+        let cred = credential::extract(q.headers, q.query, route.query_key)?;
+        let key = authenticate(dp, &cred.token, q.failure_ip, q.orgs, trace).await?;
+        (key, cred.source)
     };
     let upstream = dp
         .upstreams
@@ -186,7 +349,7 @@ async fn run(
         &Access {
             route: &route,
             resource: resource.as_deref(),
-            client,
+            client: q.client,
             upstream_has_test: upstream.has_test(),
         },
         &dp.scopes,
@@ -196,38 +359,67 @@ async fn run(
         .ok_or(Refusal::EnvironmentNotAllowed(
             "test keys may not call this route: its upstream has no test_url",
         ))?;
-
-    // Forward.
-    let uri = forward::upstream_uri(origin, parts.uri.path(), forwarded_query.as_deref())?;
-    forward::rewrite_request_headers(
-        &mut parts.headers,
-        &Forwarding {
-            key: &key,
-            identity: &dp.identity,
-            peer: peer_ip,
-            peer_trusted,
-            client_host: client_host.as_deref(),
-            tls: dp.tls,
-            request_id,
-            preserve_host: upstream.preserve_host,
-        },
-    )?;
-    // [limits] Last, after every check that can refuse: refused requests consume nothing.
-    dp.rate_limits
-        .acquire(&key, &route, &mut trace.quota)
-        .await?;
-    let req = forward::upstream_request(parts, body, uri, dp.limits.max_body_bytes);
-    let (resp, took) = upstream.send(req, dp.limits.max_body_bytes).await?;
-    trace.upstream_time = Some(took);
-    dp.metrics
-        .upstream_duration
-        .with_label_values(&[upstream.name.as_str()])
-        .observe(took.as_secs_f64());
-    Ok(forward::client_response(resp))
+    Ok(Decided {
+        route,
+        key,
+        upstream,
+        origin,
+        credential: source,
+    })
 }
 
+/// [limits] The rate limit, last: counts the request in every window of its key and
+/// route, or refuses it (429) and counts nothing. A request that does not count
+/// (`"count": false`) only looks.
+pub async fn admit(dp: &DataPlane, d: &Decided<'_>, trace: &mut Trace) -> Result<(), Refusal> {
+    if trace.count {
+        dp.rate_limits
+            .acquire(&d.key, Some(&d.route), &mut trace.quota)
+            .await
+    } else {
+        trace.quota = dp.rate_limits.peek(&d.key, Some(&d.route)).await;
+        Ok(())
+    }
+}
+
+/// The verify API's second form (SPEC §9): the key holds every scope of `needed` (and
+/// the client, when given, passes its IP allow-list). The key's own, org and global
+/// limits apply (route limits do not: there is no route).
+pub async fn decide_scopes(
+    dp: &DataPlane,
+    token: &str,
+    needed: &[String],
+    client: Option<IpAddr>,
+    orgs: Option<&[String]>,
+    trace: &mut Trace,
+) -> Result<Arc<KeyRecord>, Refusal> {
+    trace.client = client;
+    trace.route = Some(VERIFY_ROUTE.clone());
+    let key = authenticate(dp, token, client, orgs, trace).await?;
+    policy::authorize_scopes(&key, client, needed, &dp.scopes)?;
+    if trace.count {
+        dp.rate_limits.acquire(&key, None, &mut trace.quota).await?;
+    } else {
+        trace.quota = dp.rate_limits.peek(&key, None).await;
+    }
+    Ok(key)
+}
+
+/// The pseudo-route of the verify API's scope form: its name labels metrics and usage.
+static VERIFY_ROUTE: std::sync::LazyLock<Arc<Route>> = std::sync::LazyLock::new(|| {
+    Arc::new(Route {
+        name: "verify".into(),
+        upstream: String::new(),
+        scope: String::new(),
+        resource: None,
+        query_key: false,
+        environments: None,
+        rate_limit: None,
+    })
+});
+
 /// Size limits that hold before anything else is looked at.
-fn check_limits(dp: &DataPlane, parts: &http::request::Parts) -> Result<(), Refusal> {
+pub fn check_limits(dp: &DataPlane, parts: &http::request::Parts) -> Result<(), Refusal> {
     let l = &dp.limits;
     let uri_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > l.max_uri_bytes {
@@ -259,7 +451,7 @@ fn check_limits(dp: &DataPlane, parts: &http::request::Parts) -> Result<(), Refu
 }
 
 /// The client's host: h2 `:authority` or the one `Host` header.
-fn client_host(parts: &http::request::Parts) -> Result<Option<String>, Refusal> {
+pub fn client_host(parts: &http::request::Parts) -> Result<Option<String>, Refusal> {
     let mut hosts = parts.headers.get_all(HOST).iter();
     let header = hosts.next();
     if hosts.next().is_some() {
@@ -291,11 +483,14 @@ fn client_host(parts: &http::request::Parts) -> Result<Option<String>, Refusal> 
 async fn authenticate(
     dp: &DataPlane,
     token: &str,
-    client: IpAddr,
+    client: Option<IpAddr>,
+    orgs: Option<&[String]>,
     trace: &mut Trace,
 ) -> Result<Arc<KeyRecord>, Refusal> {
     let fail = |r: Refusal| {
-        if r.is_auth_failure() {
+        if let Some(client) = client
+            && r.is_auth_failure()
+        {
             dp.failures.record_failure(client);
         }
         r
@@ -305,7 +500,7 @@ async fn authenticate(
         .check(token)
         .map_err(|_| fail(Refusal::InvalidApiKey("the API key is malformed")))?;
     let hash = KeyHash::of(token);
-    let key = if let Some(retry_after) = dp.failures.blocked(client) {
+    let key = if let Some(retry_after) = client.and_then(|c| dp.failures.blocked(c)) {
         dp.resolver
             .cached(&hash)
             .await
@@ -323,6 +518,11 @@ async fn authenticate(
     };
     if key.environment != env {
         return Err(fail(Refusal::InvalidApiKey("the API key is not valid")));
+    }
+    // A key outside the asker's orgs (a verifier's) is answered as unknown: neither its
+    // state nor its existence shows, and nothing is counted against it.
+    if orgs.is_some_and(|orgs| !orgs.contains(&key.org)) {
+        return Err(Refusal::InvalidApiKey("the API key is not valid"));
     }
     if key.deleted_at.is_none() {
         trace.key = Some(key.clone());

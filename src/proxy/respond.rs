@@ -13,11 +13,20 @@ use crate::refusal::Refusal;
 
 /// The response for a refusal.
 pub fn refusal(r: &Refusal) -> Response<Body> {
-    let body = serde_json::json!({
+    refusal_bytes(r).map(full)
+}
+
+/// A refusal's JSON body: `{"error":{"code","message"}}`.
+pub fn refusal_body(r: &Refusal) -> String {
+    serde_json::json!({
         "error": { "code": r.code(), "message": r.to_string() }
     })
-    .to_string();
-    let mut resp = Response::new(full(body));
+    .to_string()
+}
+
+/// The response for a refusal, its body whole (the authz modes copy it elsewhere).
+pub fn refusal_bytes(r: &Refusal) -> Response<Bytes> {
+    let mut resp = Response::new(Bytes::from(refusal_body(r)));
     *resp.status_mut() = r.status();
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -126,16 +126,19 @@ impl GatewayBuilder {
         })
     }
 
-    /// Turns on the authz listener (SPEC §9, plain HTTP) for loopback peers; its
-    /// address, a free loopback port picked at each start like the others, is
-    /// [`Gateway::authz`].
-    pub fn authz(self) -> Self {
-        self.with(|c| c["authz"] = json!({ "allow_from": ["127.0.0.0/8", "::1/128"] }))
-    }
-
     /// Replaces all routes.
     pub fn routes(self, value: Value) -> Self {
         self.with(|c| c["routes"] = value)
+    }
+
+    /// The authz listener (SPEC §9) on a free port, with `allow_from` when given (else
+    /// keygate's default, loopback); its address is [`Gateway::authz`].
+    pub fn authz(self, allow_from: Option<&[&str]>) -> Self {
+        let mut a = json!({});
+        if let Some(list) = allow_from {
+            a["allow_from"] = json!(list);
+        }
+        self.with(|c| c["authz"] = a)
     }
 
     /// The YAML a start would write, with paths under `dir` and some free ports.
@@ -161,7 +164,7 @@ pub struct Gateway {
     child: Option<Child>,
     pub listen: SocketAddr,
     pub admin: SocketAddr,
-    /// The authz listener, when the config has an `authz` section.
+    /// The authz listener, when the builder asked for one ([`GatewayBuilder::authz`]).
     pub authz: Option<SocketAddr>,
     pub tls: bool,
     pub admin_token: String,
@@ -174,14 +177,13 @@ pub struct Gateway {
     admin_client: reqwest::Client,
 }
 
-/// Makes the YAML for one start: template plus addresses and paths under `dir`. The
-/// authz listener gets port `authz` when the template has an `authz` section.
+/// Makes the YAML for one start: template plus addresses and paths under `dir`.
 fn render(template: &Value, dir: &Path, listen: u16, admin: u16, authz: u16) -> Value {
     let mut c = template.clone();
-    c["listen"]["address"] = json!(format!("127.0.0.1:{listen}"));
-    if c.get("authz").is_some_and(Value::is_object) {
+    if c.get("authz").is_some() {
         c["authz"]["address"] = json!(format!("127.0.0.1:{authz}"));
     }
+    c["listen"]["address"] = json!(format!("127.0.0.1:{listen}"));
     let admin_obj = c["admin"].as_object().cloned().unwrap_or_default();
     c["admin"] = Value::Object(admin_obj);
     c["admin"]["address"] = json!(format!("127.0.0.1:{admin}"));
@@ -274,11 +276,9 @@ impl Gateway {
             self.child = Some(child);
             self.listen = format!("127.0.0.1:{lp}").parse().expect("addr");
             self.admin = format!("127.0.0.1:{ap}").parse().expect("addr");
-            self.authz = self
-                .template
+            self.authz = config
                 .get("authz")
-                .is_some_and(Value::is_object)
-                .then(|| format!("127.0.0.1:{zp}").parse().expect("addr"));
+                .map(|_| format!("127.0.0.1:{zp}").parse().expect("addr"));
             match self.wait_ready().await {
                 Ok(()) => {
                     self.admin_token = self.read_admin_token().await;

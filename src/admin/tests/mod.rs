@@ -147,6 +147,7 @@ impl Harness {
             key_format: key_format.clone(),
             config: Arc::new(test_config()),
             ready: ready.clone(),
+            verifier: Arc::new(NoDataPlane),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -294,5 +295,23 @@ impl Harness {
 
     pub fn invalidations(&self) -> u64 {
         self.metrics.invalidations.get()
+    }
+}
+
+/// The admin API's tests run without a data plane: the verify API answers that it has
+/// none (tests/authz.rs tests it through the real binary).
+struct NoDataPlane;
+
+#[async_trait::async_trait]
+impl crate::authz::Verifier for NoDataPlane {
+    async fn verify(
+        &self,
+        _req: crate::authz::VerifyRequest,
+        _orgs: Option<&[String]>,
+    ) -> Result<crate::authz::VerifyAnswer, crate::authz::verify::InvalidField> {
+        Err(crate::authz::verify::InvalidField {
+            field: "key",
+            message: "no data plane in the admin API's unit tests".into(),
+        })
     }
 }
