@@ -410,6 +410,9 @@ async fn a_query_key_is_checked_and_never_reaches_the_upstream() {
     env.assert_nothing_forwarded();
 }
 
+/// One refusal: what it is, method, path, token, status, code.
+type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, u16, &'a str);
+
 #[tokio::test]
 async fn refusals_through_nginx_are_keygates_own() {
     let (env, ngx) = start().await;
@@ -426,7 +429,7 @@ async fn refusals_through_nginx_are_keygates_own() {
     let unknown = unknown_token("kg", "live");
     let bad = bad_checksum(&read.secret);
 
-    let cases: Vec<(&str, &str, &str, Option<&str>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("no key", "GET", "/v1/feeds", None, 401, "missing_api_key"),
         (
             "bad shape",
