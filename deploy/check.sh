@@ -8,8 +8,9 @@
 #   - `promtool check rules` and `promtool test rules` on the alert rules, `promtool
 #     check config` on the compose Prometheus config, and every dashboard query parses;
 #   - every metric named by the rules and the dashboard exists in src/metrics.rs;
-#   - `nginx -t` on deploy/nginx/nginx.conf (if nginx is installed), and deploy/traefik
-#     and deploy/envoy ask keygate's authz listener as docs/forward-auth.md says;
+#   - `nginx -t` on deploy/nginx/nginx.conf and `caddy adapt` on deploy/caddy/Caddyfile
+#     (if installed), and deploy/traefik and deploy/envoy ask keygate's authz listener
+#     as docs/forward-auth.md says;
 #   - if installed: hadolint (Dockerfile), kubernetes-validate (manifests),
 #     systemd-analyze verify (unit), docker-compose config (compose file).
 #
@@ -188,8 +189,9 @@ step "metric names exist in src/metrics.rs" metric_names
 
 # ---- forward auth: deploy/nginx, deploy/traefik, deploy/envoy -----------------------
 # nginx runs for real in tests/forward_auth_nginx.rs; here `nginx -t` on the example as
-# shipped (every path nginx writes moved under $tmp). Traefik and Envoy have no Debian
-# package: their files are checked for what keygate relies on.
+# shipped (every path nginx writes moved under $tmp), and `caddy adapt` on the
+# Caddyfile. Traefik and Envoy have no Debian package: their files are checked for what
+# keygate relies on.
 nginx_bin=$(command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true)
 if [[ -n "$nginx_bin" ]]; then
   nginx_config() {
@@ -215,6 +217,12 @@ EOF
   step "nginx -t deploy/nginx/nginx.conf" nginx_config
 else
   skip "nginx -t deploy/nginx (Debian: nginx)"
+fi
+
+if command -v caddy >/dev/null; then
+  step "caddy adapt deploy/caddy/Caddyfile" caddy adapt --config deploy/caddy/Caddyfile --adapter caddyfile
+else
+  skip "caddy adapt deploy/caddy/Caddyfile (Debian: caddy)"
 fi
 
 step "deploy/traefik and deploy/envoy ask keygate's authz listener" python3 - <<'EOF'
