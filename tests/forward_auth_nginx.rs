@@ -785,3 +785,52 @@ async fn keygate_down_is_503_auth_unavailable_never_a_pass() {
     assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
     env.assert_nothing_forwarded();
 }
+
+#[tokio::test]
+async fn guessing_through_nginx_is_429_for_the_client_address() {
+    const LIMIT: usize = 4;
+    let (env, ngx) = start_with(|b| b.limit("auth_failures_per_ip", LIMIT)).await;
+    let good = env.read_key().await;
+    ngx.call("GET", "/v1/feeds", Some(&good.secret))
+        .await
+        .assert_status(200);
+    // The failures of one run inside one UTC minute.
+    let second_of_minute = jiff::Timestamp::now().as_second().rem_euclid(60);
+    if second_of_minute >= 57 {
+        tokio::time::sleep(Duration::from_secs((61 - second_of_minute) as u64)).await;
+    }
+    let mut replies = Vec::new();
+    for _ in 0..LIMIT + 3 {
+        replies.push(
+            ngx.call("GET", "/v1/feeds", Some(&unknown_token("kg", "live")))
+                .await,
+        );
+    }
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    let first_429 = statuses
+        .iter()
+        .position(|s| *s == 429)
+        .unwrap_or_else(|| panic!("no 429 through nginx: {statuses:?}"));
+    assert!(
+        (LIMIT..=LIMIT + 1).contains(&first_429),
+        "429 from failure {LIMIT}+1 on: {statuses:?}"
+    );
+    for r in &replies[..first_429] {
+        r.assert_refusal(401, "invalid_api_key");
+    }
+    for r in &replies[first_429..] {
+        r.assert_refusal(429, "too_many_auth_failures");
+    }
+    // The client address keygate counted is nginx's peer, 127.0.0.1, which is also the
+    // address of a direct call: keygate itself refuses it the same way.
+    let direct = env
+        .gw
+        .get("/v1/feeds", Some(&unknown_token("kg", "live")))
+        .await;
+    assert_same_refusal("guessing", &replies[first_429], &direct);
+    // A key already in use from that address keeps working.
+    ngx.call("GET", "/v1/feeds", Some(&good.secret))
+        .await
+        .assert_status(200);
+    assert_eq!(env.up.count(), 2, "only the good requests were forwarded");
+}
