@@ -834,3 +834,48 @@ async fn guessing_through_nginx_is_429_for_the_client_address() {
         .assert_status(200);
     assert_eq!(env.up.count(), 2, "only the good requests were forwarded");
 }
+
+#[tokio::test]
+async fn keygates_uri_and_header_limits_hold_through_nginx() {
+    let (env, ngx) = start_with(|b| {
+        b.limit("max_uri_bytes", 2048)
+            .limit("max_header_bytes", 6144)
+    })
+    .await;
+    let key = env.read_key().await;
+
+    // Long but within the limits: allowed, and the upstream gets the URI as sent.
+    let long = format!("/echo/{}?q={}", "a".repeat(1000), "b".repeat(900));
+    ngx.call("GET", &long, Some(&key.secret))
+        .await
+        .assert_status(200);
+    assert_eq!(env.up.last().target, long);
+    env.clear();
+
+    let too_long = format!("/echo/{}", "a".repeat(2100));
+    let via = ngx.call("GET", &too_long, Some(&key.secret)).await;
+    via.assert_refusal(414, "uri_too_long");
+    let direct = env.gw.get(&too_long, Some(&key.secret)).await;
+    assert_same_refusal("URI too long", &via, &direct);
+
+    let big = "x".repeat(7000);
+    let via = ngx
+        .send(
+            ngx.request("GET", "/v1/feeds")
+                .bearer_auth(&key.secret)
+                .header("X-Big", &big),
+        )
+        .await;
+    via.assert_refusal(431, "headers_too_large");
+    let direct = env
+        .gw
+        .send(
+            env.gw
+                .request("GET", "/v1/feeds")
+                .bearer_auth(&key.secret)
+                .header("X-Big", &big),
+        )
+        .await;
+    assert_same_refusal("headers too large", &via, &direct);
+    env.assert_nothing_forwarded();
+}
