@@ -8,6 +8,9 @@
 #   - `promtool check rules` and `promtool test rules` on the alert rules, `promtool
 #     check config` on the compose Prometheus config, and every dashboard query parses;
 #   - every metric named by the rules and the dashboard exists in src/metrics.rs;
+#   - `nginx -t` on deploy/nginx/nginx.conf and `caddy adapt` on deploy/caddy/Caddyfile
+#     (if installed), and deploy/traefik and deploy/envoy ask keygate's authz listener
+#     as docs/forward-auth.md says;
 #   - if installed: hadolint (Dockerfile), kubernetes-validate (manifests),
 #     systemd-analyze verify (unit), docker-compose config (compose file).
 #
@@ -183,6 +186,90 @@ print(f"{len(used)} metrics used; defined but unused in the dashboard and rules:
 EOF
 }
 step "metric names exist in src/metrics.rs" metric_names
+
+# ---- forward auth: deploy/nginx, deploy/traefik, deploy/envoy -----------------------
+# nginx runs for real in tests/forward_auth_nginx.rs; here `nginx -t` on the example as
+# shipped (every path nginx writes moved under $tmp), and `caddy adapt` on the
+# Caddyfile. Traefik and Envoy have no Debian package: their files are checked for what
+# keygate relies on.
+nginx_bin=$(command -v nginx || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true)
+if [[ -n "$nginx_bin" ]]; then
+  nginx_config() {
+    local dir=$tmp/nginx user=
+    mkdir -p "$dir/conf" "$dir/temp"
+    cp deploy/nginx/*.conf "$dir/conf/"
+    python3 - "$dir" <<'EOF'
+import sys
+d = sys.argv[1]
+p = f"{d}/conf/nginx.conf"
+s = open(p).read()
+assert s.count("http {\n") == 1, "nginx.conf: one `http {` line expected"
+paths = "".join(f"    {k}_temp_path {d}/temp/{k};\n"
+                for k in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"])
+s = s.replace("http {\n", f"http {{\n    access_log {d}/access.log;\n{paths}", 1)
+open(p, "w").write(s)
+EOF
+    # As root, nginx's workers would run as nobody, who cannot read $tmp.
+    ((EUID == 0)) && user="user root;"
+    "$nginx_bin" -t -q -p "$dir" -e "$dir/error.log" -c "$dir/conf/nginx.conf" \
+      -g "pid $dir/nginx.pid; $user"
+  }
+  step "nginx -t deploy/nginx/nginx.conf" nginx_config
+else
+  skip "nginx -t deploy/nginx (Debian: nginx)"
+fi
+
+if command -v caddy >/dev/null; then
+  step "caddy adapt deploy/caddy/Caddyfile" caddy adapt --config deploy/caddy/Caddyfile --adapter caddyfile
+else
+  skip "caddy adapt deploy/caddy/Caddyfile (Debian: caddy)"
+fi
+
+step "deploy/traefik and deploy/envoy ask keygate's authz listener" python3 - <<'EOF'
+import yaml
+identity = ["X-Org-Id", "X-Api-Key-Id", "X-Api-Key-Scopes", "X-Api-Key-Environment"]
+
+t = yaml.safe_load(open("deploy/traefik/keygate.yaml"))["http"]
+fa = t["middlewares"]["keygate"]["forwardAuth"]
+assert fa["address"].endswith("/v1/authz"), fa["address"]
+assert fa["trustForwardHeader"] is False, "Traefik is the edge: trustForwardHeader false"
+assert set(identity) <= set(fa["authResponseHeaders"]), fa["authResponseHeaders"]
+assert "Authorization" in fa["authRequestHeaders"], fa["authRequestHeaders"]
+strip = t["middlewares"]["keygate-strip-key"]["headers"]["customRequestHeaders"]
+assert strip.get("Authorization") == "", "the upstream must not see Authorization"
+for name, router in t["routers"].items():
+    mw = router["middlewares"]
+    assert mw.index("keygate") < mw.index("keygate-strip-key"), f"router {name}: {mw}"
+    assert router["service"] in t["services"], router["service"]
+static = yaml.safe_load(open("deploy/traefik/traefik.yaml"))
+assert static["providers"]["file"]["filename"] == "deploy/traefik/keygate.yaml"
+
+e = yaml.safe_load(open("deploy/envoy/envoy.yaml"))["static_resources"]
+clusters = {c["name"]: c for c in e["clusters"]}
+for listener in e["listeners"]:
+    for chain in listener["filter_chains"]:
+        for f in chain["filters"]:
+            hcm = f["typed_config"]
+            assert hcm["use_remote_address"] is True, "Envoy is the edge: use_remote_address"
+            filters = hcm["http_filters"]
+            names = [h["name"] for h in filters]
+            assert names[-1] == "envoy.filters.http.router", names
+            authz = [h for h in filters if h["name"] == "envoy.filters.http.ext_authz"]
+            assert len(authz) == 1, names
+            c = authz[0]["typed_config"]
+            assert c["@type"].endswith("ext_authz.v3.ExtAuthz"), c["@type"]
+            assert c["transport_api_version"] == "V3"
+            assert c["failure_mode_allow"] is False, "keygate down must refuse"
+            assert "with_request_body" not in c
+            cluster = clusters[c["grpc_service"]["envoy_grpc"]["cluster_name"]]
+            opts = cluster["typed_extension_protocol_options"][
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            assert "http2_protocol_options" in opts["explicit_http_config"], "gRPC needs h2c"
+            for vh in hcm["route_config"]["virtual_hosts"]:
+                for r in vh["routes"]:
+                    assert r["route"]["cluster"] in clusters, r
+print("traefik: forwardAuth, key stripped; envoy: ext_authz V3, fails closed, h2c")
+EOF
 
 # ---- optional linters ---------------------------------------------------------------
 if command -v hadolint >/dev/null; then

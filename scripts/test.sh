@@ -2,7 +2,7 @@
 # The whole test suite, on a fresh Debian machine or a developer's: installs the Debian
 # packages the tests need when they are missing (redis-server for the Redis store and
 # replica tests, chromium + chromedriver for the web page test, prometheus for promtool,
-# python3-yaml for the deploy checks), then runs every Rust test and the deploy/
+# python3-yaml for the deploy checks, nginx for the forward-auth test), then runs every Rust test and the deploy/
 # checks. Non-interactive; safe with CI=true and no stdin.
 set -euo pipefail
 
@@ -29,6 +29,9 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 python3 -c 'import yaml' >/dev/null 2>&1 || missing+=(python3-yaml)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# nginx for tests/forward_auth_nginx.rs (the shipped deploy/nginx/ config, run for
+# real); Debian's `nginx` has the auth_request module. /usr/sbin is not on every PATH.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "== apt-get install ${missing[*]}"
     as_root apt-get update -q </dev/null
