@@ -62,6 +62,14 @@ pub struct Guard {
     writer: Option<JoinHandle<()>>,
 }
 
+/// The buffer [`stderr`] started, for lines formatted outside `tracing` (the access
+/// log); `None` when logs are not buffered (a terminal).
+static INSTALLED: std::sync::OnceLock<LogBuffer> = std::sync::OnceLock::new();
+
+pub fn installed() -> Option<LogBuffer> {
+    INSTALLED.get().cloned()
+}
+
 /// Starts the writer thread. Lines go to stderr.
 pub fn stderr() -> io::Result<(LogBuffer, Guard)> {
     let shared = Arc::new(Shared {
@@ -72,6 +80,9 @@ pub fn stderr() -> io::Result<(LogBuffer, Guard)> {
     let writer = std::thread::Builder::new()
         .name("keygate-log".into())
         .spawn(move || write_out(&s, &mut io::stderr()))?;
+    let _ = INSTALLED.set(LogBuffer {
+        shared: shared.clone(),
+    });
     Ok((
         LogBuffer {
             shared: shared.clone(),

@@ -56,6 +56,9 @@ pub struct FramingGuard {
     max_head: usize,
     /// Whether the connection's first bytes have been seen (h2 preface check).
     started: bool,
+    /// Where the line being collected starts in `buf`: a head is parsed only once,
+    /// when its empty line arrives.
+    line_start: usize,
 }
 
 impl FramingGuard {
@@ -65,6 +68,7 @@ impl FramingGuard {
             buf: Vec::new(),
             max_head,
             started: false,
+            line_start: 0,
         }
     }
 
@@ -93,7 +97,7 @@ impl FramingGuard {
                 State::Head | State::ChunkSize | State::Trailers => {
                     // Collect up to and including the next LF, then judge.
                     let rest = &bytes[at..];
-                    let (end, line_done) = match rest.iter().position(|&b| b == b'\n') {
+                    let (end, line_done) = match memchr::memchr(b'\n', rest) {
                         Some(i) => (at + i + 1, true),
                         None => (bytes.len(), false),
                     };
@@ -112,7 +116,17 @@ impl FramingGuard {
                             continue;
                         }
                     }
-                    if line_done && self.line_done() == Verdict::Refused {
+                    if !line_done {
+                        continue;
+                    }
+                    // A head is complete only at its empty line: parse it once, then.
+                    let line = &self.buf[self.line_start..];
+                    let empty = line == b"\r\n" || line == b"\n";
+                    self.line_start = self.buf.len();
+                    if self.state == State::Head && !empty {
+                        continue;
+                    }
+                    if self.line_done() == Verdict::Refused {
                         // The head's last byte is the LF just read, in this slice.
                         bytes[at - 1] = 0;
                         return Verdict::Refused;
@@ -136,6 +150,7 @@ impl FramingGuard {
                     _ => State::Pass,
                 };
                 self.buf.clear();
+                self.line_start = 0;
                 Verdict::Pass
             }
             State::Trailers => {
@@ -143,6 +158,7 @@ impl FramingGuard {
                     self.state = State::Head;
                 }
                 self.buf.clear();
+                self.line_start = 0;
                 Verdict::Pass
             }
             _ => Verdict::Pass,
@@ -178,6 +194,7 @@ impl FramingGuard {
             (Some(_), Some(_)) => {
                 self.state = State::Refused;
                 self.buf.clear();
+                self.line_start = 0;
                 return Verdict::Refused;
             }
             _ if upgrade => State::Pass,
@@ -193,6 +210,7 @@ impl FramingGuard {
         };
         self.state = next;
         self.buf.clear();
+        self.line_start = 0;
         Verdict::Pass
     }
 }

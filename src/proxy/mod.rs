@@ -4,6 +4,8 @@
 //! - `acceptor`: the one accept loop of every port (data, admin, metrics): connection
 //!   cap, PROXY header, TLS handshake, hyper's settings, first-request and idle
 //!   deadlines per connection.
+//! - `access_log`: the one JSON line per request, formatted without `tracing`'s
+//!   generic formatter.
 //! - `listener`: the PROXY protocol header.
 //! - `framing`: the HTTP/1.1 framing guard below hyper (`Content-Length` with
 //!   `Transfer-Encoding`).
@@ -32,6 +34,7 @@ use crate::policy::{RouteTable, ScopeSet};
 use crate::usage::UsageRecorder;
 
 pub mod acceptor;
+pub mod access_log;
 pub mod forward;
 pub mod framing;
 pub mod listener;

@@ -28,7 +28,7 @@ use crate::limits;
 use crate::metrics::{NO_ROUTE, method_label};
 use crate::policy::{self, Access, Route, ip, path};
 use crate::proxy::forward::{self, Forwarding};
-use crate::proxy::{Body, DataPlane, respond};
+use crate::proxy::{Body, DataPlane, access_log, respond};
 use crate::refusal::Refusal;
 use crate::usage;
 
@@ -208,20 +208,19 @@ pub async fn finish<B>(
         .request_duration
         .with_label_values(&[route])
         .observe(elapsed.as_secs_f64());
-    tracing::info!(
-        target: "keygate::access",
-        request_id = trace.request_id.to_str().unwrap_or(""),
-        mode = (trace.mode != Mode::Proxy).then_some(trace.mode.as_str()),
-        org = trace.key.as_ref().map(|k| k.org.as_str()),
-        key_id = trace.key.as_ref().map(|k| k.id.as_str()),
+    access_log::write(&access_log::Line {
+        request_id: trace.request_id.to_str().unwrap_or(""),
+        mode: (trace.mode != Mode::Proxy).then_some(trace.mode.as_str()),
+        org: trace.key.as_ref().map(|k| k.org.as_str()),
+        key_id: trace.key.as_ref().map(|k| k.id.as_str()),
         route,
-        method = trace.method.as_str(),
-        status = status.as_u16(),
-        code = outcome,
-        client = %trace.client.unwrap_or(peer),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
-        upstream_ms = trace.upstream_time.map(|d| d.as_secs_f64() * 1000.0),
-    );
+        method: trace.method.as_str(),
+        status: status.as_u16(),
+        code: outcome,
+        client: trace.client.unwrap_or(peer),
+        duration: elapsed,
+        upstream: trace.upstream_time,
+    });
     resp
 }
 

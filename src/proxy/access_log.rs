@@ -1,0 +1,192 @@
+//! The access log: one JSON line per request (SPEC §4), formatted here and appended
+//! to the log buffer ([`crate::logbuf`]) without going through `tracing`'s generic
+//! JSON formatter, which costs several microseconds a line (field visitors, `fmt`
+//! machinery, a date formatted from scratch). The line has the shape `tracing`'s JSON
+//! layer gives every other log line: `timestamp`, `level`, the fields, `target`.
+//!
+//! When `RUST_LOG` turns `keygate::access` off, nothing is written; when logs go to a
+//! terminal (no log buffer), the line goes through `tracing` as before.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// The target of access-log lines (for `RUST_LOG`, e.g. `keygate::access=off`).
+pub const TARGET: &str = "keygate::access";
+
+/// One request's line.
+pub struct Line<'a> {
+    pub request_id: &'a str,
+    /// `None` for the data plane's own requests.
+    pub mode: Option<&'a str>,
+    pub org: Option<&'a str>,
+    pub key_id: Option<&'a str>,
+    pub route: &'a str,
+    pub method: &'a str,
+    pub status: u16,
+    pub code: &'a str,
+    pub client: IpAddr,
+    pub duration: Duration,
+    pub upstream: Option<Duration>,
+}
+
+thread_local! {
+    /// The line being formatted, and the formatted date of the current second.
+    static SCRATCH: RefCell<(Vec<u8>, i64, String)> = const { RefCell::new((Vec::new(), i64::MIN, String::new())) };
+}
+
+/// Writes `line` to the log.
+pub fn write(line: &Line<'_>) {
+    if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+        return;
+    }
+    let Some(mut out) = crate::logbuf::installed() else {
+        tracing::info!(
+            target: TARGET,
+            request_id = line.request_id,
+            mode = line.mode,
+            org = line.org,
+            key_id = line.key_id,
+            route = line.route,
+            method = line.method,
+            status = line.status,
+            code = line.code,
+            client = %line.client,
+            duration_ms = ms(line.duration),
+            upstream_ms = line.upstream.map(ms),
+        );
+        return;
+    };
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (buf, second, date) = &mut *s;
+        buf.clear();
+        format(buf, second, date, jiff::Timestamp::now(), line);
+        let _ = out.write(buf);
+    });
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Formats one line (with its newline) into `buf`. `second` and `date` cache the date
+/// and time of the last whole second formatted.
+fn format(
+    buf: &mut Vec<u8>,
+    second: &mut i64,
+    date: &mut String,
+    now: jiff::Timestamp,
+    l: &Line<'_>,
+) {
+    let secs = now.as_second();
+    if *second != secs {
+        *second = secs;
+        // `2026-12-06T22:34:09`: the part before the fraction.
+        let whole = jiff::Timestamp::from_second(secs).unwrap_or(now);
+        *date = whole.strftime("%Y-%m-%dT%H:%M:%S").to_string();
+    }
+    buf.extend_from_slice(b"{\"timestamp\":\"");
+    buf.extend_from_slice(date.as_bytes());
+    let micros = now.subsec_microsecond().max(0);
+    let _ = write!(buf, ".{micros:06}Z\",\"level\":\"INFO\"");
+    string(buf, "request_id", Some(l.request_id));
+    string(buf, "mode", l.mode);
+    string(buf, "org", l.org);
+    string(buf, "key_id", l.key_id);
+    string(buf, "route", Some(l.route));
+    string(buf, "method", Some(l.method));
+    buf.extend_from_slice(b",\"status\":");
+    buf.extend_from_slice(itoa::Buffer::new().format(l.status).as_bytes());
+    string(buf, "code", Some(l.code));
+    let _ = write!(buf, ",\"client\":\"{}\"", l.client);
+    number(buf, "duration_ms", Some(ms(l.duration)));
+    number(buf, "upstream_ms", l.upstream.map(ms));
+    buf.extend_from_slice(b",\"target\":\"");
+    buf.extend_from_slice(TARGET.as_bytes());
+    buf.extend_from_slice(b"\"}\n");
+}
+
+/// `,"name":"value"`, JSON-escaped; nothing for `None`.
+fn string(buf: &mut Vec<u8>, name: &str, value: Option<&str>) {
+    let Some(v) = value else { return };
+    buf.extend_from_slice(b",\"");
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b"\":\"");
+    for &b in v.as_bytes() {
+        match b {
+            b'"' => buf.extend_from_slice(b"\\\""),
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            0..=0x1f | 0x7f => {
+                let _ = write!(buf, "\\u{b:04x}");
+            }
+            _ => buf.push(b),
+        }
+    }
+    buf.push(b'"');
+}
+
+/// `,"name":1.234`; nothing for `None`.
+fn number(buf: &mut Vec<u8>, name: &str, value: Option<f64>) {
+    let Some(v) = value.filter(|v| v.is_finite()) else {
+        return;
+    };
+    buf.extend_from_slice(b",\"");
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b"\":");
+    buf.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_json_with_every_field() {
+        let line = Line {
+            request_id: "rid-1",
+            mode: Some("http"),
+            org: Some("acme"),
+            key_id: None,
+            route: "list-feeds",
+            method: "GET",
+            status: 401,
+            code: "invalid_api_key",
+            client: "2001:db8::1".parse().unwrap(),
+            duration: Duration::from_micros(1234),
+            upstream: None,
+        };
+        let (mut buf, mut second, mut date) = (Vec::new(), i64::MIN, String::new());
+        let now: jiff::Timestamp = "2026-12-06T22:34:09.596063Z".parse().unwrap();
+        format(&mut buf, &mut second, &mut date, now, &line);
+        assert_eq!(buf.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["timestamp"], "2026-12-06T22:34:09.596063Z");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["request_id"], "rid-1");
+        assert_eq!(v["mode"], "http");
+        assert_eq!(v["org"], "acme");
+        assert!(v.get("key_id").is_none());
+        assert!(v.get("upstream_ms").is_none());
+        assert_eq!(v["status"], 401);
+        assert_eq!(v["client"], "2001:db8::1");
+        assert_eq!(v["duration_ms"], 1.234);
+        assert_eq!(v["target"], "keygate::access");
+        // The cached date is reused within the second, replaced after it.
+        buf.clear();
+        let later: jiff::Timestamp = "2026-12-06T22:34:10.000001Z".parse().unwrap();
+        format(&mut buf, &mut second, &mut date, later, &line);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["timestamp"], "2026-12-06T22:34:10.000001Z");
+    }
+
+    #[test]
+    fn strings_are_escaped() {
+        let mut buf = Vec::new();
+        string(&mut buf, "m", Some("a\"b\\c\u{1}"));
+        let v: serde_json::Value =
+            serde_json::from_slice(&[b"{\"x\":0", buf.as_slice(), b"}"].concat()).unwrap();
+        assert_eq!(v["m"], "a\"b\\c\u{1}");
+    }
+}
