@@ -552,6 +552,8 @@ struct Team {
     /// Mo: a manager without API access.
     idle_manager: String,
     viewer: String,
+    /// Ver: a verifier, which may only call `POST /v1/verify`.
+    verifier: String,
 }
 
 async fn every_role(gw: &Keygate, driver: &Driver, dir: &Path) -> Result<()> {
@@ -1164,7 +1166,7 @@ async fn owner_pages(gw: &Keygate, b: &Browser) -> Result<Team> {
         )
         .await?;
     ensure!(
-        roles == json!(["owner", "admin", "manager", "viewer"]),
+        roles == json!(["owner", "admin", "manager", "viewer", "verifier"]),
         "{roles}"
     );
     b.select("#p-role", "admin").await?;
@@ -1185,7 +1187,9 @@ async fn owner_pages(gw: &Keygate, b: &Browser) -> Result<Team> {
     b.click("#dismiss-secret").await?;
     let temp = add_person(b, "Temp Person", "viewer", false).await?;
     b.click("#dismiss-secret").await?;
-    for t in [&admin, &manager, &idle_manager, &viewer, &temp] {
+    let verifier = add_person(b, "Ver Ifier", "verifier", false).await?;
+    b.click("#dismiss-secret").await?;
+    for t in [&admin, &manager, &idle_manager, &viewer, &temp, &verifier] {
         ensure!(token_works(gw, t).await?, "a token from the page works");
     }
     let (_, mo) = gw.admin_call(Method::GET, "/v1/principals", None).await?;
@@ -1377,6 +1381,7 @@ async fn owner_pages(gw: &Keygate, b: &Browser) -> Result<Team> {
         manager,
         idle_manager,
         viewer,
+        verifier,
     })
 }
 
@@ -1413,7 +1418,7 @@ async fn admin_session(gw: &Keygate, b: &Browser, team: &Team) -> Result<()> {
             vec![],
         )
         .await?;
-    ensure!(roles == json!(["manager", "viewer"]), "{roles}");
+    ensure!(roles == json!(["manager", "viewer", "verifier"]), "{roles}");
     let orgs = b
         .js(
             "return Array.from(document.querySelectorAll('#p-org-options input')).map(o => o.value)",
@@ -1541,6 +1546,17 @@ async fn viewer_session(gw: &Keygate, b: &Browser, team: &Team) -> Result<()> {
     b.click("#refresh").await?;
     b.css("#keys-body tr").await?;
     ensure!(b.visible("#session").await?, "still signed in");
+    b.no_csp_violations().await?;
+
+    // A verifier's token opens nothing: the page says what it is for.
+    b.click("#sign-out").await?;
+    b.fill("#token", &team.verifier).await?;
+    b.click("#sign-in-submit").await?;
+    b.text_contains("#banner", "verifier").await?;
+    ensure!(
+        !b.visible("#session").await?,
+        "a verifier is not signed in to the page"
+    );
     b.no_csp_violations().await
 }
 

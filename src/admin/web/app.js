@@ -56,7 +56,7 @@ function showPage(name) {
 async function signIn(t) {
   setToken(t);
   try {
-    await loadSession();
+    if (!(await loadSession())) return;
   } catch (e) {
     // A 401 has already signed out, with the server's reason in the banner.
     if (!(e instanceof ApiError && e.status === 401)) {
@@ -97,6 +97,15 @@ function signOut(message, kind) {
 /** Who is signed in, what it may do, and which orgs it sees. */
 async function loadSession() {
   state.me = await api('GET', '/v1/whoami');
+  if (state.me.principal.role === 'verifier') {
+    // A verifier's token only checks keys (POST /v1/verify): nothing to show here.
+    signOut(
+      'This token belongs to a verifier, which may only call POST /v1/verify for its services; ' +
+        'sign in with an owner, admin, manager or viewer token to use this page.',
+      'info',
+    );
+    return false;
+  }
   const answer = await api('GET', '/v1/orgs');
   state.orgs = (answer && answer.data) || [];
   if (can('manage_principals')) {
@@ -122,13 +131,14 @@ async function loadSession() {
     for (const p of Object.values(PAGES)) $(p.section).hidden = true;
     $('no-orgs-new').hidden = !can('manage_orgs');
     $('no-orgs').hidden = false;
-    return;
+    return true;
   }
   $('no-orgs').hidden = true;
   const remembered = sessionStorage.getItem(ORG_KEY);
   const org = state.orgs.find((o) => o.id === remembered) || state.orgs[0];
   $('org-select').value = org.id;
   await selectOrg(org.id);
+  return true;
 }
 
 function fillOrgs() {

@@ -9,9 +9,10 @@ import { can, state } from './state.js';
 
 const ROLE_HINTS = {
   owner: 'Every organisation; manages organisations and people of any role.',
-  admin: 'Its organisations: keys, usage, audit, and managers and viewers.',
+  admin: 'Its organisations: keys, usage, audit, and managers, viewers and verifiers.',
   manager: 'Creates, edits and regenerates keys of its organisations while API access is on.',
   viewer: 'Reads keys and usage; changes nothing.',
+  verifier: 'Only checks keys of its organisations (POST /v1/verify), for a service; sees nothing else.',
 };
 
 let people = [];
@@ -21,7 +22,7 @@ function manages(p) {
   const me = state.me && state.me.principal;
   if (!me || p.id === me.id || !can('manage_principals')) return false;
   if (me.role === 'owner') return true;
-  return me.role === 'admin' && (p.role === 'manager' || p.role === 'viewer');
+  return me.role === 'admin' && ['manager', 'viewer', 'verifier'].includes(p.role);
 }
 
 const orgText = (orgs) => (orgs === '*' ? 'All' : (orgs || []).join(', '));
@@ -57,7 +58,10 @@ function renderPeople() {
       box.addEventListener('change', () => setApiAccess(p, box));
       access = h('td', {}, h('label', { className: 'check' }, box, p.api_access ? ' On' : ' Off'));
     } else {
-      access = h('td', { className: 'muted', text: p.role === 'viewer' ? 'Never (read only)' : 'Always (' + p.role + ')' });
+      access = h('td', {
+        className: 'muted',
+        text: p.role === 'viewer' ? 'Never (read only)' : p.role === 'verifier' ? 'Never (verify only)' : 'Always (' + p.role + ')',
+      });
     }
     const actions = [];
     if (p.id === me.id) actions.push(actionButton('rotate', 'Rotate my token', 'secondary', confirmRotateOwn));
@@ -145,8 +149,8 @@ function onRoleChange() {
   $('p-orgs').hidden = role === 'owner';
   // Administrators have API access by default; managers must be granted it.
   $('p-api').checked = role === 'admin' || role === 'owner';
-  $('p-api').disabled = role === 'viewer';
-  if (role === 'viewer') $('p-api').checked = false;
+  $('p-api').disabled = role === 'viewer' || role === 'verifier';
+  if (role === 'viewer' || role === 'verifier') $('p-api').checked = false;
 }
 
 function openPersonDialog() {
