@@ -153,12 +153,16 @@ impl RateLimits {
     }
 }
 
+const RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
+
 /// Sets `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`, replacing any
 /// the upstream sent.
 pub fn set_headers(headers: &mut HeaderMap, quota: &Quota) {
-    headers.insert("ratelimit-limit", HeaderValue::from(quota.limit));
-    headers.insert("ratelimit-remaining", HeaderValue::from(quota.remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(quota.reset.as_secs()));
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(quota.limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(quota.remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(quota.reset.as_secs()));
 }
 
 /// The standing [`set_headers`] wrote, read back (the verify API's `rate_limit`).

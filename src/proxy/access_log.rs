@@ -114,7 +114,17 @@ fn string(buf: &mut Vec<u8>, name: &str, value: Option<&str>) {
     buf.extend_from_slice(b",\"");
     buf.extend_from_slice(name.as_bytes());
     buf.extend_from_slice(b"\":\"");
-    for &b in v.as_bytes() {
+    let bytes = v.as_bytes();
+    // Ids, names and codes never need escaping: copy them whole.
+    if !bytes
+        .iter()
+        .any(|&b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f)
+    {
+        buf.extend_from_slice(bytes);
+        buf.push(b'"');
+        return;
+    }
+    for &b in bytes {
         match b {
             b'"' => buf.extend_from_slice(b"\\\""),
             b'\\' => buf.extend_from_slice(b"\\\\"),

@@ -39,6 +39,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
 }
 
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// Longest `X-Request-Id` kept from a client.
 const MAX_REQUEST_ID: usize = 128;
 /// `Retry-After` for 503 `auth_unavailable`.
@@ -173,7 +175,7 @@ pub async fn finish<B>(
     peer: IpAddr,
 ) -> Response<B> {
     resp.headers_mut()
-        .insert("x-request-id", trace.request_id.clone());
+        .insert(X_REQUEST_ID, trace.request_id.clone());
     // [limits] `RateLimit-*` on responses to requests whose key authenticated.
     let (key, route) = (trace.key.as_deref(), trace.route.as_deref());
     limits::annotate(&dp.rate_limits, &mut resp, key, route, trace.quota).await;
@@ -226,7 +228,7 @@ pub async fn finish<B>(
 
 /// The client's `X-Request-Id` if it is one value of safe characters, else a new one.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    let mut all = headers.get_all("x-request-id").iter();
+    let mut all = headers.get_all(&X_REQUEST_ID).iter();
     if let (Some(v), None) = (all.next(), all.next()) {
         let b = v.as_bytes();
         if !b.is_empty()
