@@ -1,13 +1,14 @@
-//! Forwarding to upstreams: one pooled hyper client per upstream (HTTP, or HTTPS
-//! verified against the system roots plus `ca_file`, with an optional client
-//! certificate), the header rewrite of SPEC §3 "Headers", and the mapping of upstream
-//! failures to 502/504.
+//! Forwarding to upstreams: HTTP/1.1 connections kept per worker and origin
+//! ([`pool`](crate::proxy::pool); HTTP, or HTTPS verified against the system roots plus
+//! `ca_file`, with an optional client certificate), the header rewrite of SPEC §3
+//! "Headers", and the mapping of upstream failures to 502/504.
 //!
 //! Bodies stream both ways; the request body is wrapped in a length limit so that a
-//! streamed body over `max_body_bytes` aborts the upstream request. hyper's pool
-//! retries a request on another connection only when it was never written.
+//! streamed body over `max_body_bytes` aborts the upstream request. A request goes to a
+//! second connection only when the first could not take it (never written).
 
 use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
@@ -17,16 +18,14 @@ use http::{Request, Response, Uri, Version};
 use http_body_util::combinators::MapErr;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{IdentityHeaders, UpstreamConfig};
 use crate::key::{Environment, KeyRecord};
+use crate::proxy::pool;
 use crate::proxy::workers::{self, Workers};
 use crate::proxy::{Body, BoxError};
 use crate::refusal::Refusal;
@@ -35,6 +34,8 @@ use crate::tls;
 /// The request body as sent upstream: the client's, capped at `max_body_bytes`, with
 /// its read errors marked as the client's fault.
 pub type UpstreamBody = MapErr<Limited<Incoming>, fn(BoxError) -> BoxError>;
+/// The upstream's response body, which gives its connection back when read.
+pub type UpstreamResponseBody = pool::Returning<UpstreamBody>;
 
 /// A read error of the client's request body (bad chunk, early close): the request
 /// is the client's fault (400), not the upstream's (502).
@@ -55,15 +56,23 @@ fn mark_client_error(e: BoxError) -> BoxError {
 pub struct Origin {
     scheme: Scheme,
     authority: Authority,
+    /// `scheme://authority`, what the connector dials.
+    base: Uri,
+    /// The `Host` the upstream gets unless `preserve_host`.
+    host: HeaderValue,
+    /// Which idle list of a worker: 0 live, 1 test.
+    slot: usize,
 }
 
 pub struct Upstream {
     pub name: String,
     live: Origin,
     test: Option<Origin>,
-    /// One pool per data-plane worker, so a request and its upstream connection stay
-    /// on one thread ([`workers`](crate::proxy::workers)).
-    clients: Vec<Client<HttpsConnector<HttpConnector>, UpstreamBody>>,
+    connector: pool::Connector,
+    /// Per data-plane worker, the idle connections to the live and the test origin, so
+    /// a request and its upstream connection stay on one thread
+    /// ([`workers`](crate::proxy::workers)).
+    idle: Vec<[Arc<pool::Idle<UpstreamBody>>; 2]>,
     /// Time allowed until response headers.
     timeout: Duration,
     pub preserve_host: bool,
@@ -80,25 +89,20 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let clients = (0..Workers::default_count().max(1))
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .pool_max_idle_per_host(1024)
-                    .build(connector.clone())
-            })
+        let idle = (0..Workers::default_count().max(1))
+            .map(|_| [Arc::default(), Arc::default()])
             .collect();
         Ok(Upstream {
             name: cfg.name.clone(),
-            live: origin(&cfg.url).with_context(|| format!("upstreams.{}.url", cfg.name))?,
+            live: origin(&cfg.url, 0).with_context(|| format!("upstreams.{}.url", cfg.name))?,
             test: cfg
                 .test_url
                 .as_ref()
-                .map(origin)
+                .map(|u| origin(u, 1))
                 .transpose()
                 .with_context(|| format!("upstreams.{}.test_url", cfg.name))?,
-            clients,
+            connector,
+            idle,
             timeout: cfg.timeout,
             preserve_host: cfg.preserve_host,
         })
@@ -116,22 +120,57 @@ impl Upstream {
         }
     }
 
-    /// Sends the request and waits for response headers, at most `timeout`.
+    /// Sends the request to `origin` and waits for response headers, at most
+    /// `timeout` (connecting included).
     pub async fn send(
         &self,
-        req: Request<UpstreamBody>,
+        origin: &Origin,
+        mut req: Request<UpstreamBody>,
         max_body: u64,
-    ) -> Result<(Response<Incoming>, Duration), Refusal> {
+    ) -> Result<(Response<UpstreamResponseBody>, Duration), Refusal> {
         let started = Instant::now();
-        let client = &self.clients[workers::current() % self.clients.len()];
-        match tokio::time::timeout(self.timeout, client.request(req)).await {
+        // HTTP/1.1 to an origin server: origin-form target, and its own Host unless
+        // the client's is kept (`preserve_host`).
+        if !req.headers().contains_key(header::HOST) {
+            req.headers_mut().insert(header::HOST, origin.host.clone());
+        }
+        let target = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .parse::<Uri>()
+            .map_err(|_| Refusal::BadRequest("the request target cannot be forwarded"))?;
+        *req.uri_mut() = target;
+        let worker = workers::current() % self.idle.len().max(1);
+        let Some(idle) = self.idle.get(worker).map(|w| w[origin.slot].clone()) else {
+            return Err(Refusal::UpstreamUnavailable);
+        };
+        let exchange = async {
+            if let Some(mut sender) = idle.checkout() {
+                match sender.try_send_request(req).await {
+                    Ok(resp) => return Ok((resp, sender)),
+                    Err(mut e) => match e.take_message() {
+                        // Never written: the connection was closing. A new one takes it.
+                        Some(r) => req = r,
+                        None => return Err(BoxError::from(e.into_error())),
+                    },
+                }
+            }
+            let mut sender = pool::connect(&self.connector, origin.base.clone()).await?;
+            let resp = sender.send_request(req).await?;
+            Ok((resp, sender))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => Err(Refusal::UpstreamTimeout),
-            Ok(Ok(resp)) => Ok((resp, started.elapsed())),
+            Ok(Ok((resp, sender))) => Ok((
+                resp.map(|body| pool::Returning::new(body, sender, idle)),
+                started.elapsed(),
+            )),
             Ok(Err(e)) => {
-                if caused_by::<LengthLimitError>(&e) {
+                if caused_by::<LengthLimitError>(&*e) {
                     return Err(Refusal::BodyTooLarge(max_body));
                 }
-                if caused_by::<ClientBodyError>(&e) {
+                if caused_by::<ClientBodyError>(&*e) {
                     return Err(Refusal::BadRequest(
                         "the request body is malformed or was cut short",
                     ));
@@ -155,10 +194,22 @@ fn caused_by<T: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
     false
 }
 
-fn origin(uri: &Uri) -> anyhow::Result<Origin> {
+fn origin(uri: &Uri, slot: usize) -> anyhow::Result<Origin> {
+    let scheme = uri.scheme().cloned().ok_or_else(|| anyhow!("no scheme"))?;
+    let authority = uri.authority().cloned().ok_or_else(|| anyhow!("no host"))?;
+    let base = Uri::builder()
+        .scheme(scheme.clone())
+        .authority(authority.clone())
+        .path_and_query("/")
+        .build()
+        .context("the upstream URL")?;
+    let host = HeaderValue::from_str(authority.as_str()).context("the upstream host")?;
     Ok(Origin {
-        scheme: uri.scheme().cloned().ok_or_else(|| anyhow!("no scheme"))?,
-        authority: uri.authority().cloned().ok_or_else(|| anyhow!("no host"))?,
+        scheme,
+        authority,
+        base,
+        host,
+        slot,
     })
 }
 
@@ -433,7 +484,7 @@ pub fn upstream_request(
 }
 
 /// The client's response: upstream status and headers less hop-by-hop ones, streamed body.
-pub fn client_response(resp: Response<Incoming>) -> Response<Body> {
+pub fn client_response(resp: Response<UpstreamResponseBody>) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     // The protocol version is per connection: the client's is keygate's to speak, not

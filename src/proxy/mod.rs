@@ -10,7 +10,8 @@
 //! - `framing`: the HTTP/1.1 framing guard below hyper (`Content-Length` with
 //!   `Transfer-Encoding`).
 //! - `pipeline`: one request's checks, in SPEC §3 order, top to bottom.
-//! - `forward`: pooled upstream clients and the header rewrite.
+//! - `forward`: the upstream call and the header rewrite; `pool`: upstream
+//!   connections kept per worker.
 //! - `respond`: the one refusal → response mapping.
 //! - `workers`: one single-threaded runtime per core for the data port's and the authz
 //!   listener's connections.
@@ -39,6 +40,7 @@ pub mod forward;
 pub mod framing;
 pub mod listener;
 pub mod pipeline;
+pub mod pool;
 pub mod respond;
 pub mod workers;
 

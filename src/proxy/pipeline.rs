@@ -298,7 +298,9 @@ async fn run(
     admit(dp, &decided, trace).await?;
     let upstream = decided.upstream;
     let req = forward::upstream_request(parts, body, uri, dp.limits.max_body_bytes);
-    let (resp, took) = upstream.send(req, dp.limits.max_body_bytes).await?;
+    let (resp, took) = upstream
+        .send(decided.origin, req, dp.limits.max_body_bytes)
+        .await?;
     trace.upstream_time = Some(took);
     dp.metrics
         .upstream_duration
