@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
 use http_body_util::combinators::MapErr;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -54,8 +53,6 @@ fn mark_client_error(e: BoxError) -> BoxError {
 /// Where one environment of an upstream lives.
 #[derive(Debug, Clone)]
 pub struct Origin {
-    scheme: Scheme,
-    authority: Authority,
     /// `scheme://authority`, what the connector dials.
     base: Uri,
     /// The `Host` the upstream gets unless `preserve_host`.
@@ -129,18 +126,11 @@ impl Upstream {
         max_body: u64,
     ) -> Result<(Response<UpstreamResponseBody>, Duration), Refusal> {
         let started = Instant::now();
-        // HTTP/1.1 to an origin server: origin-form target, and its own Host unless
-        // the client's is kept (`preserve_host`).
+        // HTTP/1.1 to an origin server: the target is origin-form (`upstream_target`);
+        // the upstream's own Host unless the client's is kept (`preserve_host`).
         if !req.headers().contains_key(header::HOST) {
             req.headers_mut().insert(header::HOST, origin.host.clone());
         }
-        let target = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |pq| pq.as_str())
-            .parse::<Uri>()
-            .map_err(|_| Refusal::BadRequest("the request target cannot be forwarded"))?;
-        *req.uri_mut() = target;
         let worker = workers::current() % self.idle.len().max(1);
         let Some(idle) = self.idle.get(worker).map(|w| w[origin.slot].clone()) else {
             return Err(Refusal::UpstreamUnavailable);
@@ -204,13 +194,7 @@ fn origin(uri: &Uri, slot: usize) -> anyhow::Result<Origin> {
         .build()
         .context("the upstream URL")?;
     let host = HeaderValue::from_str(authority.as_str()).context("the upstream host")?;
-    Ok(Origin {
-        scheme,
-        authority,
-        base,
-        host,
-        slot,
-    })
+    Ok(Origin { base, host, slot })
 }
 
 fn client_tls(cfg: &UpstreamConfig) -> anyhow::Result<rustls::ClientConfig> {
@@ -452,21 +436,28 @@ impl From<PeerIp> for HeaderValue {
     }
 }
 
-/// The upstream URI: the origin for the key's environment, the client's raw path, and
-/// the query with the credential removed.
-pub fn upstream_uri(origin: &Origin, path: &str, query: Option<&str>) -> Result<Uri, Refusal> {
+/// The upstream request target (origin-form): the client's raw path and query, as
+/// sent; `stripped_query` replaces the query when the credential was removed from it.
+pub fn upstream_target(client: &Uri, stripped_query: Option<Option<&str>>) -> Result<Uri, Refusal> {
+    let bad = || Refusal::BadRequest("the request target cannot be forwarded");
+    let Some(query) = stripped_query else {
+        // The common case: the client's bytes, shared, not copied.
+        let pq = client.path_and_query().cloned().ok_or_else(bad)?;
+        return Uri::from_parts({
+            let mut p = http::uri::Parts::default();
+            p.path_and_query = Some(pq);
+            p
+        })
+        .map_err(|_| bad());
+    };
+    let path = client.path();
     let mut pq = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
     pq.push_str(path);
     if let Some(q) = query {
         pq.push('?');
         pq.push_str(q);
     }
-    Uri::builder()
-        .scheme(origin.scheme.clone())
-        .authority(origin.authority.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| Refusal::BadRequest("the request target cannot be forwarded"))
+    pq.parse().map_err(|_| bad())
 }
 
 /// Builds the upstream request from the client's parts and body.

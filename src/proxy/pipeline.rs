@@ -274,13 +274,13 @@ async fn run(
     .await?;
 
     // Forward. `extract` refused any api_key parameter unless it is the credential.
-    let forwarded_query = match parts.uri.query() {
+    let stripped = match parts.uri.query() {
         Some(q) if decided.credential == credential::Source::Query => {
-            credential::strip_query_credential(q)
+            Some(credential::strip_query_credential(q))
         }
-        other => other.map(str::to_string),
+        _ => None,
     };
-    let uri = forward::upstream_uri(decided.origin, parts.uri.path(), forwarded_query.as_deref())?;
+    let uri = forward::upstream_target(&parts.uri, stripped.as_ref().map(|q| q.as_deref()))?;
     forward::rewrite_request_headers(
         &mut parts.headers,
         &Forwarding {
