@@ -85,7 +85,13 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let runtime = match tokio::runtime::Runtime::new() {
+            // The main thread is the first of the data plane's workers (`proxy::workers`):
+            // one single-threaded runtime per core, this one also running the admin port,
+            // the store's connections and the background tasks.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("cannot start the async runtime: {e}");

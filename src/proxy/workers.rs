@@ -5,8 +5,11 @@
 //! writes, timers, the pipeline and its upstream connections all run on that one
 //! thread. This avoids the work-stealing scheduler's cross-thread wakeups and atomics
 //! on every request (measured in docs/benchmarks.md), the design linkerd2-proxy and
-//! pingora take too. The admin and metrics ports, the store's connections and the
-//! background tasks stay on the main runtime.
+//! pingora take too.
+//!
+//! Worker 0 is the main thread's own (current-thread) runtime, which also runs the
+//! admin and metrics ports, the store's connections (Redis) and the background tasks:
+//! on one core, a cache miss then never waits for another thread to be scheduled.
 //!
 //! A worker's tasks may use anything that is `Send` (the store, caches, the limiter),
 //! and spawn tasks of their own (h2 streams, upstream connections), which stay on the
@@ -38,12 +41,15 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `n` workers (at least one), each a thread with its own current-thread
-    /// runtime, kept until the `Workers` is dropped.
+    /// Starts `n` workers (at least one): the calling thread's runtime (it must be a
+    /// current-thread runtime) is worker 0, the others are threads of their own, kept
+    /// until the `Workers` is dropped.
     pub fn start(n: usize) -> std::io::Result<Arc<Workers>> {
         let (stop, stop_rx) = watch::channel(());
         let mut handles = Vec::with_capacity(n.max(1));
-        for i in 0..n.max(1) {
+        handles.push(Handle::try_current().map_err(std::io::Error::other)?);
+        WORKER.with(|w| w.set(Some(0)));
+        for i in 1..n.max(1) {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .thread_name(format!("keygate-worker-{i}"))
