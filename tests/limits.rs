@@ -380,6 +380,68 @@ async fn continue_is_sent_only_after_authorization() {
     assert_eq!(env.up.last().body, b"hello");
 }
 
+/// SPEC §3: a kept-alive connection waits `idle_timeout` for its next request, not
+/// `header_read_timeout` (hyper's own header timer would close it then); but a next
+/// head that has begun must still be complete within `header_read_timeout`.
+#[tokio::test]
+async fn keep_alive_lasts_idle_timeout_and_a_begun_head_header_read_timeout() {
+    let env = Env::start_with(|b| {
+        b.limit("header_read_timeout", "1s")
+            .limit("idle_timeout", "10s")
+    })
+    .await;
+    let key = env.read_key().await;
+    let request = raw_request("GET", "/echo/x", &[&bearer(&key.secret)], b"");
+    let mut conn = env.gw.raw_conn().await;
+    assert!(conn.send(&request).await);
+    conn.read_response(Duration::from_secs(5))
+        .await
+        .expect("first response")
+        .assert_status(200);
+    // Idle for three header_read_timeouts, then the same connection is still served.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        conn.send(&request).await,
+        "closed while idle for 3 s (idle_timeout 10s)"
+    );
+    conn.read_response(Duration::from_secs(5))
+        .await
+        .expect("a second request on the kept-alive connection")
+        .assert_status(200);
+
+    // Now a head begun and trickled, a header line every 300 ms: closed after about
+    // header_read_timeout, long before idle_timeout.
+    let started = tokio::time::Instant::now();
+    assert!(
+        conn.send(b"GET /echo/x HTTP/1.1\r\nHost: localhost\r\n")
+            .await
+    );
+    let mut closed = false;
+    for i in 0..30 {
+        if !conn.send(format!("X-Slow-{i}: x\r\n").as_bytes()).await {
+            closed = true;
+            break;
+        }
+        match conn.read_response(Duration::from_millis(300)).await {
+            Err(RawEnd::Closed) => {
+                closed = true;
+                break;
+            }
+            Err(RawEnd::TimedOut) => {}
+            Ok(r) => panic!("an unfinished head was answered {}", r.status),
+        }
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        closed,
+        "a slow second head was still open after {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "a slow second head was closed only after {elapsed:?} (header_read_timeout 1s)"
+    );
+}
+
 #[tokio::test]
 async fn idle_keep_alive_connection_is_closed() {
     let env = Env::start_with(|b| b.limit("idle_timeout", "1s")).await;

@@ -31,7 +31,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -109,9 +109,11 @@ impl From<&Limits> for ConnLimits {
 /// hyper's HTTP settings for one connection.
 fn http_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // No hyper `header_read_timeout`: hyper arms it while a kept-alive connection
+    // waits for its next request, which would cut keep-alive to header_read_timeout.
+    // The watchdog times heads instead (the first request's, and any begun later).
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_head_bytes)
         .max_headers(256)
         .keep_alive(true);
@@ -343,6 +345,8 @@ struct Activity {
     requests: AtomicU64,
     /// Bumped by every read or write that moved bytes.
     io: AtomicU32,
+    /// An HTTP/1.1 request head has begun to arrive and is not complete.
+    head_pending: AtomicBool,
 }
 
 const EVENT: u64 = 1 << 32;
@@ -376,6 +380,8 @@ struct Watchdog {
     quiet: Duration,
     /// Time since bytes last moved.
     still: Duration,
+    /// How long a started request head has been incomplete.
+    head_for: Duration,
 }
 
 impl Watchdog {
@@ -390,6 +396,7 @@ impl Watchdog {
             last_io: 0,
             quiet: Duration::ZERO,
             still: Duration::ZERO,
+            head_for: Duration::ZERO,
         }
     }
 
@@ -397,10 +404,17 @@ impl Watchdog {
     fn check(&mut self, activity: &Activity) -> Option<&'static str> {
         let requests = activity.requests.load(Ordering::Relaxed);
         let io = activity.io.load(Ordering::Relaxed);
-        self.observe(requests, io)
+        let head = activity.head_pending.load(Ordering::Relaxed);
+        self.observe(requests, io, head)
     }
 
-    fn observe(&mut self, requests: u64, io: u32) -> Option<&'static str> {
+    /// `head_pending`: part of an HTTP/1.1 request head is in and its end is not.
+    fn observe(&mut self, requests: u64, io: u32, head_pending: bool) -> Option<&'static str> {
+        if head_pending {
+            self.head_for += self.period;
+        } else {
+            self.head_for = Duration::ZERO;
+        }
         if requests == self.last_requests {
             self.quiet += self.period;
         } else {
@@ -421,6 +435,11 @@ impl Watchdog {
         if requests == 0 {
             return (self.quiet >= self.header_read_timeout)
                 .then_some("no request within header_read_timeout");
+        }
+        // A kept-alive connection: idle until `idle_timeout`, but a head once begun
+        // must be complete within `header_read_timeout` (slow headers).
+        if self.head_for >= self.header_read_timeout {
+            return Some("a request head not complete within header_read_timeout");
         }
         (self.quiet >= self.idle_timeout).then_some("idle")
     }
@@ -450,6 +469,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
             if this.guard.scan(&mut buf.filled_mut()[before..]) == Verdict::Refused {
                 tracing::debug!("request with both Content-Length and Transfer-Encoding refused");
             }
+            this.activity
+                .head_pending
+                .store(this.guard.head_pending(), Ordering::Relaxed);
         }
         r
     }
@@ -606,12 +628,27 @@ mod tests {
         }
     }
 
+    /// One tick's observation: `(requests, io)` or `(requests, io, head_pending)`.
+    trait Feed {
+        fn parts(self) -> (u64, u32, bool);
+    }
+    impl Feed for (u64, u32) {
+        fn parts(self) -> (u64, u32, bool) {
+            (self.0, self.1, false)
+        }
+    }
+    impl Feed for (u64, u32, bool) {
+        fn parts(self) -> (u64, u32, bool) {
+            self
+        }
+    }
+
     /// Ticks until the watchdog closes, feeding `(requests, io)` per tick; returns the
     /// tick count.
-    fn ticks_until_close(w: &mut Watchdog, mut feed: impl FnMut(u32) -> (u64, u32)) -> u32 {
+    fn ticks_until_close<F: Feed>(w: &mut Watchdog, mut feed: impl FnMut(u32) -> F) -> u32 {
         for t in 1..=1000 {
-            let (r, io) = feed(t);
-            if w.observe(r, io).is_some() {
+            let (r, io, head) = feed(t).parts();
+            if w.observe(r, io, head).is_some() {
                 return t;
             }
         }
@@ -633,9 +670,27 @@ mod tests {
         // A request in flight with bytes moving is never closed; stalled, after idle.
         let mut w = Watchdog::new(&limits(4, 8));
         for t in 0..100 {
-            assert_eq!(w.observe(EVENT + 1, t), None);
+            assert_eq!(w.observe(EVENT + 1, t, false), None);
         }
         assert_eq!(ticks_until_close(&mut w, |_| (EVENT + 1, 99)), 8);
+        // Kept alive after a request: idle for idle_timeout, not header_read_timeout.
+        let mut w = Watchdog::new(&limits(4, 8));
+        w.observe(EVENT + 1, 1, false);
+        // (The request finishes at the first tick: idle from there.)
+        assert_eq!(ticks_until_close(&mut w, |_| (done, 2)), 9);
+        // ... but a next head begun and left incomplete (slow headers, bytes still
+        // trickling in) closes after header_read_timeout.
+        let mut w = Watchdog::new(&limits(4, 8));
+        w.observe(EVENT + 1, 1, false);
+        assert_eq!(ticks_until_close(&mut w, |t| (done, t + 2, true)), 4);
+        // A head that completes in time resets the count.
+        let mut w = Watchdog::new(&limits(4, 8));
+        w.observe(EVENT + 1, 1, false);
+        for t in 0..3 {
+            assert_eq!(w.observe(done, t, true), None);
+        }
+        assert_eq!(w.observe(3 * EVENT + 1, 4, false), None);
+        assert_eq!(w.observe(3 * EVENT + 1, 5, true), None);
     }
 
     #[test]

@@ -72,6 +72,13 @@ impl FramingGuard {
         }
     }
 
+    /// Whether part of a request head has arrived but not its end (HTTP/1.1, before
+    /// the guard stops looking). The watchdog times this against
+    /// `header_read_timeout`: a kept-alive connection that is merely idle has none.
+    pub fn head_pending(&self) -> bool {
+        self.state == State::Head && !self.buf.is_empty()
+    }
+
     /// Follows `bytes`, the next bytes read from the client, in place.
     pub fn scan(&mut self, bytes: &mut [u8]) -> Verdict {
         let mut at = 0;
