@@ -25,7 +25,7 @@ use crate::proxy::pipeline::{self, Mode, Question, Trace};
 use crate::refusal::Refusal;
 
 /// The headers that carry the original request's URI: it is checked against
-/// `max_uri_bytes`, so it does not count against `max_header_bytes` a second time.
+/// `max_uri_bytes` (in `pipeline::decide`), so it does not count against `max_header_bytes` a second time.
 const DESCRIPTION_URI: &[&str] = &["x-original-uri", "x-forwarded-uri"];
 
 /// The original request as the asking proxy describes it.
@@ -50,9 +50,6 @@ pub async fn handle(authz: &Authz, peer: SocketAddr, req: Request<Incoming>) -> 
         &parts.headers,
     );
     let question = match &described {
-        Ok(d) if d.target.as_str().len() > dp.limits.max_uri_bytes => {
-            Err(Refusal::UriTooLong(dp.limits.max_uri_bytes))
-        }
         Ok(d) => Ok(Question {
             method: &d.method,
             host: d.host.as_deref(),

@@ -88,9 +88,6 @@ impl Authorization for Check {
             .map_or(Method::POST, |d| d.method.clone());
         let trace = Trace::start(Mode::Grpc, &method, &HeaderMap::new());
         let question = match &described {
-            Ok(d) if d.target.len() > dp.limits.max_uri_bytes => {
-                Err(Refusal::UriTooLong(dp.limits.max_uri_bytes))
-            }
             Ok(d) => {
                 let (path, query) = match d.target.split_once('?') {
                     Some((p, q)) => (p, Some(q)),
@@ -189,7 +186,7 @@ pub fn check_response(dp: &DataPlane, a: &Answer) -> CheckResponse {
     let status = a.response.status();
     let headers = a.response.headers();
     let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd;
-    match &a.allowed {
+    match a.key.as_deref().filter(|_| a.allowed) {
         Some(key) => {
             let to_upstream = [
                 &dp.identity.org,

@@ -115,8 +115,7 @@ pub struct Answer {
     pub response: Response<Bytes>,
     /// `allowed` or the refusal's code.
     pub outcome: &'static str,
-    /// The key that was allowed.
-    pub allowed: Option<Arc<KeyRecord>>,
+    pub allowed: bool,
     /// The key the request named, once it authenticated (also on a 403 or 429).
     pub key: Option<Arc<KeyRecord>>,
     /// The rate-limit standing, when a limit applies.
@@ -139,17 +138,17 @@ pub async fn answer(
         Err(r) => Err(r),
     };
     let (mut response, outcome, allowed, retry_after) = match decided {
-        Ok((headers, key)) => {
+        Ok(headers) => {
             let mut resp = Response::new(Bytes::new());
             *resp.headers_mut() = headers;
-            (resp, "allowed", Some(key), None)
+            (resp, "allowed", true, None)
         }
         Err(r) => {
             let mut resp = respond::refusal_bytes(&r);
             if let Ok(v) = HeaderValue::from_bytes(resp.body()) {
                 resp.headers_mut().insert(BODY_HEADER, v);
             }
-            (resp, r.code(), None, r.retry_after())
+            (resp, r.code(), false, r.retry_after())
         }
     };
     let status = response.status().as_u16();
@@ -158,10 +157,7 @@ pub async fn answer(
     h.insert("x-keygate-code", HeaderValue::from_static(outcome));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let key = trace.key.clone();
-    let quota_before = trace.quota;
-    let response = pipeline::finish(dp, trace, response, outcome, peer).await;
-    // `finish` may have looked the standing up for a 403.
-    let quota = quota_before.or_else(|| crate::limits::read_headers(response.headers()));
+    let (response, quota) = pipeline::finish(dp, trace, response, outcome, peer).await;
     Answer {
         response,
         outcome,
@@ -176,25 +172,31 @@ async fn decide(
     dp: &DataPlane,
     asked: &Asked<'_>,
     trace: &mut Trace,
-) -> Result<(HeaderMap, Arc<KeyRecord>), Refusal> {
-    let key = match asked {
+) -> Result<HeaderMap, Refusal> {
+    let identity = |key: &KeyRecord| -> Result<HeaderMap, Refusal> {
+        let mut headers = HeaderMap::with_capacity(8);
+        for (name, value) in forward::identity_headers(&dp.identity, key)? {
+            headers.insert(name, value);
+        }
+        Ok(headers)
+    };
+    match asked {
         Asked::Route(q) => {
             let decided = pipeline::decide(dp, q, trace).await?;
-            // The identity must be representable before the limit counts the request.
-            forward::identity_headers(&dp.identity, &decided.key)?;
+            // Built before the limit counts the request: a key whose identity cannot
+            // be sent is refused without consuming anything.
+            let headers = identity(&decided.key)?;
             pipeline::admit(dp, &decided, trace).await?;
-            decided.key
+            Ok(headers)
         }
         Asked::Scopes {
             token,
             scopes,
             client,
             orgs,
-        } => pipeline::decide_scopes(dp, token, scopes, *client, *orgs, trace).await?,
-    };
-    let mut headers = HeaderMap::with_capacity(8);
-    for (name, value) in forward::identity_headers(&dp.identity, &key)? {
-        headers.insert(name, value);
+        } => {
+            let key = pipeline::decide_scopes(dp, token, scopes, *client, *orgs, trace).await?;
+            identity(&key)
+        }
     }
-    Ok((headers, key))
 }

@@ -21,7 +21,6 @@ use super::{Answer, Asked, Authz, answer};
 use crate::key::{Environment, KeyRecord};
 use crate::policy::ip;
 use crate::proxy::pipeline::{Mode, Question, Trace};
-use crate::refusal::Refusal;
 
 /// Longest list of scopes one call may ask about.
 const MAX_SCOPES: usize = 64;
@@ -188,21 +187,17 @@ impl Verifier for Authz {
                 if !req.count {
                     trace = trace.without_counting();
                 }
-                let asked = if target.as_str().len() > dp.limits.max_uri_bytes {
-                    Err(Refusal::UriTooLong(dp.limits.max_uri_bytes))
-                } else {
-                    Ok(Asked::Route(Question {
-                        method: &method,
-                        host: req.host.as_deref(),
-                        path: target.path(),
-                        query: target.query(),
-                        headers: &headers,
-                        client,
-                        failure_ip: None,
-                        orgs,
-                    }))
-                };
-                answer(&dp, asked, trace, client.unwrap_or(unspecified)).await
+                let asked = Asked::Route(Question {
+                    method: &method,
+                    host: req.host.as_deref(),
+                    path: target.path(),
+                    query: target.query(),
+                    headers: &headers,
+                    client,
+                    failure_ip: None,
+                    orgs,
+                });
+                answer(&dp, Ok(asked), trace, client.unwrap_or(unspecified)).await
             }
             Form::Scopes(scopes) => {
                 let mut trace = Trace::start(Mode::Verify, &Method::POST, &HeaderMap::new());
@@ -223,7 +218,7 @@ impl Verifier for Authz {
 }
 
 fn view(a: &Answer) -> VerifyAnswer {
-    let valid = a.allowed.is_some();
+    let valid = a.allowed;
     VerifyAnswer {
         valid,
         code: (!valid).then_some(a.outcome),

@@ -165,16 +165,6 @@ pub fn set_headers(headers: &mut HeaderMap, quota: &Quota) {
     headers.insert(RATELIMIT_RESET, HeaderValue::from(quota.reset.as_secs()));
 }
 
-/// The standing [`set_headers`] wrote, read back (the verify API's `rate_limit`).
-pub fn read_headers(headers: &HeaderMap) -> Option<Quota> {
-    let num = |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.parse().ok() };
-    Some(Quota {
-        limit: num("ratelimit-limit")?,
-        remaining: num("ratelimit-remaining")?,
-        reset: std::time::Duration::from_secs(num("ratelimit-reset")?),
-    })
-}
-
 /// Adds the `RateLimit-*` headers to a response, if its request's key authenticated
 /// (`key` is the key the request named; a 401 means it did not authenticate): `quota`
 /// from the limiter if it was reached; otherwise, for a 403, a look at the counters.
@@ -186,7 +176,7 @@ pub async fn annotate<B>(
     key: Option<&KeyRecord>,
     route: Option<&Route>,
     quota: Option<Quota>,
-) {
+) -> Option<Quota> {
     let quota = match (quota, key, route) {
         (Some(q), Some(_), _) => Some(q),
         (None, Some(key), Some(route)) if resp.status() == http::StatusCode::FORBIDDEN => {
@@ -194,9 +184,10 @@ pub async fn annotate<B>(
         }
         _ => None,
     };
-    if let Some(q) = quota {
-        set_headers(resp.headers_mut(), &q);
+    if let Some(q) = &quota {
+        set_headers(resp.headers_mut(), q);
     }
+    quota
 }
 
 #[cfg(test)]

@@ -57,12 +57,7 @@ pub struct Access<'a> {
 
 /// IP → environment → endpoint → resource → scope, for a key that passed [`check_key`].
 pub fn authorize(key: &KeyRecord, access: &Access<'_>, scopes: &ScopeSet) -> Result<(), Refusal> {
-    if let Some(allow) = &key.ip_allow {
-        match access.client {
-            Some(c) if ip::allowed(c, allow) => {}
-            _ => return Err(Refusal::IpNotAllowed),
-        }
-    }
+    check_ip(key, access.client)?;
     if key.environment == Environment::Test && !access.upstream_has_test {
         return Err(Refusal::EnvironmentNotAllowed(
             "test keys may not call this route: its upstream has no test_url",
@@ -92,6 +87,15 @@ pub fn authorize(key: &KeyRecord, access: &Access<'_>, scopes: &ScopeSet) -> Res
     Ok(())
 }
 
+/// A key with an IP allow-list needs a known client address inside it.
+fn check_ip(key: &KeyRecord, client: Option<IpAddr>) -> Result<(), Refusal> {
+    match (&key.ip_allow, client) {
+        (None, _) => Ok(()),
+        (Some(allow), Some(c)) if ip::allowed(c, allow) => Ok(()),
+        (Some(_), _) => Err(Refusal::IpNotAllowed),
+    }
+}
+
 /// The verify API's scope form (SPEC §9): IP (when the key has an allow-list, the
 /// client must be given and in it) → every scope of `needed`. The first scope the key
 /// lacks is named.
@@ -101,12 +105,7 @@ pub fn authorize_scopes(
     needed: &[String],
     scopes: &ScopeSet,
 ) -> Result<(), Refusal> {
-    if let Some(allow) = &key.ip_allow {
-        match client {
-            Some(c) if ip::allowed(c, allow) => {}
-            _ => return Err(Refusal::IpNotAllowed),
-        }
-    }
+    check_ip(key, client)?;
     match needed.iter().find(|s| !scopes.allows(&key.scopes, s)) {
         Some(missing) => Err(Refusal::InsufficientScope(missing.clone())),
         None => Ok(()),

@@ -163,24 +163,24 @@ pub async fn handle(
         Ok(r) => (r, "allowed"),
         Err(refusal) => (respond::refusal(&refusal), refusal.code()),
     };
-    Ok(finish(&dp, trace, resp, outcome, conn.peer.ip()).await)
+    Ok(finish(&dp, trace, resp, outcome, conn.peer.ip()).await.0)
 }
 
 /// The end of every request, whatever its mode: `X-Request-Id`, `RateLimit-*`, usage,
 /// metrics and one access-log line. `peer` is the connection's address (logged when
-/// the client's is unknown).
+/// the client's is unknown). Also returns the rate-limit standing the headers show.
 pub async fn finish<B>(
     dp: &DataPlane,
     trace: Trace,
     mut resp: Response<B>,
     outcome: &'static str,
     peer: IpAddr,
-) -> Response<B> {
+) -> (Response<B>, Option<limits::Quota>) {
     resp.headers_mut()
         .insert(X_REQUEST_ID, trace.request_id.clone());
     // [limits] `RateLimit-*` on responses to requests whose key authenticated.
     let (key, route) = (trace.key.as_deref(), trace.route.as_deref());
-    limits::annotate(&dp.rate_limits, &mut resp, key, route, trace.quota).await;
+    let quota = limits::annotate(&dp.rate_limits, &mut resp, key, route, trace.quota).await;
     // [limits] Usage and last_used_at of the key the request named.
     if let (Some(key), Some(route), true) = (key, route, trace.count) {
         let refusal = (outcome != "allowed").then_some(outcome);
@@ -225,7 +225,7 @@ pub async fn finish<B>(
         duration: elapsed,
         upstream: trace.upstream_time,
     });
-    resp
+    (resp, quota)
 }
 
 /// The client's `X-Request-Id` if it is one value of safe characters, else a new one.
@@ -319,6 +319,12 @@ pub async fn decide<'d>(
     q: &Question<'_>,
     trace: &mut Trace,
 ) -> Result<Decided<'d>, Refusal> {
+    // Proxy mode checked its request line in `check_limits`; a described request's
+    // target is checked here, for every mode alike.
+    let target_len = q.path.len() + q.query.map_or(0, |s| s.len() + 1);
+    if target_len > dp.limits.max_uri_bytes {
+        return Err(Refusal::UriTooLong(dp.limits.max_uri_bytes));
+    }
     path::check(q.path)?;
     trace.client = q.client;
 

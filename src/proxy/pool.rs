@@ -46,13 +46,21 @@ impl<B> Default for Idle<B> {
 }
 
 impl<B> Idle<B> {
-    /// A connection ready for a request, newest first; closed and expired ones go.
+    /// A connection ready for a request, newest first. Closed and expired ones go:
+    /// the whole list is swept only when its oldest entry is one of them, so a
+    /// checkout usually looks at the newest entries alone.
     pub fn checkout(&self) -> Option<SendRequest<B>> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        conns.retain(|(s, since)| !s.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT);
-        let i = conns.iter().rposition(|(s, _)| s.is_ready())?;
-        Some(conns.swap_remove(i).0)
+        let usable = |(s, since): &(SendRequest<B>, Instant)| {
+            !s.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT
+        };
+        if conns.first().is_some_and(|c| !usable(c)) {
+            conns.retain(usable);
+        }
+        let i = conns.iter().rposition(|c| c.0.is_ready() && usable(c))?;
+        // Usually the last: `remove` keeps the list oldest first.
+        Some(conns.remove(i).0)
     }
 
     /// Keeps a connection whose last response has been read to its end.
