@@ -49,3 +49,9 @@ pub mod refusal;
 pub mod store;
 pub mod tls;
 pub mod usage;
+
+/// The hasher of the in-process maps read on every request (the key, org and
+/// failure caches, usage counters): foldhash with a per-process random seed, several
+/// times cheaper than std's SipHash for the 32-byte key hashes and short ids hashed
+/// here, and still seeded so that chosen keys cannot aim at one bucket.
+pub type FastHash = foldhash::quality::RandomState;

@@ -20,7 +20,11 @@ struct Window {
 pub struct AuthFailureLimiter {
     /// Failures allowed per minute; 0 = the limiter is off.
     limit: u32,
-    windows: moka::sync::Cache<IpAddr, Arc<Window>>,
+    windows: moka::sync::Cache<IpAddr, Arc<Window>, crate::FastHash>,
+    /// The last minute (+ 1; 0: never) in which some address went over the limit:
+    /// in any other minute no address is blocked, and `blocked` answers without a
+    /// lookup (every request asks).
+    over_in: AtomicU64,
 }
 
 impl AuthFailureLimiter {
@@ -30,7 +34,8 @@ impl AuthFailureLimiter {
             windows: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_idle(Duration::from_secs(120))
-                .build(),
+                .build_with_hasher(crate::FastHash::default()),
+            over_in: AtomicU64::new(0),
         }
     }
 
@@ -39,7 +44,14 @@ impl AuthFailureLimiter {
         if self.limit == 0 {
             return None;
         }
+        let over_in = self.over_in.load(Ordering::Relaxed);
+        if over_in == 0 {
+            return None;
+        }
         let (minute, left) = now_minute();
+        if over_in != minute + 1 {
+            return None;
+        }
         let w = self.windows.get(&ip)?;
         (w.minute.load(Ordering::Relaxed) == minute
             && w.failures.load(Ordering::Relaxed) > self.limit)
@@ -56,7 +68,9 @@ impl AuthFailureLimiter {
             // A new minute: the count restarts (a race here can only lose a few counts).
             w.failures.store(0, Ordering::Relaxed);
         }
-        w.failures.fetch_add(1, Ordering::Relaxed);
+        if w.failures.fetch_add(1, Ordering::Relaxed) >= self.limit {
+            self.over_in.store(minute + 1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -83,16 +83,16 @@ pub struct KeyResolver {
     /// checked again before use: set when the bus (re)connects.
     recheck_before: AtomicU64,
     base: Instant,
-    positive: moka::future::Cache<KeyHash, Arc<Cached>>,
+    positive: moka::future::Cache<KeyHash, Arc<Cached>, crate::FastHash>,
     /// Hashes the store does not know, for `negative_ttl`.
-    negative: moka::sync::Cache<KeyHash, ()>,
+    negative: moka::sync::Cache<KeyHash, (), crate::FastHash>,
     /// Generation of the latest invalidation of each recently invalidated hash.
-    invalidated: moka::sync::Cache<KeyHash, u64>,
+    invalidated: moka::sync::Cache<KeyHash, u64, crate::FastHash>,
     /// The same per principal id (keys it created) and per org id (its keys).
-    invalidated_principals: moka::sync::Cache<String, u64>,
-    invalidated_orgs: moka::sync::Cache<String, u64>,
+    invalidated_principals: moka::sync::Cache<String, u64, crate::FastHash>,
+    invalidated_orgs: moka::sync::Cache<String, u64, crate::FastHash>,
     /// Highest record version announced for a hash, for [`VERSION_WAIT`].
-    awaited: moka::sync::Cache<KeyHash, u64>,
+    awaited: moka::sync::Cache<KeyHash, u64, crate::FastHash>,
     /// Bumped by every invalidation.
     generation: AtomicU64,
     lookups: Semaphore,
@@ -104,14 +104,14 @@ pub struct KeyResolver {
 }
 
 /// Invalidation generations, kept as long as an entry they could concern may be served.
-fn marks<K>(cache: &CacheConfig) -> moka::sync::Cache<K, u64>
+fn marks<K>(cache: &CacheConfig) -> moka::sync::Cache<K, u64, crate::FastHash>
 where
     K: std::hash::Hash + Eq + Send + Sync + 'static,
 {
     moka::sync::Cache::builder()
         .max_capacity(1_000_000)
         .time_to_live(cache.stale_if_error + Duration::from_secs(1))
-        .build()
+        .build_with_hasher(crate::FastHash::default())
 }
 
 impl KeyResolver {
@@ -126,16 +126,16 @@ impl KeyResolver {
             .max_capacity(cache.max_entries)
             // Past stale_if_error an entry can never be served, so it need not be kept.
             .time_to_live(cache.stale_if_error)
-            .build();
+            .build_with_hasher(crate::FastHash::default());
         let negative = moka::sync::Cache::builder()
             .max_capacity((cache.max_entries / 4).max(10_000))
             .time_to_live(cache.negative_ttl)
-            .build();
+            .build_with_hasher(crate::FastHash::default());
         let invalidated = marks(cache);
         let awaited = moka::sync::Cache::builder()
             .max_capacity(1_000_000)
             .time_to_live(VERSION_WAIT)
-            .build();
+            .build_with_hasher(crate::FastHash::default());
         KeyResolver {
             store,
             bus,

@@ -24,9 +24,9 @@ pub struct Unavailable;
 pub struct OrgCache {
     store: Arc<dyn KeyStore>,
     /// Records younger than [`FRESH_FOR`]; `None` caches "no such org".
-    fresh: moka::future::Cache<String, Arc<Option<Org>>>,
+    fresh: moka::future::Cache<String, Arc<Option<Org>>, crate::FastHash>,
     /// The last record read of each org, for store outages.
-    last_good: moka::sync::Cache<String, Arc<Option<Org>>>,
+    last_good: moka::sync::Cache<String, Arc<Option<Org>>, crate::FastHash>,
 }
 
 impl OrgCache {
@@ -36,11 +36,11 @@ impl OrgCache {
             fresh: moka::future::Cache::builder()
                 .max_capacity(MAX_ORGS)
                 .time_to_live(FRESH_FOR)
-                .build(),
+                .build_with_hasher(crate::FastHash::default()),
             last_good: moka::sync::Cache::builder()
                 .max_capacity(MAX_ORGS)
                 .time_to_live(stale_if_error.max(FRESH_FOR))
-                .build(),
+                .build_with_hasher(crate::FastHash::default()),
         }
     }
 

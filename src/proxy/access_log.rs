@@ -89,8 +89,16 @@ fn format(
     }
     buf.extend_from_slice(b"{\"timestamp\":\"");
     buf.extend_from_slice(date.as_bytes());
-    let micros = now.subsec_microsecond().max(0);
-    let _ = write!(buf, ".{micros:06}Z\",\"level\":\"INFO\"");
+    // `.ffffffZ`: the microseconds, zero-padded to six digits.
+    let micros = u32::try_from(now.subsec_microsecond()).unwrap_or(0);
+    let mut frac = *b".000000Z";
+    let mut m = micros;
+    for d in frac[1..7].iter_mut().rev() {
+        *d = b'0' + (m % 10) as u8;
+        m /= 10;
+    }
+    buf.extend_from_slice(&frac);
+    buf.extend_from_slice(b"\",\"level\":\"INFO\"");
     string(buf, "request_id", Some(l.request_id));
     string(buf, "mode", l.mode);
     string(buf, "org", l.org);
@@ -100,7 +108,9 @@ fn format(
     buf.extend_from_slice(b",\"status\":");
     buf.extend_from_slice(itoa::Buffer::new().format(l.status).as_bytes());
     string(buf, "code", Some(l.code));
-    let _ = write!(buf, ",\"client\":\"{}\"", l.client);
+    buf.extend_from_slice(b",\"client\":\"");
+    buf.extend_from_slice(crate::policy::ip::render(l.client, &mut [0; 45]));
+    buf.push(b'"');
     number(buf, "duration_ms", Some(ms(l.duration)));
     number(buf, "upstream_ms", l.upstream.map(ms));
     buf.extend_from_slice(b",\"target\":\"");

@@ -262,29 +262,79 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// [`HOP_BY_HOP`]'s names in its order, then `upgrade`.
+const HOP_NAMES: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The index of a hop-by-hop name in [`HOP_BY_HOP`], or 8 for `Upgrade`; any case.
+fn hop_index(name: &[u8]) -> Option<u32> {
+    // By length first: most names are excluded without comparing a byte.
+    let candidates: &[u32] = match name.len() {
+        2 => &[5],
+        7 => &[6, 8],
+        10 => &[0, 1],
+        16 => &[2],
+        17 => &[7],
+        18 => &[3],
+        19 => &[4],
+        _ => return None,
+    };
+    candidates.iter().copied().find(|&i| {
+        HOP_NAMES
+            .get(i as usize)
+            .is_some_and(|hop| hop.as_bytes().eq_ignore_ascii_case(name))
+    })
+}
+
 /// Drops hop-by-hop headers, `Upgrade`, and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages have none: one pass over the names instead of nine removals.
-    if !headers
-        .keys()
-        .any(|n| *n == header::UPGRADE || HOP_BY_HOP.contains(n))
-    {
+    // One pass over the names marks which hop-by-hop headers are present; most
+    // requests have none, most responses only `Connection`.
+    let mut present = 0u32;
+    for n in headers.keys() {
+        if let Some(i) = hop_index(n.as_str().as_bytes()) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    let named: Vec<HeaderName> = headers
+    // Other headers `Connection` names: allocated for only when one is present.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for token in headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+    {
+        // Hop-by-hop names are removed below whenever present, named or not.
+        let token = token.trim_ascii();
+        if hop_index(token).is_none()
+            && let Ok(n) = HeaderName::from_bytes(token)
+            && headers.contains_key(&n)
+        {
+            named.push(n);
+        }
+    }
     for n in named {
         headers.remove(n);
     }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(n);
+        }
     }
-    headers.remove(header::UPGRADE);
+    if present & (1 << 8) != 0 {
+        headers.remove(header::UPGRADE);
+    }
 }
 
 /// Headers that say who the client is or how it connected: believed only from a
@@ -431,8 +481,10 @@ struct PeerIp(std::net::IpAddr);
 
 impl From<PeerIp> for HeaderValue {
     fn from(p: PeerIp) -> HeaderValue {
+        let mut buf = [0u8; 45];
+        let text = crate::policy::ip::render(p.0, &mut buf);
         // An IP address always renders as a valid header value.
-        HeaderValue::from_str(&p.0.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+        HeaderValue::from_bytes(text).unwrap_or(HeaderValue::from_static("unknown"))
     }
 }
 
@@ -530,6 +582,35 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn hop_by_hop_names_in_any_case_and_spelling() {
+        for (i, n) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(HOP_NAMES[i], n.as_str());
+            assert_eq!(hop_index(n.as_str().as_bytes()), Some(i as u32));
+            assert_eq!(
+                hop_index(n.as_str().to_uppercase().as_bytes()),
+                Some(i as u32)
+            );
+        }
+        assert_eq!(hop_index(b"Upgrade"), Some(8));
+        for n in ["x-kept", "connections", "t", "tea", "keep_alive", ""] {
+            assert_eq!(hop_index(n.as_bytes()), None, "{n}");
+        }
+        // A response with only `Connection: Keep-Alive, Upgrade` and its named headers.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("Keep-Alive"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" X-Named , te"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-named", HeaderValue::from_static("1"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::CONTENT_TYPE));
     }
 }
 

@@ -10,14 +10,12 @@
 //!
 //! It never changes any other byte, and stops looking (passes everything through) on
 //! an h2 connection, an upgrade, or anything it cannot follow: hyper then refuses or
-//! serves exactly as without the guard. Per request it costs one parse of the head
-//! (httparse, as hyper's own) and a copy of the head into a buffer kept per
-//! connection; body bytes are only counted.
+//! serves exactly as without the guard. Per request it costs a look at the name of
+//! each header line (hyper parses the head itself) and a copy of the head into a
+//! buffer kept per connection; body bytes are only counted.
 
 /// The client preface of an h2 connection with prior knowledge (h2c or ALPN h2).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// hyper's header count limit on the data plane; a head with more is hyper's to refuse.
-const MAX_HEADERS: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -56,9 +54,19 @@ pub struct FramingGuard {
     max_head: usize,
     /// Whether the connection's first bytes have been seen (h2 preface check).
     started: bool,
-    /// Where the line being collected starts in `buf`: a head is parsed only once,
-    /// when its empty line arrives.
+    /// Where the line being collected starts in `buf`.
     line_start: usize,
+    /// What the head's lines so far say about its framing.
+    head: HeadLines,
+}
+
+/// The framing headers of the head being collected, noted line by line: where their
+/// values are in `buf` (the last of each name, as sent), and whether it upgrades.
+#[derive(Debug, Default, Clone, Copy)]
+struct HeadLines {
+    length: Option<(usize, usize)>,
+    transfer_encoding: Option<(usize, usize)>,
+    upgrade: bool,
 }
 
 impl FramingGuard {
@@ -69,6 +77,7 @@ impl FramingGuard {
             max_head,
             started: false,
             line_start: 0,
+            head: HeadLines::default(),
         }
     }
 
@@ -126,12 +135,23 @@ impl FramingGuard {
                     if !line_done {
                         continue;
                     }
-                    // A head is complete only at its empty line: parse it once, then.
-                    let line = &self.buf[self.line_start..];
+                    // A head's lines are noted as they end; it is judged at its empty line.
+                    let start = self.line_start;
+                    let line = &self.buf[start..];
                     let empty = line == b"\r\n" || line == b"\n";
                     self.line_start = self.buf.len();
-                    if self.state == State::Head && !empty {
-                        continue;
+                    if self.state == State::Head {
+                        if !empty {
+                            self.head_line(start);
+                            continue;
+                        }
+                        if start == 0 {
+                            // Empty lines before a request line are skipped (RFC 9112
+                            // §2.2, as httparse does).
+                            self.buf.clear();
+                            self.line_start = 0;
+                            continue;
+                        }
                     }
                     if self.line_done() == Verdict::Refused {
                         // The head's last byte is the LF just read, in this slice.
@@ -172,39 +192,43 @@ impl FramingGuard {
         }
     }
 
+    /// Notes one line of a head: the request line (`CONNECT`), or a header that
+    /// frames the message. Any other line, malformed ones included, is passed over: a
+    /// head hyper's parser refuses is refused and its connection closed whatever the
+    /// guard decides about it.
+    fn head_line(&mut self, start: usize) {
+        let line = &self.buf[start..];
+        if start == 0 {
+            self.head.upgrade = line.starts_with(b"CONNECT ");
+            return;
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
+            return;
+        };
+        let name = &line[..colon];
+        let value = Some((start + colon + 1, self.buf.len()));
+        if name.eq_ignore_ascii_case(b"content-length") {
+            self.head.length = value;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.head.transfer_encoding = value;
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            self.head.upgrade = true;
+        }
+    }
+
+    /// The head's empty line arrived: how its body is framed decides what follows.
     fn head_done(&mut self) -> Verdict {
         self.started = true;
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&self.buf) {
-            Ok(httparse::Status::Partial) => return Verdict::Pass,
-            Ok(httparse::Status::Complete(_)) => {}
-            Err(_) => {
-                // hyper refuses this head itself.
-                self.state = State::Pass;
-                return Verdict::Pass;
-            }
-        }
-        let mut length: Option<&[u8]> = None;
-        let mut te: Option<&[u8]> = None;
-        let mut upgrade = req.method == Some("CONNECT");
-        for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                length = Some(h.value);
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                te = Some(h.value);
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
-            }
-        }
-        let next = match (length, te) {
+        let head = std::mem::take(&mut self.head);
+        let value = |range: Option<(usize, usize)>| range.and_then(|(a, b)| self.buf.get(a..b));
+        let next = match (value(head.length), value(head.transfer_encoding)) {
             (Some(_), Some(_)) => {
                 self.state = State::Refused;
                 self.buf.clear();
                 self.line_start = 0;
                 return Verdict::Refused;
             }
-            _ if upgrade => State::Pass,
+            _ if head.upgrade => State::Pass,
             (None, Some(te)) if ends_with_chunked(te) => State::ChunkSize,
             // Not chunked last: hyper refuses it.
             (None, Some(_)) => State::Pass,
@@ -258,6 +282,8 @@ mod tests {
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\ncontent-length: 5\r\n\r\n",
             b"POST / HTTP/1.1\nTransfer-Encoding: chunked\nContent-Length: 0\n\n",
+            // Empty lines before the request line are skipped, not taken for its end.
+            b"\r\n\r\nPOST / HTTP/1.1\r\nCONTENT-LENGTH:5\r\nTransfer-Encoding: chunked\r\n\r\n",
             // The second request of a kept-alive connection, after a fixed body.
             b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcPOST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
             // After a chunked body with an extension and trailers.
@@ -288,6 +314,10 @@ mod tests {
             ),
             format!("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n{smuggled}"),
             format!("GET / HTTP/1.1\r\nUpgrade: x\r\n\r\n{smuggled}"),
+            format!("CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n{smuggled}"),
+            // A header whose value names the framing headers frames nothing.
+            format!("GET / HTTP/1.1\r\nX-Note: Content-Length: 5\r\nX-Te: Transfer-Encoding: chunked\r\n\r\n{smuggled}")
+                .replace(smuggled, "GET / HTTP/1.1\r\n\r\n"),
         ];
         for input in &cases {
             for step in [1, 3, 4096] {

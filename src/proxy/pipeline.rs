@@ -241,8 +241,9 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
-    let id = ulid::Ulid::new().to_string();
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("unknown"))
+    let mut buf = [0; ulid::ULID_LEN];
+    let id = ulid::Ulid::new().array_to_str(&mut buf);
+    HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// Proxy mode: the request's own limits and host, [`decide`], the header rewrite, the

@@ -15,7 +15,6 @@
 //! It never writes to the store on the request path, and never holds a token, a hash
 //! or a raw path: counters are by key id, route name and rendered resource.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
@@ -115,8 +114,8 @@ struct Pending {
 }
 
 pub struct UsageRecorder {
-    shards: Box<[Mutex<HashMap<String, Pending>>]>,
-    hasher: RandomState,
+    shards: Box<[Mutex<HashMap<String, Pending, crate::FastHash>>]>,
+    hasher: crate::FastHash,
     store: Arc<dyn KeyStore>,
     clock: Arc<dyn Clock>,
     /// Batches not yet accepted by the store, oldest first. The lock also keeps two
@@ -128,14 +127,17 @@ impl UsageRecorder {
     pub fn new(store: Arc<dyn KeyStore>, clock: Arc<dyn Clock>) -> Self {
         UsageRecorder {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
+            hasher: crate::FastHash::default(),
             store,
             clock,
             unsent: tokio::sync::Mutex::new(VecDeque::new()),
         }
     }
 
-    fn shard(&self, key_id: &str) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+    fn shard(
+        &self,
+        key_id: &str,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Pending, crate::FastHash>> {
         let i = (self.hasher.hash_one(key_id) as usize) % self.shards.len();
         // Counters are plain integers: a panic elsewhere cannot leave them unusable.
         self.shards[i]
@@ -148,11 +150,10 @@ impl UsageRecorder {
         let now = self.clock.now();
         let hour = hour_of(now).as_second();
         let mut shard = self.shard(key_id);
-        if !shard.contains_key(key_id) {
-            shard.insert(key_id.to_string(), Pending::default());
-        }
-        let Some(p) = shard.get_mut(key_id) else {
-            return;
+        // The key's entry, made (and its id copied) only on its first request.
+        let p = match shard.get_mut(key_id) {
+            Some(p) => p,
+            None => shard.entry(key_id.to_string()).or_default(),
         };
         let counts = match p.hours.iter().position(|(h, _)| *h == hour) {
             Some(i) => &mut p.hours[i].1,
