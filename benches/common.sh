@@ -90,7 +90,27 @@ measure() {
     before=$(cpu_ticks "$pid")
     local t0 t1
     t0=$(date +%s.%N)
-    out=$(taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${opts[@]}" "$url" "${script_args[@]}")
+    if [[ -n ${RATE:-} ]]; then
+        # A paced load: RATE requests/s whatever the latency, each latency counted from
+        # when its request was due (no coordinated omission). oha, not wrk: wrk cannot pace.
+        ((${#script_args[@]} == 0)) || die "RATE cannot be combined with a wrk script"
+        out=$(taskset -c "$LOAD_CPU" oha --no-tui --output-format json -q "$RATE" --latency-correction \
+            -c "$CONNECTIONS" -z "$DURATION" "${opts[@]}" "$url" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+p = r["latencyPercentiles"]
+codes = r.get("statusCodeDistribution", {})
+non2xx = sum(n for c, n in codes.items() if not c.startswith("2"))
+errors = sum(r.get("errorDistribution", {}).values())
+print(f"Requests/sec: {r[\"summary\"][\"requestsPerSec\"]:.2f}")
+for q in ("50", "90", "99"):
+    print(f"   {q}% {p[\"p\" + q] * 1000:.3f}ms")
+if non2xx: print(f"  Non-2xx or 3xx responses: {non2xx}")
+if errors: print(f"  Socket errors: other {errors}")
+')
+    else
+        out=$(taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${opts[@]}" "$url" "${script_args[@]}")
+    fi
     t1=$(date +%s.%N)
     after=$(cpu_ticks "$pid")
     printf '%s\n' "$out" >>"$WORK/wrk.log"

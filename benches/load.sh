@@ -21,6 +21,9 @@
 # Environment (defaults in brackets):
 #   DURATION [15s]  CONNECTIONS [64]  THREADS [1]  ROUNDS [1]  wrk settings; with
 #                   ROUNDS > 1 the proxies alternate and the median round is reported
+#   RATE            a paced load of RATE requests/s (oha with latency correction, installed
+#                   with `cargo install oha` when missing) instead of wrk's closed loop:
+#                   p99 at the same offered load for both proxies
 #   PROXY_CPU [1]   core for the proxy under test
 #   LOAD_CPU [0]    core for wrk and the upstream
 #   KEYGATE_BIN     use this binary instead of `cargo build --release`
@@ -85,6 +88,10 @@ tools=(nginx:nginx wrk:wrk curl:curl jq:jq taskset:util-linux)
 ((TLS)) && tools+=(openssl:openssl)
 [[ -n ${PERF:-} ]] && tools+=(perf:linux-perf)
 need_tools "${tools[@]}"
+if [[ -n ${RATE:-} ]] && ! command -v oha >/dev/null; then
+    log "installing oha (cargo install oha) for the paced load"
+    cargo install --quiet --locked oha || die "cargo install oha failed"
+fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 NCPU=$(nproc)

@@ -19,7 +19,10 @@
 # starts is stopped on exit. Installs redis-server, nginx and wrk with apt-get when
 # missing. Not part of CI.
 #
-# Usage: benches/redis_load.sh [--only lookups|limits]
+# memory (issue #12, only with --only memory): keygate's RSS once every one of KEYS keys
+# has been used once and sits in a cache of CACHE=KEYS entries (walked in order by
+# benches/each_key.lua, in wrk runs of DURATION until the cache has missed KEYS times).
+# Usage: benches/redis_load.sh [--only lookups|limits|memory]
 # Environment (defaults in brackets):
 #   KEYS [1000000]   keys seeded into Redis (the miss-heavy working set)
 #   CACHE [100000]   keygate's cache.max_entries
@@ -56,7 +59,7 @@ while (($#)); do
         --only)
             shift
             ONLY=${1:-}
-            [[ $ONLY == lookups || $ONLY == limits ]] || { echo "--only takes lookups or limits" >&2; exit 2; }
+            [[ $ONLY == lookups || $ONLY == limits || $ONLY == memory ]] || { echo "--only takes lookups, limits or memory" >&2; exit 2; }
             ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
@@ -213,6 +216,26 @@ compare() {
 
 log "load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION (random key per request), keygate on core $PROXY_CPU, wrk + upstream + Redis on core $LOAD_CPU"
 log "machine: $NCPU cores, load average $(cut -d' ' -f1-3 /proc/loadavg) before the runs"
+
+if [[ $ONLY == memory ]]; then
+    rss() { awk '/^VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$KG_PID/status"; }
+    log "memory: walking all $KEYS keys once (cache.max_entries: $CACHE); RSS before: $(rss) MB"
+    for ((i = 0; i < 20; i++)); do
+        misses=$(metric keygate_auth_cache_total 'result="miss"')
+        if ((${misses%.*} >= KEYS)); then break; fi
+        kill -0 "$KG_PID" 2>/dev/null || die "keygate exited; its log: $(tail -20 "$WORK/keygate/keygate.log")"
+        measure "http://127.0.0.1:$KG_PORT$REQ_PATH" "$KG_PID" -s "$REPO/benches/each_key.lua" -- "$WORK/tokens.all" >/dev/null
+        log "  misses so far: $(metric keygate_auth_cache_total 'result="miss"' | cut -d. -f1), RSS $(rss) MB"
+    done
+    misses=$(metric keygate_auth_cache_total 'result="miss"')
+    ((${misses%.*} >= KEYS)) || die "the cache missed only ${misses%.*} times, below $KEYS"
+    hits=$(metric keygate_auth_cache_total 'result="hit"')
+    sleep 2
+    echo
+    echo "keys looked up once each: ${misses%.*} misses, ${hits%.*} hits; cache.max_entries $CACHE"
+    echo "keygate RSS with every key cached: $(rss) MB"
+    exit 0
+fi
 
 RESULTS=""
 if [[ $ONLY != limits ]]; then

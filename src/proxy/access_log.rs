@@ -111,8 +111,8 @@ fn format(
     buf.extend_from_slice(b",\"client\":\"");
     buf.extend_from_slice(crate::policy::ip::render(l.client, &mut [0; 45]));
     buf.push(b'"');
-    number(buf, "duration_ms", Some(ms(l.duration)));
-    number(buf, "upstream_ms", l.upstream.map(ms));
+    number(buf, "duration_ms", Some(l.duration));
+    number(buf, "upstream_ms", l.upstream);
     buf.extend_from_slice(b",\"target\":\"");
     buf.extend_from_slice(TARGET.as_bytes());
     buf.extend_from_slice(b"\"}\n");
@@ -147,15 +147,23 @@ fn string(buf: &mut Vec<u8>, name: &str, value: Option<&str>) {
     buf.push(b'"');
 }
 
-/// `,"name":1.234`; nothing for `None`.
-fn number(buf: &mut Vec<u8>, name: &str, value: Option<f64>) {
-    let Some(v) = value.filter(|v| v.is_finite()) else {
+/// `,"name":1.234`: milliseconds with three decimals (microseconds); nothing for `None`.
+fn number(buf: &mut Vec<u8>, name: &str, value: Option<Duration>) {
+    let Some(d) = value else {
         return;
     };
     buf.extend_from_slice(b",\"");
     buf.extend_from_slice(name.as_bytes());
     buf.extend_from_slice(b"\":");
-    buf.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+    let micros = d.as_micros();
+    buf.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    let frac = (micros % 1000) as u16;
+    buf.extend_from_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
 }
 
 #[cfg(test)]
@@ -199,6 +207,23 @@ mod tests {
         format(&mut buf, &mut second, &mut date, later, &line);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["timestamp"], "2026-12-06T22:34:10.000001Z");
+    }
+
+    #[test]
+    fn durations_are_milliseconds_to_the_microsecond() {
+        for (d, text) in [
+            (Duration::from_micros(12), ",\"d\":0.012"),
+            (Duration::from_nanos(1_234_999), ",\"d\":1.234"),
+            (Duration::from_secs(2), ",\"d\":2000.000"),
+            (Duration::ZERO, ",\"d\":0.000"),
+        ] {
+            let mut buf = Vec::new();
+            number(&mut buf, "d", Some(d));
+            assert_eq!(String::from_utf8(buf).unwrap(), text);
+        }
+        let mut buf = Vec::new();
+        number(&mut buf, "d", None);
+        assert!(buf.is_empty());
     }
 
     #[test]

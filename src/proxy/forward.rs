@@ -395,20 +395,24 @@ pub struct Forwarding<'a> {
 /// header: `Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `True-Client-IP`), hop-by-hop
 /// out, then keygate's own in.
 pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<(), Refusal> {
-    // Empty in the common case: no allocation.
-    let spoofed: Vec<HeaderName> = h
+    // One pass over the names: spoofed identity and client-address headers, and
+    // method overrides, are collected (empty in the common case: no allocation).
+    let removed: Vec<HeaderName> = h
         .keys()
-        .filter(|n| spoofs(n, f.identity) || (!f.peer_trusted && names_client_address(n)))
+        .filter(|n| {
+            spoofs(n, f.identity)
+                || (!f.peer_trusted && names_client_address(n))
+                || METHOD_OVERRIDES.contains(n)
+        })
         .cloned()
         .collect();
-    for n in spoofed {
+    for n in removed {
         h.remove(n);
     }
     strip_hop_by_hop(h);
     h.remove(header::AUTHORIZATION);
-    for n in &METHOD_OVERRIDES {
-        h.remove(n);
-    }
+    // Room for what is added below, made once.
+    h.reserve(8);
 
     let peer = HeaderValue::from(PeerIp(f.peer));
     if f.peer_trusted {
@@ -430,11 +434,12 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<
         // The client-address headers went with the spoofed ones above.
         h.insert(X_FORWARDED_FOR, peer);
     }
-    if !h.contains_key(&X_FORWARDED_PROTO) {
+    // From an untrusted peer the client-address headers are gone already.
+    if !f.peer_trusted || !h.contains_key(&X_FORWARDED_PROTO) {
         let proto = if f.tls { "https" } else { "http" };
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    if !h.contains_key(&X_FORWARDED_HOST)
+    if (!f.peer_trusted || !h.contains_key(&X_FORWARDED_HOST))
         && let Some(host) = f.client_host
         && let Ok(v) = HeaderValue::from_str(host)
     {
