@@ -380,6 +380,9 @@ const SWAP_ATTEMPTS: usize = 8;
 /// How long a usage batch id is remembered (a retry comes within seconds or minutes).
 const BATCH_MEMORY_SECS: i64 = 86_400;
 
+/// `last_used_at` writes in flight at once in [`touch_keys`](KeyStore::touch_keys).
+const TOUCH_CONCURRENCY: usize = 32;
+
 fn busy(id: &str) -> StoreError {
     StoreError::Unavailable(format!(
         "redis store: key {id} kept changing during the write; try again"
@@ -1017,10 +1020,24 @@ impl KeyStore for RedisStore {
     }
 
     async fn touch_keys(&self, seen: &[(String, Timestamp)]) -> Result<(), StoreError> {
-        for (id, at) in seen {
-            self.touch_key(id, *at).await?;
+        // Several keys in flight on the multiplexed connection: a flush of many distinct
+        // keys takes its round trips a batch at a time, not one after another (with
+        // 100,000 keys used in a flush period, one at a time outlasted the period).
+        use futures_util::StreamExt;
+        let mut waiting = seen.iter();
+        let mut in_flight = futures_util::stream::FuturesUnordered::new();
+        loop {
+            while in_flight.len() < TOUCH_CONCURRENCY {
+                let Some((id, at)) = waiting.next() else {
+                    break;
+                };
+                in_flight.push(self.touch_key(id, *at));
+            }
+            match in_flight.next().await {
+                Some(done) => done?,
+                None => return Ok(()),
+            }
         }
-        Ok(())
     }
 }
 

@@ -201,14 +201,15 @@ impl UsageRecorder {
     /// (bounded) and written by a later flush.
     pub async fn flush(&self) {
         let mut unsent = self.unsent.lock().await;
-        let (mut rows, touched) = self.take();
-        while !rows.is_empty() {
-            let rest = rows.split_off(rows.len().min(MAX_BATCH_ROWS));
+        let (rows, touched) = self.take();
+        // Batches taken from the front in one pass (splitting the rest off each time
+        // copied it again: quadratic, gigabytes with 200,000 keys in one period).
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
             unsent.push_back(UsageBatch {
                 id: new_id("usb"),
-                rows,
+                rows: rows.by_ref().take(MAX_BATCH_ROWS).collect(),
             });
-            rows = rest;
         }
         while let Some(batch) = unsent.front() {
             match self.store.add_usage(batch).await {
@@ -235,16 +236,24 @@ impl UsageRecorder {
         }
         drop(unsent);
 
-        for chunk in touched.chunks(MAX_BATCH_ROWS) {
+        let mut chunks = touched.chunks(MAX_BATCH_ROWS);
+        while let Some(chunk) = chunks.next() {
             if let Err(e) = self.store.touch_keys(chunk).await {
-                tracing::warn!(error = %e, "last_used_at not written yet; will retry");
+                // Once the store fails, the rest waits for the next flush too: one
+                // warning, not one per chunk against a store known to be down.
+                let left: usize = chunk.len() + chunks.clone().map(<[_]>::len).sum::<usize>();
+                tracing::warn!(error = %e, keys = left, "last_used_at not written yet; will retry");
                 // Put them back: the next flush writes the latest of each.
-                for (key_id, t) in chunk {
+                for (key_id, t) in std::iter::once(chunk).chain(chunks).flatten() {
                     let mut shard = self.shard(key_id);
                     let p = shard.entry(key_id.clone()).or_default();
                     p.last_used = p.last_used.max(Some(*t));
                 }
+                break;
             }
+            // The flush shares its thread with data-plane connections: let them in
+            // between batches.
+            tokio::task::yield_now().await;
         }
     }
 
@@ -406,5 +415,31 @@ mod tests {
             "2024-05-01T11:00:00Z".parse::<Timestamp>().unwrap()
         );
         assert_eq!(rows[1].counts.resources["flow:a"], 1);
+    }
+
+    #[tokio::test]
+    async fn a_flush_of_more_keys_than_a_batch_writes_every_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(&dir.path().join("k.db")).unwrap());
+        let clock = Arc::new(FakeClock::at("2024-05-01T10:00:00Z".parse().unwrap()));
+        let rec = UsageRecorder::new(store.clone(), clock.clone());
+        let keys = 2 * MAX_BATCH_ROWS + 7;
+        for i in 0..keys {
+            rec.record(&format!("key_{i}"), &outcome(200, None));
+        }
+        rec.flush().await;
+        assert!(rec.unsent.lock().await.is_empty());
+        for i in [0, MAX_BATCH_ROWS, keys - 1] {
+            let rows = store
+                .usage(
+                    &format!("key_{i}"),
+                    "2024-05-01T00:00:00Z".parse().unwrap(),
+                    "2024-05-02T00:00:00Z".parse().unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 1, "key_{i}: {rows:?}");
+            assert_eq!(rows[0].counts.requests, 1);
+        }
     }
 }
