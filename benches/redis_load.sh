@@ -224,7 +224,8 @@ if [[ $ONLY == memory ]]; then
         misses=$(metric keygate_auth_cache_total 'result="miss"')
         if ((${misses%.*} >= KEYS)); then break; fi
         kill -0 "$KG_PID" 2>/dev/null || die "keygate exited; its log: $(tail -20 "$WORK/keygate/keygate.log")"
-        measure "http://127.0.0.1:$KG_PORT$REQ_PATH" "$KG_PID" -s "$REPO/benches/each_key.lua" -- "$WORK/tokens.all" >/dev/null
+        # Each run starts where the last one stopped: the keys already looked up.
+        measure "http://127.0.0.1:$KG_PORT$REQ_PATH" "$KG_PID" -s "$REPO/benches/each_key.lua" -- "$WORK/tokens.all" "${misses%.*}" >/dev/null
         log "  misses so far: $(metric keygate_auth_cache_total 'result="miss"' | cut -d. -f1), RSS $(rss) MB"
     done
     misses=$(metric keygate_auth_cache_total 'result="miss"')
