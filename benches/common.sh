@@ -102,11 +102,11 @@ p = r["latencyPercentiles"]
 codes = r.get("statusCodeDistribution", {})
 non2xx = sum(n for c, n in codes.items() if not c.startswith("2"))
 errors = sum(r.get("errorDistribution", {}).values())
-print(f"Requests/sec: {r[\"summary\"][\"requestsPerSec\"]:.2f}")
+print("Requests/sec: %.2f" % r["summary"]["requestsPerSec"])
 for q in ("50", "90", "99"):
-    print(f"   {q}% {p[\"p\" + q] * 1000:.3f}ms")
-if non2xx: print(f"  Non-2xx or 3xx responses: {non2xx}")
-if errors: print(f"  Socket errors: other {errors}")
+    print("   %s%% %.3fms" % (q, p["p" + q] * 1000))
+if non2xx: print("  Non-2xx or 3xx responses: %d" % non2xx)
+if errors: print("  Socket errors: other %d" % errors)
 ')
     else
         out=$(taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${opts[@]}" "$url" "${script_args[@]}")

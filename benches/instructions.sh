@@ -67,10 +67,10 @@ YAML
     secret=$(jq -r .secret "$WORK/kg/resp.json")
     load() { oha --no-tui -n "$1" -c 16 -H "Authorization: Bearer $secret" "http://127.0.0.1:$KG_PORT/feeds"; }
     load "$WARMUP" >/dev/null
-    callgrind_control -z "$pid" >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
     ok=$(load "$REQUESTS" | awk '/\[200\]/ { print $2 }')
     [[ $ok == "$REQUESTS" ]] || die "$bin: only ${ok:-0} of $REQUESTS requests got 200"
-    callgrind_control -d "$pid" >/dev/null
+    callgrind_control -d "$pid" >/dev/null 2>&1
     sleep 1
     out=$(ls -t "$WORK/kg"/callgrind.out* | head -1)
     total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
