@@ -328,3 +328,94 @@ mod tests {
         }
     }
 }
+
+/// Property: whatever the head (framing headers in any case and order, repeated,
+/// mixed with others, `CONNECT`, any split into reads), the guard refuses exactly the
+/// heads httparse parses with both `Content-Length` and `Transfer-Encoding`, and
+/// changes no byte but a refused head's last one. httparse is what hyper parses with,
+/// so it is the oracle; heads it rejects are hyper's to refuse and not judged here.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn header() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            Just("content-length"),
+            Just("transfer-encoding"),
+            Just("upgrade"),
+            Just("host"),
+            Just("x-note"),
+            Just("content-lengthx"),
+        ];
+        let value = prop_oneof![
+            Just("0"),
+            Just("5"),
+            Just("chunked"),
+            Just("gzip, chunked"),
+            Just("content-length: 5"),
+            Just(""),
+        ];
+        (name, any::<u16>(), value, any::<bool>()).prop_map(|(n, case, v, space)| {
+            let n: String = n
+                .chars()
+                .enumerate()
+                .map(|(i, c)| {
+                    if case & (1 << (i % 16)) != 0 {
+                        c.to_ascii_uppercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            format!("{n}:{}{v}", if space { " " } else { "" })
+        })
+    }
+
+    fn oracle(head: &[u8]) -> Option<bool> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(head) {
+            Ok(httparse::Status::Complete(n)) if n == head.len() => {}
+            _ => return None,
+        }
+        let has = |name: &str| {
+            req.headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case(name))
+        };
+        Some(has("content-length") && has("transfer-encoding"))
+    }
+
+    proptest! {
+        #[test]
+        fn refuses_exactly_the_conflicting_heads(
+            method in prop_oneof![Just("GET"), Just("POST"), Just("CONNECT")],
+            headers in proptest::collection::vec(header(), 0..8),
+            lf_only in any::<bool>(),
+            step in 1usize..40,
+        ) {
+            let eol = if lf_only { "\n" } else { "\r\n" };
+            let mut head = format!("{method} / HTTP/1.1{eol}");
+            for h in &headers {
+                head.push_str(h);
+                head.push_str(eol);
+            }
+            head.push_str(eol);
+            let Some(conflict) = oracle(head.as_bytes()) else {
+                return Ok(());
+            };
+            let mut g = FramingGuard::new(64 * 1024);
+            let mut out = head.clone().into_bytes();
+            let mut refused = false;
+            for chunk in out.chunks_mut(step) {
+                refused |= g.scan(chunk) == Verdict::Refused;
+            }
+            prop_assert_eq!(refused, conflict, "{:?}", head);
+            let n = head.len();
+            prop_assert_eq!(&out[..n - 1], &head.as_bytes()[..n - 1]);
+            prop_assert_eq!(out[n - 1] == 0, conflict);
+        }
+    }
+}
