@@ -89,16 +89,9 @@ fn format(
     }
     buf.extend_from_slice(b"{\"timestamp\":\"");
     buf.extend_from_slice(date.as_bytes());
-    // `.ffffffZ`: the microseconds, zero-padded to six digits.
-    let micros = u32::try_from(now.subsec_microsecond()).unwrap_or(0);
-    let mut frac = *b".000000Z";
-    let mut m = micros;
-    for d in frac[1..7].iter_mut().rev() {
-        *d = b'0' + (m % 10) as u8;
-        m /= 10;
-    }
-    buf.extend_from_slice(&frac);
-    buf.extend_from_slice(b"\",\"level\":\"INFO\"");
+    buf.push(b'.');
+    padded(buf, u32::try_from(now.subsec_microsecond()).unwrap_or(0), 6);
+    buf.extend_from_slice(b"Z\",\"level\":\"INFO\"");
     string(buf, "request_id", Some(l.request_id));
     string(buf, "mode", l.mode);
     string(buf, "org", l.org);
@@ -157,13 +150,19 @@ fn number(buf: &mut Vec<u8>, name: &str, value: Option<Duration>) {
     buf.extend_from_slice(b"\":");
     let micros = d.as_micros();
     buf.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
-    let frac = (micros % 1000) as u16;
-    buf.extend_from_slice(&[
-        b'.',
-        b'0' + (frac / 100) as u8,
-        b'0' + (frac / 10 % 10) as u8,
-        b'0' + (frac % 10) as u8,
-    ]);
+    buf.push(b'.');
+    padded(buf, (micros % 1000) as u32, 3);
+}
+
+/// `n` in decimal, zero-padded to `width` digits (`n` has at most `width`).
+fn padded(buf: &mut Vec<u8>, n: u32, width: usize) {
+    let mut text = itoa::Buffer::new();
+    let digits = text.format(n);
+    buf.extend(std::iter::repeat_n(
+        b'0',
+        width.saturating_sub(digits.len()),
+    ));
+    buf.extend_from_slice(digits.as_bytes());
 }
 
 #[cfg(test)]

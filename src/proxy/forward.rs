@@ -237,8 +237,9 @@ fn client_tls(cfg: &UpstreamConfig) -> anyhow::Result<rustls::ClientConfig> {
     Ok(config)
 }
 
-/// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1),
+/// and `Upgrade`, which keygate never passes on.
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -247,6 +248,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Method-override headers: removed so that the scope checked is the scope used.
@@ -262,36 +264,13 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// [`HOP_BY_HOP`]'s names in its order, then `upgrade`.
-const HOP_NAMES: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// The index of a hop-by-hop name in [`HOP_BY_HOP`], or 8 for `Upgrade`; any case.
-fn hop_index(name: &[u8]) -> Option<u32> {
-    // By length first: most names are excluded without comparing a byte.
-    let candidates: &[u32] = match name.len() {
-        2 => &[5],
-        7 => &[6, 8],
-        10 => &[0, 1],
-        16 => &[2],
-        17 => &[7],
-        18 => &[3],
-        19 => &[4],
-        _ => return None,
-    };
-    candidates.iter().copied().find(|&i| {
-        HOP_NAMES
-            .get(i as usize)
-            .is_some_and(|hop| hop.as_bytes().eq_ignore_ascii_case(name))
+/// The index in [`HOP_BY_HOP`] of the header named `name` (a `Connection` token), in
+/// any case.
+fn hop_index(name: &[u8]) -> Option<usize> {
+    HOP_BY_HOP.iter().position(|hop| {
+        let hop = hop.as_str().as_bytes();
+        // Lengths first: most names are excluded without comparing a byte.
+        hop.len() == name.len() && hop.eq_ignore_ascii_case(name)
     })
 }
 
@@ -301,7 +280,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // requests have none, most responses only `Connection`.
     let mut present = 0u32;
     for n in headers.keys() {
-        if let Some(i) = hop_index(n.as_str().as_bytes()) {
+        // Parsed names are lowercase: `HeaderName` equality (an enum compare for the
+        // standard ones) is enough here; `hop_index` is for `Connection`'s tokens.
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == n) {
             present |= 1 << i;
         }
     }
@@ -331,9 +312,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         if present & (1 << i) != 0 {
             headers.remove(n);
         }
-    }
-    if present & (1 << 8) != 0 {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -592,12 +570,8 @@ mod tests {
     #[test]
     fn hop_by_hop_names_in_any_case_and_spelling() {
         for (i, n) in HOP_BY_HOP.iter().enumerate() {
-            assert_eq!(HOP_NAMES[i], n.as_str());
-            assert_eq!(hop_index(n.as_str().as_bytes()), Some(i as u32));
-            assert_eq!(
-                hop_index(n.as_str().to_uppercase().as_bytes()),
-                Some(i as u32)
-            );
+            assert_eq!(hop_index(n.as_str().as_bytes()), Some(i));
+            assert_eq!(hop_index(n.as_str().to_uppercase().as_bytes()), Some(i));
         }
         assert_eq!(hop_index(b"Upgrade"), Some(8));
         for n in ["x-kept", "connections", "t", "tea", "keep_alive", ""] {

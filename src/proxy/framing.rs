@@ -140,18 +140,11 @@ impl FramingGuard {
                     let line = &self.buf[start..];
                     let empty = line == b"\r\n" || line == b"\n";
                     self.line_start = self.buf.len();
-                    if self.state == State::Head {
-                        if !empty {
-                            self.head_line(start);
-                            continue;
-                        }
-                        if start == 0 {
-                            // Empty lines before a request line are skipped (RFC 9112
-                            // §2.2, as httparse does).
-                            self.buf.clear();
-                            self.line_start = 0;
-                            continue;
-                        }
+                    // An empty line before any request line ends an empty head, which
+                    // frames nothing: it is skipped (RFC 9112 §2.2, as httparse does).
+                    if self.state == State::Head && !empty {
+                        self.head_line(start);
+                        continue;
                     }
                     if self.line_done() == Verdict::Refused {
                         // The head's last byte is the LF just read, in this slice.

@@ -236,21 +236,23 @@ impl UsageRecorder {
         }
         drop(unsent);
 
-        let mut chunks = touched.chunks(MAX_BATCH_ROWS);
-        while let Some(chunk) = chunks.next() {
+        let mut done = 0;
+        while done < touched.len() {
+            let chunk = &touched[done..touched.len().min(done + MAX_BATCH_ROWS)];
             if let Err(e) = self.store.touch_keys(chunk).await {
                 // Once the store fails, the rest waits for the next flush too: one
                 // warning, not one per chunk against a store known to be down.
-                let left: usize = chunk.len() + chunks.clone().map(<[_]>::len).sum::<usize>();
-                tracing::warn!(error = %e, keys = left, "last_used_at not written yet; will retry");
+                let left = &touched[done..];
+                tracing::warn!(error = %e, keys = left.len(), "last_used_at not written yet; will retry");
                 // Put them back: the next flush writes the latest of each.
-                for (key_id, t) in std::iter::once(chunk).chain(chunks).flatten() {
+                for (key_id, t) in left {
                     let mut shard = self.shard(key_id);
                     let p = shard.entry(key_id.clone()).or_default();
                     p.last_used = p.last_used.max(Some(*t));
                 }
                 break;
             }
+            done += chunk.len();
             // The flush shares its thread with data-plane connections: let them in
             // between batches.
             tokio::task::yield_now().await;
