@@ -442,6 +442,31 @@ async fn keep_alive_lasts_idle_timeout_and_a_begun_head_header_read_timeout() {
     );
 }
 
+/// A kept-alive connection idle for longer than hyper's own default header timer
+/// (30 s, armed whenever hyper has a timer) is still served: only `idle_timeout`
+/// (default 60 s) closes it.
+#[tokio::test]
+async fn keep_alive_outlasts_hypers_default_header_timer() {
+    let env = Env::start_with(|b| b.limit("idle_timeout", "60s")).await;
+    let key = env.read_key().await;
+    let request = raw_request("GET", "/echo/x", &[&bearer(&key.secret)], b"");
+    let mut conn = env.gw.raw_conn().await;
+    assert!(conn.send(&request).await);
+    conn.read_response(Duration::from_secs(5))
+        .await
+        .expect("first response")
+        .assert_status(200);
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    assert!(
+        conn.send(&request).await,
+        "closed while idle for 32 s (idle_timeout 60s)"
+    );
+    conn.read_response(Duration::from_secs(5))
+        .await
+        .expect("a second request after 32 s idle (idle_timeout 60s)")
+        .assert_status(200);
+}
+
 #[tokio::test]
 async fn idle_keep_alive_connection_is_closed() {
     let env = Env::start_with(|b| b.limit("idle_timeout", "1s")).await;

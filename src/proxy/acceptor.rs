@@ -112,8 +112,12 @@ fn http_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
     // No hyper `header_read_timeout`: hyper arms it while a kept-alive connection
     // waits for its next request, which would cut keep-alive to header_read_timeout.
     // The watchdog times heads instead (the first request's, and any begun later).
+    // hyper's default (30 s whenever a timer is set) must be turned off explicitly:
+    // left on, it closed every kept-alive connection idle for 30 s whatever
+    // `idle_timeout` said, and armed a timer (a boxed `Sleep`) for every request.
     b.http1()
         .timer(TokioTimer::new())
+        .header_read_timeout(None)
         .max_buf_size(limits.max_head_bytes)
         .max_headers(256)
         .keep_alive(true);
