@@ -6,9 +6,17 @@
 //! message. Concurrent misses of one org make one store read. When the store cannot
 //! answer, the last record read is used for up to `cache.stale_if_error` (like the keys
 //! themselves); an org never read gets `Unavailable`, which the caller turns into 503.
+//!
+//! Each thread keeps what it was given in a small memo of its own, used until the same
+//! moment (`FRESH_FOR` after the store read began): a request then finds its org with
+//! one hash-map lookup instead of moka's shared bookkeeping.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use thread_local::ThreadLocal;
 
 use crate::key::Org;
 use crate::store::KeyStore;
@@ -16,6 +24,21 @@ use crate::store::KeyStore;
 /// How long an org record is used before it is read again.
 pub const FRESH_FOR: Duration = Duration::from_millis(500);
 const MAX_ORGS: u64 = 100_000;
+/// Orgs a thread's memo holds at most; it is emptied when full.
+const FRONT_MAX: usize = 1024;
+
+/// An org record (or its absence) and when the store read that produced it began.
+#[derive(Clone)]
+struct Fetched {
+    org: Arc<Option<Org>>,
+    at: Instant,
+}
+
+impl Fetched {
+    fn fresh(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.at) < FRESH_FOR
+    }
+}
 
 /// The org could not be read and no earlier record is usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +47,9 @@ pub struct Unavailable;
 pub struct OrgCache {
     store: Arc<dyn KeyStore>,
     /// Records younger than [`FRESH_FOR`]; `None` caches "no such org".
-    fresh: moka::future::Cache<String, Arc<Option<Org>>, crate::FastHash>,
+    fresh: moka::future::Cache<String, Fetched, crate::FastHash>,
+    /// Per thread, what `fresh` gave, each used while [`Fetched::fresh`].
+    front: ThreadLocal<RefCell<HashMap<String, Fetched, crate::FastHash>>>,
     /// The last record read of each org, for store outages.
     last_good: moka::sync::Cache<String, Arc<Option<Org>>, crate::FastHash>,
 }
@@ -41,17 +66,35 @@ impl OrgCache {
                 .max_capacity(MAX_ORGS)
                 .time_to_live(stale_if_error.max(FRESH_FOR))
                 .build_with_hasher(crate::FastHash::default()),
+            front: ThreadLocal::new(),
         }
     }
 
     pub async fn get(&self, id: &str) -> Result<Arc<Option<Org>>, Unavailable> {
+        let now = Instant::now();
+        if let Some(front) = self.front.get()
+            && let Some(f) = front.borrow().get(id)
+            && f.fresh(now)
+        {
+            return Ok(f.org.clone());
+        }
         let load = async {
+            let at = Instant::now();
             let org = Arc::new(self.store.get_org(id).await?);
             self.last_good.insert(id.to_string(), org.clone());
-            Ok::<_, crate::store::StoreError>(org)
+            Ok::<_, crate::store::StoreError>(Fetched { org, at })
         };
         match self.fresh.try_get_with_by_ref(id, load).await {
-            Ok(org) => Ok(org),
+            Ok(f) => {
+                if f.fresh(now) {
+                    let mut front = self.front.get_or_default().borrow_mut();
+                    if front.len() >= FRONT_MAX {
+                        front.clear();
+                    }
+                    front.insert(id.to_string(), f.clone());
+                }
+                Ok(f.org)
+            }
             Err(e) => match self.last_good.get(id) {
                 Some(org) => Ok(org),
                 None => {
