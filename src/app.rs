@@ -62,7 +62,9 @@ fn build_routes(config: &Config) -> Result<RouteTable, ConfigError> {
         .map_err(|c| config.error_at(&format!("routes[{}].path", c.index), c.message))
 }
 
-fn build_upstreams(config: &Config) -> Result<HashMap<String, Upstream>, ConfigError> {
+fn build_upstreams(
+    config: &Config,
+) -> Result<HashMap<String, Upstream, crate::FastHash>, ConfigError> {
     config
         .upstreams
         .iter()

@@ -16,7 +16,6 @@
 //! shard drops, every few thousand operations, the entries whose every window has
 //! ended (which changes nothing: such an entry counts as zero everywhere).
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,17 +40,17 @@ const SWEEP_EVERY: u32 = 4096;
 
 pub struct LocalLimiter {
     shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
+    hasher: crate::FastHash,
     /// Note which keys' quota counters changed, for [`QuotaFile`].
     track_quotas: bool,
 }
 
 #[derive(Default)]
 struct Shard {
-    keys: HashMap<String, Counters>,
+    keys: HashMap<String, Counters, crate::FastHash>,
     ops: u32,
     /// Keys whose day or month counters changed since they were last saved.
-    changed: HashSet<String>,
+    changed: HashSet<String, crate::FastHash>,
 }
 
 /// A key's counters: its own five windows, and five per limited route it called.
@@ -115,7 +114,7 @@ impl LocalLimiter {
     pub fn new() -> Self {
         LocalLimiter {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: RandomState::new(),
+            hasher: crate::FastHash::default(),
             track_quotas: false,
         }
     }

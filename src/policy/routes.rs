@@ -33,9 +33,9 @@ pub struct Route {
 #[derive(Default)]
 struct ByMethod {
     /// Usually one router; more only where matchit cannot hold overlapping patterns.
-    routers: HashMap<Method, Vec<matchit::Router<usize>>>,
+    routers: HashMap<Method, Vec<matchit::Router<usize>>, crate::FastHash>,
     /// (method, pattern shape) → route index, to refuse duplicates and name them.
-    shapes: HashMap<(Method, Vec<Segment>), usize>,
+    shapes: HashMap<(Method, Vec<Segment>), usize, crate::FastHash>,
 }
 
 /// A pattern segment's kind, ordered by precedence (most specific first).
@@ -83,7 +83,7 @@ pub struct RouteTable {
     routes: Vec<Arc<Route>>,
     /// Each route's precedence ranks, segment by segment.
     ranks: Vec<Vec<u8>>,
-    by_host: HashMap<String, ByMethod>,
+    by_host: HashMap<String, ByMethod, crate::FastHash>,
     any_host: ByMethod,
 }
 
@@ -98,7 +98,7 @@ impl RouteTable {
         let mut table = RouteTable {
             routes: Vec::with_capacity(configs.len()),
             ranks: Vec::with_capacity(configs.len()),
-            by_host: HashMap::new(),
+            by_host: HashMap::default(),
             any_host: ByMethod::default(),
         };
         for (index, rc) in configs.iter().enumerate() {

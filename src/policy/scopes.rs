@@ -6,15 +6,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 #[derive(Debug, Clone, Default)]
 pub struct ScopeSet {
     /// Scope → every scope it grants, itself included.
-    grants: HashMap<String, HashSet<String>>,
+    grants: HashMap<String, HashSet<String, crate::FastHash>, crate::FastHash>,
 }
 
 impl ScopeSet {
     /// From config's scope → directly implied scopes.
     pub fn new(direct: &BTreeMap<String, Vec<String>>) -> Self {
-        let mut grants = HashMap::new();
+        let mut grants = HashMap::default();
         for scope in direct.keys() {
-            let mut seen = HashSet::new();
+            let mut seen = HashSet::default();
             let mut todo = vec![scope.clone()];
             while let Some(s) = todo.pop() {
                 if seen.insert(s.clone())

@@ -239,7 +239,7 @@ fn client_tls(cfg: &UpstreamConfig) -> anyhow::Result<rustls::ClientConfig> {
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1),
 /// and `Upgrade`, which keygate never passes on.
-const HOP_BY_HOP: [HeaderName; 9] = [
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -252,7 +252,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Method-override headers: removed so that the scope checked is the scope used.
-const METHOD_OVERRIDES: [HeaderName; 3] = [
+static METHOD_OVERRIDES: [HeaderName; 3] = [
     HeaderName::from_static("x-http-method-override"),
     HeaderName::from_static("x-http-method"),
     HeaderName::from_static("x-method-override"),

@@ -57,7 +57,7 @@ pub struct DataPlane {
     pub resolver: Arc<KeyResolver>,
     pub failures: Arc<AuthFailureLimiter>,
     /// By upstream name; every route's upstream is here (config validation).
-    pub upstreams: HashMap<String, forward::Upstream>,
+    pub upstreams: HashMap<String, forward::Upstream, crate::FastHash>,
     pub identity: IdentityHeaders,
     pub trusted_proxies: Vec<IpNet>,
     pub limits: Limits,
