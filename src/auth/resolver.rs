@@ -211,6 +211,17 @@ impl KeyResolver {
             self.hits.inc();
             return Ok(Some(record));
         }
+        // Boxed: moka's and the store's futures are large, and a memo hit needs neither.
+        Box::pin(self.resolve_slow(hash, arrived, generation)).await
+    }
+
+    /// Past the memo: moka, then the store.
+    async fn resolve_slow(
+        self: &Arc<Self>,
+        hash: &KeyHash,
+        arrived: Instant,
+        generation: u64,
+    ) -> Result<Option<Arc<KeyRecord>>, Unavailable> {
         if let Some(c) = self.positive.get(hash).await
             && self.is_current(hash, &c)
         {

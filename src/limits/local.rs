@@ -322,6 +322,10 @@ impl Limiter for LocalLimiter {
     async fn peek(&self, key_id: &str, plan: &Plan<'_>, now: Timestamp) -> Option<Quota> {
         self.peek_now(key_id, plan, now)
     }
+
+    fn acquire_at_once(&self, key_id: &str, plan: &Plan<'_>, now: Timestamp) -> Option<Decision> {
+        Some(self.acquire_now(key_id, plan, now))
+    }
 }
 
 /// Keeps a [`LocalLimiter`]'s day and month counters in the embedded store, so a

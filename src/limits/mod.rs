@@ -59,6 +59,17 @@ pub trait Limiter: Send + Sync + 'static {
 
     /// Where the key stands, counting nothing.
     async fn peek(&self, key_id: &str, plan: &Plan<'_>, now: Timestamp) -> Option<Quota>;
+
+    /// [`Limiter::acquire`] for a limiter that needs no IO (the in-process one), with
+    /// no future to allocate; `None`: call `acquire`.
+    fn acquire_at_once(
+        &self,
+        _key_id: &str,
+        _plan: &Plan<'_>,
+        _now: Timestamp,
+    ) -> Option<Decision> {
+        None
+    }
 }
 
 /// `Retry-After` of the 503 when a key's org cannot be read.
@@ -97,13 +108,16 @@ impl RateLimits {
         key: &KeyRecord,
         route: Option<&'r Route>,
     ) -> Result<Plan<'r>, Refusal> {
-        let org = self
-            .orgs
-            .get(&key.org)
-            .await
-            .map_err(|_| Refusal::AuthUnavailable {
-                retry_after: ORG_RETRY,
-            })?;
+        // Boxed: the cache's lookup future is large and rarely needed.
+        let org =
+            match self.orgs.remembered(&key.org) {
+                Some(org) => org,
+                None => Box::pin(self.orgs.get(&key.org)).await.map_err(|_| {
+                    Refusal::AuthUnavailable {
+                        retry_after: ORG_RETRY,
+                    }
+                })?,
+            };
         let org_limit = org.as_ref().as_ref().and_then(|o| o.rate_limit.as_ref());
         Ok(Plan::resolve(
             key.rate_limit.as_ref(),
@@ -128,7 +142,11 @@ impl RateLimits {
         if plan.is_unlimited() {
             return Ok(());
         }
-        let decision = self.limiter.acquire(&key.id, &plan, self.clock.now()).await;
+        let now = self.clock.now();
+        let decision = match self.limiter.acquire_at_once(&key.id, &plan, now) {
+            Some(d) => d,
+            None => self.limiter.acquire(&key.id, &plan, now).await,
+        };
         *quota = decision.quota();
         if let Decision::Refused { window, .. } = &decision {
             self.metrics
@@ -179,8 +197,9 @@ pub async fn annotate<B>(
 ) -> Option<Quota> {
     let quota = match (quota, key, route) {
         (Some(q), Some(_), _) => Some(q),
+        // Boxed: only a 403 looks, and the look's future is large.
         (None, Some(key), Some(route)) if resp.status() == http::StatusCode::FORBIDDEN => {
-            limits.peek(key, Some(route)).await
+            Box::pin(limits.peek(key, Some(route))).await
         }
         _ => None,
     };
