@@ -173,7 +173,7 @@ async fn decide(
     asked: &Asked<'_>,
     trace: &mut Trace,
 ) -> Result<HeaderMap, Refusal> {
-    let identity = |key: &KeyRecord| -> Result<HeaderMap, Refusal> {
+    let identity = |key: &Arc<KeyRecord>| -> Result<HeaderMap, Refusal> {
         let mut headers = HeaderMap::with_capacity(8);
         for (name, value) in forward::identity_headers(&dp.identity, key)? {
             headers.insert(name, value);

@@ -7,6 +7,8 @@
 //! streamed body over `max_body_bytes` aborts the upstream request. A request goes to a
 //! second connection only when the first could not take it (never written).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -357,7 +359,7 @@ fn names_client_address(name: &HeaderName) -> bool {
 
 /// Everything the header rewrite needs to know about this request.
 pub struct Forwarding<'a> {
-    pub key: &'a KeyRecord,
+    pub key: &'a Arc<KeyRecord>,
     pub identity: &'a IdentityHeaders,
     pub peer: std::net::IpAddr,
     pub peer_trusted: bool,
@@ -441,23 +443,56 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<
     Ok(())
 }
 
+/// Records whose identity values a thread keeps at most; emptied when full.
+const IDENTITY_MEMO_MAX: usize = 4096;
+
+/// A record and its org, key id and scopes as header values.
+type IdentityValues = (Arc<KeyRecord>, [HeaderValue; 3]);
+
+thread_local! {
+    /// The identity header values of the key records this thread sent recently, by
+    /// record address: made once per cached record, not once per request. Each entry
+    /// holds its record, so no address is reused while it is a key here; a changed key
+    /// is a new record (the resolver never changes one in place).
+    static IDENTITY_VALUES: RefCell<HashMap<usize, IdentityValues, crate::FastHash>> =
+        RefCell::new(HashMap::default());
+}
+
 /// The identity headers of SPEC §3 for `key`: org, key id, scopes, environment.
 pub fn identity_headers(
     identity: &IdentityHeaders,
-    k: &KeyRecord,
+    k: &Arc<KeyRecord>,
 ) -> Result<[(HeaderName, HeaderValue); 4], Refusal> {
-    let value = |s: &str| {
-        HeaderValue::from_str(s).map_err(|_| Refusal::BadRequest("identity not representable"))
-    };
+    let [org, id, scopes] = IDENTITY_VALUES.with(|memo| {
+        let address = Arc::as_ptr(k) as usize;
+        if let Some((_, values)) = memo.borrow().get(&address) {
+            return Ok(values.clone());
+        }
+        let values = identity_values(k)?;
+        let mut memo = memo.borrow_mut();
+        if memo.len() >= IDENTITY_MEMO_MAX {
+            memo.clear();
+        }
+        memo.insert(address, (k.clone(), values.clone()));
+        Ok(values)
+    })?;
     Ok([
-        (identity.org.clone(), value(&k.org)?),
-        (identity.key_id.clone(), value(&k.id)?),
-        (identity.scopes.clone(), value(&k.scopes.join(","))?),
+        (identity.org.clone(), org),
+        (identity.key_id.clone(), id),
+        (identity.scopes.clone(), scopes),
         (
             identity.environment.clone(),
             HeaderValue::from_static(k.environment.as_str()),
         ),
     ])
+}
+
+/// The org, key id and scopes of `k` as header values.
+fn identity_values(k: &KeyRecord) -> Result<[HeaderValue; 3], Refusal> {
+    let value = |s: &str| {
+        HeaderValue::from_str(s).map_err(|_| Refusal::BadRequest("identity not representable"))
+    };
+    Ok([value(&k.org)?, value(&k.id)?, value(&k.scopes.join(","))?])
 }
 
 struct PeerIp(std::net::IpAddr);
@@ -696,7 +731,7 @@ mod properties {
                 );
             }
             let id = identity();
-            let k = key();
+            let k = Arc::new(key());
             let rid = HeaderValue::from_static("req-1");
             let f = Forwarding {
                 key: &k,
@@ -740,5 +775,30 @@ mod properties {
                 }
             }
         }
+    }
+
+    /// Identity values are made once per record: a changed key (a new record, as the
+    /// resolver makes one) gets its own, even while the old record's are kept.
+    #[test]
+    fn identity_values_follow_the_record() {
+        let id = identity();
+        let old = Arc::new(key());
+        let value = |k: &Arc<KeyRecord>, i: usize| {
+            identity_headers(&id, k).unwrap()[i].1.to_str().unwrap().to_string()
+        };
+        assert_eq!(value(&old, 2), "read");
+        assert_eq!(value(&old, 2), "read", "from the memo");
+        let mut changed = key();
+        changed.scopes = vec!["read".into(), "write".into()];
+        changed.org = "other".into();
+        let changed = Arc::new(changed);
+        assert_eq!(value(&changed, 2), "read,write");
+        assert_eq!(value(&changed, 0), "other");
+        assert_eq!(value(&old, 0), "acme");
+        // A record the memo no longer holds (dropped, its address free) is not mistaken
+        // for another at that address: entries hold their records.
+        drop(changed);
+        let again = Arc::new(key());
+        assert_eq!(value(&again, 0), "acme");
     }
 }
