@@ -364,7 +364,7 @@ pub struct Forwarding<'a> {
     pub peer: std::net::IpAddr,
     pub peer_trusted: bool,
     /// The client's Host (or h2 `:authority`).
-    pub client_host: Option<&'a str>,
+    pub client_host: Option<&'a HeaderValue>,
     pub tls: bool,
     pub request_id: &'a HeaderValue,
     pub preserve_host: bool,
@@ -421,15 +421,12 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<
     }
     if (!f.peer_trusted || !h.contains_key(&X_FORWARDED_HOST))
         && let Some(host) = f.client_host
-        && let Ok(v) = HeaderValue::from_str(host)
     {
-        h.insert(X_FORWARDED_HOST, v);
+        h.insert(X_FORWARDED_HOST, host.clone());
     }
     if f.preserve_host {
-        if let Some(host) = f.client_host
-            && let Ok(v) = HeaderValue::from_str(host)
-        {
-            h.insert(header::HOST, v);
+        if let Some(host) = f.client_host {
+            h.insert(header::HOST, host.clone());
         }
     } else {
         // The client fills in the upstream's own host from the URI.
@@ -738,7 +735,7 @@ mod properties {
                 identity: &id,
                 peer: "10.0.0.1".parse().unwrap(),
                 peer_trusted: trusted,
-                client_host: Some("api.example.com"),
+                client_host: Some(&HeaderValue::from_static("api.example.com")),
                 tls: true,
                 request_id: &rid,
                 preserve_host: false,
@@ -784,7 +781,11 @@ mod properties {
         let id = identity();
         let old = Arc::new(key());
         let value = |k: &Arc<KeyRecord>, i: usize| {
-            identity_headers(&id, k).unwrap()[i].1.to_str().unwrap().to_string()
+            identity_headers(&id, k).unwrap()[i]
+                .1
+                .to_str()
+                .unwrap()
+                .to_string()
         };
         assert_eq!(value(&old, 2), "read");
         assert_eq!(value(&old, 2), "read", "from the memo");

@@ -241,8 +241,13 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
+    // A ULID from the clock and a fast per-thread generator: a request id needs to be
+    // unique and sortable, not unguessable (`Ulid::new` draws from a CSPRNG).
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let mut buf = [0; ulid::ULID_LEN];
-    let id = ulid::Ulid::new().array_to_str(&mut buf);
+    let id = ulid::Ulid::from_parts(ms, fastrand::u128(..)).array_to_str(&mut buf);
     HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
@@ -257,6 +262,8 @@ async fn run(
     let (mut parts, body) = req.into_parts();
     check_limits(dp, &parts, &[])?;
     let client_host = client_host(&parts)?;
+    // Checked to be UTF-8 by `client_host`.
+    let host = client_host.as_ref().and_then(|h| h.to_str().ok());
     let peer_ip = ip::canonical(conn.peer.ip());
     let peer_trusted = ip::is_trusted(peer_ip, &dp.trusted_proxies);
     let client = ip::client_addr(peer_ip, &parts.headers, &dp.trusted_proxies);
@@ -264,7 +271,7 @@ async fn run(
         dp,
         &Question {
             method: &parts.method,
-            host: client_host.as_deref(),
+            host,
             path: parts.uri.path(),
             query: parts.uri.query(),
             headers: &parts.headers,
@@ -291,7 +298,7 @@ async fn run(
             identity: &dp.identity,
             peer: peer_ip,
             peer_trusted,
-            client_host: client_host.as_deref(),
+            client_host: client_host.as_ref(),
             tls: dp.tls,
             request_id: &trace.request_id,
             preserve_host: decided.upstream.preserve_host,
@@ -469,30 +476,33 @@ pub fn check_limits(
     Ok(())
 }
 
-/// The client's host: h2 `:authority` or the one `Host` header.
-pub fn client_host(parts: &http::request::Parts) -> Result<Option<String>, Refusal> {
+/// The client's host: h2 `:authority` or the one `Host` header (shared, not copied).
+/// Its value is valid UTF-8.
+pub fn client_host(parts: &http::request::Parts) -> Result<Option<HeaderValue>, Refusal> {
     let mut hosts = parts.headers.get_all(HOST).iter();
     let header = hosts.next();
     if hosts.next().is_some() {
         return Err(Refusal::BadRequest("several Host headers"));
     }
-    let header = match header {
+    let text = match header {
         Some(h) => Some(
             h.to_str()
                 .map_err(|_| Refusal::BadRequest("malformed Host header"))?,
         ),
         None => None,
     };
-    match (parts.uri.authority(), header) {
+    match (parts.uri.authority(), text) {
         (Some(a), Some(h)) if !a.as_str().eq_ignore_ascii_case(h) => Err(Refusal::BadRequest(
             "the Host header does not match the request target",
         )),
-        (Some(a), _) => Ok(Some(a.as_str().to_string())),
+        (Some(a), _) => HeaderValue::from_str(a.as_str())
+            .map(Some)
+            .map_err(|_| Refusal::BadRequest("malformed request target authority")),
         // RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400.
         (None, None) if parts.version == http::Version::HTTP_11 => Err(Refusal::BadRequest(
             "an HTTP/1.1 request needs a Host header",
         )),
-        (None, h) => Ok(h.map(str::to_string)),
+        (None, _) => Ok(header.cloned()),
     }
 }
 
