@@ -241,16 +241,46 @@ fn client_tls(cfg: &UpstreamConfig) -> anyhow::Result<rustls::ClientConfig> {
 
 /// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1),
 /// and `Upgrade`, which keygate never passes on.
-static HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+static HOP_BY_HOP: [HeaderName; 9] = {
+    const fn name(i: usize) -> HeaderName {
+        HeaderName::from_static(HOP_BY_HOP_NAMES[i])
+    }
+    [
+        name(0),
+        name(1),
+        name(2),
+        name(3),
+        name(4),
+        name(5),
+        name(6),
+        name(7),
+        name(8),
+    ]
+};
+
+/// A bit for each length of a [`HOP_BY_HOP`] name.
+const HOP_LENGTHS: u64 = {
+    let mut bits = 0u64;
+    let mut i = 0;
+    while i < HOP_BY_HOP_NAMES.len() {
+        bits |= 1 << HOP_BY_HOP_NAMES[i].len();
+        i += 1;
+    }
+    bits
+};
+
+/// The names of [`HOP_BY_HOP`], as text (a `HeaderName` cannot be read in a const);
+/// the standard ones become `header::CONNECTION` and so on.
+const HOP_BY_HOP_NAMES: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
 
 /// Method-override headers: removed so that the scope checked is the scope used.
@@ -282,9 +312,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // requests have none, most responses only `Connection`.
     let mut present = 0u32;
     for n in headers.keys() {
+        // Most names have no hop-by-hop name's length: one bit test excludes them.
         // Parsed names are lowercase: `HeaderName` equality (an enum compare for the
         // standard ones) is enough here; `hop_index` is for `Connection`'s tokens.
-        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == n) {
+        let len = n.as_str().len();
+        if len < 64
+            && HOP_LENGTHS & (1 << len) != 0
+            && let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == n)
+        {
             present |= 1 << i;
         }
     }
