@@ -26,9 +26,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{IdentityHeaders, UpstreamConfig};
 use crate::key::{Environment, KeyRecord};
-use crate::proxy::pool;
 use crate::proxy::workers::{self, Workers};
 use crate::proxy::{Body, BoxError};
+use crate::proxy::{deadline, pool};
 use crate::refusal::Refusal;
 use crate::tls;
 
@@ -152,7 +152,7 @@ impl Upstream {
             let resp = sender.send_request(req).await?;
             Ok((resp, sender))
         };
-        match tokio::time::timeout(self.timeout, exchange).await {
+        match deadline::within(self.timeout, exchange).await {
             Err(_) => Err(Refusal::UpstreamTimeout),
             Ok(Ok((resp, sender))) => Ok((
                 resp.map(|body| pool::Returning::new(body, sender, idle)),

@@ -11,7 +11,8 @@
 //!   `Transfer-Encoding`).
 //! - `pipeline`: one request's checks, in SPEC §3 order, top to bottom.
 //! - `forward`: the upstream call and the header rewrite; `pool`: upstream
-//!   connections kept per worker.
+//!   connections kept per worker; `deadline`: the upstream timeout, swept per thread
+//!   instead of a timer per request.
 //! - `respond`: the one refusal → response mapping.
 //! - `workers`: one single-threaded runtime per core for the data port's and the authz
 //!   listener's connections.
@@ -36,6 +37,7 @@ use crate::usage::UsageRecorder;
 
 pub mod acceptor;
 pub mod access_log;
+pub mod deadline;
 pub mod forward;
 pub mod framing;
 pub mod listener;
