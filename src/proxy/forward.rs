@@ -148,7 +148,9 @@ impl Upstream {
                     },
                 }
             }
-            let mut sender = pool::connect(&self.connector, origin.base.clone()).await?;
+            // Boxed: connecting (TCP, TLS) is a large future, needed only without an
+            // idle connection.
+            let mut sender = Box::pin(pool::connect(&self.connector, origin.base.clone())).await?;
             let resp = sender.send_request(req).await?;
             Ok((resp, sender))
         };
