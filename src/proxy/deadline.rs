@@ -5,7 +5,8 @@
 //! each time). Here each thread keeps the deadlines of its pending calls in one list,
 //! and one task per list wakes every [`TICK`] while the list is not empty, marking the
 //! calls whose deadline has passed and waking them. A call then costs a list insert and
-//! remove; a deadline fires at most [`TICK`] late.
+//! remove; a deadline fires at most [`TICK`] late. A tick before the earliest pending
+//! deadline looks at no entry, so thousands of slow calls cost nothing until one is due.
 //!
 //! The list is shared by `Arc` (a call may be polled on another thread of a
 //! multi-threaded runtime, as in tests); on the data plane's single-threaded workers it
@@ -36,6 +37,9 @@ struct Entry {
 #[derive(Default)]
 struct Inner {
     entries: Slab<Entry>,
+    /// No pending deadline is earlier (it may be later: removals do not move it), so
+    /// a tick before it looks at nothing.
+    earliest: Option<Instant>,
     /// A sweeping task runs for this list.
     sweeping: bool,
 }
@@ -64,6 +68,7 @@ impl Deadlines {
             waker,
             expired: false,
         });
+        inner.earliest = Some(inner.earliest.map_or(at, |e| e.min(at)));
         if !inner.sweeping {
             inner.sweeping = true;
             let me = self.clone();
@@ -83,14 +88,25 @@ impl Deadlines {
             let now = Instant::now();
             let mut inner = self.lock();
             if inner.entries.is_empty() {
+                inner.earliest = None;
                 return;
             }
+            if inner.earliest.is_some_and(|e| now < e) {
+                continue;
+            }
+            let mut earliest = None::<Instant>;
             for (_, e) in inner.entries.iter_mut() {
-                if !e.expired && e.at <= now {
+                if e.expired {
+                    continue;
+                }
+                if e.at <= now {
                     e.expired = true;
                     e.waker.wake_by_ref();
+                } else {
+                    earliest = Some(earliest.map_or(e.at, |x| x.min(e.at)));
                 }
             }
+            inner.earliest = earliest;
         }
     }
 
@@ -239,5 +255,24 @@ mod tests {
         assert_eq!(list().pending().0, 1);
         drop(dropped);
         assert_eq!(list().pending().0, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_earlier_deadline_registered_later_is_not_skipped() {
+        let mut far = Box::pin(within(Duration::from_secs(1), std::future::pending::<()>()));
+        let pending = std::future::poll_fn(|cx| Poll::Ready(far.as_mut().poll(cx).is_pending()));
+        assert!(pending.await);
+        // Let a few ticks pass with only the far deadline pending.
+        tokio::time::sleep(TICK * 3).await;
+        let started = Instant::now();
+        let near = bounded(within(
+            Duration::from_millis(100),
+            std::future::pending::<()>(),
+        ))
+        .await;
+        assert_eq!(near, Err(Elapsed));
+        let took = started.elapsed();
+        assert!(took <= Duration::from_millis(100) + TICK, "{took:?}");
+        drop(far);
     }
 }
