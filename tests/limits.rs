@@ -390,24 +390,8 @@ async fn keep_alive_lasts_idle_timeout_and_a_begun_head_header_read_timeout() {
             .limit("idle_timeout", "10s")
     })
     .await;
-    let key = env.read_key().await;
-    let request = raw_request("GET", "/echo/x", &[&bearer(&key.secret)], b"");
-    let mut conn = env.gw.raw_conn().await;
-    assert!(conn.send(&request).await);
-    conn.read_response(Duration::from_secs(5))
-        .await
-        .expect("first response")
-        .assert_status(200);
     // Idle for three header_read_timeouts, then the same connection is still served.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(
-        conn.send(&request).await,
-        "closed while idle for 3 s (idle_timeout 10s)"
-    );
-    conn.read_response(Duration::from_secs(5))
-        .await
-        .expect("a second request on the kept-alive connection")
-        .assert_status(200);
+    let mut conn = served_again_after(&env, Duration::from_secs(3)).await;
 
     // Now a head begun and trickled, a header line every 300 ms: closed after about
     // header_read_timeout, long before idle_timeout.
@@ -448,6 +432,12 @@ async fn keep_alive_lasts_idle_timeout_and_a_begun_head_header_read_timeout() {
 #[tokio::test]
 async fn keep_alive_outlasts_hypers_default_header_timer() {
     let env = Env::start_with(|b| b.limit("idle_timeout", "60s")).await;
+    served_again_after(&env, Duration::from_secs(32)).await;
+}
+
+/// A request, `idle` without a byte, and a second request on the same connection:
+/// both answered 200. The connection is returned for more.
+async fn served_again_after(env: &Env, idle: Duration) -> RawConn {
     let key = env.read_key().await;
     let request = raw_request("GET", "/echo/x", &[&bearer(&key.secret)], b"");
     let mut conn = env.gw.raw_conn().await;
@@ -456,15 +446,13 @@ async fn keep_alive_outlasts_hypers_default_header_timer() {
         .await
         .expect("first response")
         .assert_status(200);
-    tokio::time::sleep(Duration::from_secs(32)).await;
-    assert!(
-        conn.send(&request).await,
-        "closed while idle for 32 s (idle_timeout 60s)"
-    );
+    tokio::time::sleep(idle).await;
+    assert!(conn.send(&request).await, "closed while idle for {idle:?}");
     conn.read_response(Duration::from_secs(5))
         .await
-        .expect("a second request after 32 s idle (idle_timeout 60s)")
+        .unwrap_or_else(|e| panic!("no second response after {idle:?} idle: {e:?}"))
         .assert_status(200);
+    conn
 }
 
 #[tokio::test]
