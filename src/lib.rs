@@ -28,6 +28,7 @@
 //! - [`tls`]: rustls server configs, certificates, reload.
 //! - [`usage`]: per-key usage counters and `last_used_at`, written in batches.
 //! - [`metrics`]: the Prometheus registry.
+//! - [`memo`]: the bounded per-thread map kept in front of the shared caches.
 //! - [`app`]: wiring only: builds everything from a `Config` and runs it.
 //! - [`cli`]: `keygate keys …`, a client of the admin API over HTTP (imports no other
 //!   keygate module).
@@ -42,6 +43,7 @@ pub mod config;
 pub mod key;
 pub mod limits;
 pub mod logbuf;
+pub mod memo;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -42,7 +42,6 @@
 //! This module never sees a raw token, only [`KeyHash`]es.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -54,6 +53,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::CacheConfig;
 use crate::key::{KeyHash, KeyRecord};
+use crate::memo::Memo;
 use crate::metrics::Metrics;
 use crate::store::{BusEvent, Invalidation, InvalidationBus, KeyStore, StoreError};
 
@@ -77,16 +77,22 @@ const FRONT_MAX: usize = 4096;
 
 /// One thread's memo of positive entries moka served, all verified current at
 /// `generation` (an invalidation of anything makes the whole memo stale).
-#[derive(Default)]
 struct Front {
     generation: u64,
-    entries: HashMap<KeyHash, Arc<Cached>, crate::FastHash>,
+    entries: Memo<KeyHash, Arc<Cached>>,
 }
 
 impl Front {
+    fn new() -> Self {
+        Front {
+            generation: 0,
+            entries: Memo::new(FRONT_MAX),
+        }
+    }
+
     /// The memo as of `generation`: emptied if an invalidation happened since it was
     /// filled.
-    fn at(&mut self, generation: u64) -> &mut HashMap<KeyHash, Arc<Cached>, crate::FastHash> {
+    fn at(&mut self, generation: u64) -> &mut Memo<KeyHash, Arc<Cached>> {
         if self.generation != generation {
             self.entries.clear();
             self.generation = generation;
@@ -267,12 +273,11 @@ impl KeyResolver {
 
     /// Remembers in this thread's memo an entry found current at `generation`.
     fn remember(&self, hash: &KeyHash, c: &Arc<Cached>, generation: u64) {
-        let mut front = self.front.get_or_default().borrow_mut();
-        let entries = front.at(generation);
-        if entries.len() >= FRONT_MAX {
-            entries.clear();
-        }
-        entries.insert(*hash, c.clone());
+        let mut front = self
+            .front
+            .get_or(|| RefCell::new(Front::new()))
+            .borrow_mut();
+        front.at(generation).insert(*hash, c.clone());
     }
 
     /// The cached key for `hash`, without any store lookup (used when the client

@@ -136,6 +136,20 @@ pub enum StoreBackend {
     },
 }
 
+/// Headers that belong to one connection (RFC 9110 §7.6.1), and `Upgrade`: keygate
+/// never forwards them (`proxy::forward`), so none may be an identity header.
+pub const HOP_BY_HOP_HEADERS: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
     pub ttl: Duration,

@@ -62,20 +62,12 @@ const KEY_PREFIX: &str = "kg";
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Header names keygate sets, reads or strips itself: an identity header with one of
-/// these names would let a client's value through or break framing.
+/// Header names keygate sets, reads or strips itself (besides the hop-by-hop ones,
+/// [`super::HOP_BY_HOP_HEADERS`]): an identity header with one of these names would
+/// let a client's value through or break framing.
 const RESERVED_HEADERS: &[&str] = &[
     "host",
     "authorization",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
     "content-length",
     "content-type",
     "expect",
@@ -542,7 +534,9 @@ fn identity_headers(raw: raw::RawIdentityHeaders, p: &mut Problems) -> IdentityH
         // The pipeline strips client headers ignoring case and `_` vs `-`; two
         // names equal under that rule would be one header.
         let folded = header.as_str().replace('_', "-");
-        if RESERVED_HEADERS.contains(&folded.as_str()) {
+        if RESERVED_HEADERS.contains(&folded.as_str())
+            || super::HOP_BY_HOP_HEADERS.contains(&folded.as_str())
+        {
             p.add(
                 &field,
                 format!(

@@ -12,13 +12,13 @@
 //! one hash-map lookup instead of moka's shared bookkeeping.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thread_local::ThreadLocal;
 
 use crate::key::Org;
+use crate::memo::Memo;
 use crate::store::KeyStore;
 
 /// How long an org record is used before it is read again.
@@ -49,7 +49,7 @@ pub struct OrgCache {
     /// Records younger than [`FRESH_FOR`]; `None` caches "no such org".
     fresh: moka::future::Cache<String, Fetched, crate::FastHash>,
     /// Per thread, what `fresh` gave, each used while [`Fetched::fresh`].
-    front: ThreadLocal<RefCell<HashMap<String, Fetched, crate::FastHash>>>,
+    front: ThreadLocal<RefCell<Memo<String, Fetched>>>,
     /// The last record read of each org, for store outages.
     last_good: moka::sync::Cache<String, Arc<Option<Org>>, crate::FastHash>,
 }
@@ -91,11 +91,10 @@ impl OrgCache {
         match self.fresh.try_get_with_by_ref(id, load).await {
             Ok(f) => {
                 if f.fresh(now) {
-                    let mut front = self.front.get_or_default().borrow_mut();
-                    if front.len() >= FRONT_MAX {
-                        front.clear();
-                    }
-                    front.insert(id.to_string(), f.clone());
+                    self.front
+                        .get_or(|| RefCell::new(Memo::new(FRONT_MAX)))
+                        .borrow_mut()
+                        .insert(id.to_string(), f.clone());
                 }
                 Ok(f.org)
             }

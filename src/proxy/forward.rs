@@ -8,7 +8,6 @@
 //! second connection only when the first could not take it (never written).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,8 +23,9 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{IdentityHeaders, UpstreamConfig};
+use crate::config::{HOP_BY_HOP_HEADERS, IdentityHeaders, UpstreamConfig};
 use crate::key::{Environment, KeyRecord};
+use crate::memo::Memo;
 use crate::proxy::workers::{self, Workers};
 use crate::proxy::{Body, BoxError};
 use crate::proxy::{deadline, pool};
@@ -241,11 +241,11 @@ fn client_tls(cfg: &UpstreamConfig) -> anyhow::Result<rustls::ClientConfig> {
     Ok(config)
 }
 
-/// Headers that belong to one connection and are never forwarded (RFC 9110 §7.6.1),
-/// and `Upgrade`, which keygate never passes on.
+/// [`HOP_BY_HOP_HEADERS`] as `HeaderName`s (the standard ones are
+/// `header::CONNECTION` and so on, compared as such).
 static HOP_BY_HOP: [HeaderName; 9] = {
     const fn name(i: usize) -> HeaderName {
-        HeaderName::from_static(HOP_BY_HOP_NAMES[i])
+        HeaderName::from_static(HOP_BY_HOP_HEADERS[i])
     }
     [
         name(0),
@@ -264,26 +264,12 @@ static HOP_BY_HOP: [HeaderName; 9] = {
 const HOP_LENGTHS: u64 = {
     let mut bits = 0u64;
     let mut i = 0;
-    while i < HOP_BY_HOP_NAMES.len() {
-        bits |= 1 << HOP_BY_HOP_NAMES[i].len();
+    while i < HOP_BY_HOP_HEADERS.len() {
+        bits |= 1 << HOP_BY_HOP_HEADERS[i].len();
         i += 1;
     }
     bits
 };
-
-/// The names of [`HOP_BY_HOP`], as text (a `HeaderName` cannot be read in a const);
-/// the standard ones become `header::CONNECTION` and so on.
-const HOP_BY_HOP_NAMES: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 /// Method-override headers: removed so that the scope checked is the scope used.
 static METHOD_OVERRIDES: [HeaderName; 3] = [
@@ -488,8 +474,8 @@ thread_local! {
     /// record address: made once per cached record, not once per request. Each entry
     /// holds its record, so no address is reused while it is a key here; a changed key
     /// is a new record (the resolver never changes one in place).
-    static IDENTITY_VALUES: RefCell<HashMap<usize, IdentityValues, crate::FastHash>> =
-        RefCell::new(HashMap::default());
+    static IDENTITY_VALUES: RefCell<Memo<usize, IdentityValues>> =
+        RefCell::new(Memo::new(IDENTITY_MEMO_MAX));
 }
 
 /// The identity headers of SPEC §3 for `key`: org, key id, scopes, environment.
@@ -503,11 +489,8 @@ pub fn identity_headers(
             return Ok(values.clone());
         }
         let values = identity_values(k)?;
-        let mut memo = memo.borrow_mut();
-        if memo.len() >= IDENTITY_MEMO_MAX {
-            memo.clear();
-        }
-        memo.insert(address, (k.clone(), values.clone()));
+        memo.borrow_mut()
+            .insert(address, (k.clone(), values.clone()));
         Ok(values)
     })?;
     Ok([
