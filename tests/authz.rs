@@ -149,6 +149,8 @@ async fn grpc_check_refusals_carry_the_data_planes_answer() {
     let read = env
         .key(json!({ "scopes": ["read"], "rate_limit": { "per_minute": 1 } }))
         .await;
+    // The allowed call and the 429 in one minute.
+    common::clock::fresh_minute(10.0).await;
     let revoked = env.key(json!({ "scopes": ["read"] })).await;
     env.gw.revoke_key(ORG, &revoked.id).await;
     let mut c = grpc(&env).await;
@@ -364,6 +366,8 @@ async fn verify_answers_every_outcome_and_count_false_counts_nothing() {
     let key = env
         .key(json!({ "scopes": ["read"], "rate_limit": { "per_minute": 2 } }))
         .await;
+    // Every count in one minute.
+    common::clock::fresh_minute(10.0).await;
     let token = env.gw.admin_token.clone();
     let s = key.secret.clone();
 

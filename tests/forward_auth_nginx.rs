@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::ports::free_port;
+use common::clock::{fresh_minute, left_in_minute};
 use common::*;
 
 /// How long nginx may take to accept connections.
@@ -565,11 +566,6 @@ async fn a_revoke_is_effective_on_the_very_next_request() {
 }
 
 /// Seconds left in the current UTC minute.
-fn left_in_minute() -> f64 {
-    let ms = jiff::Timestamp::now().as_millisecond().rem_euclid(60_000);
-    (60_000 - ms) as f64 / 1000.0
-}
-
 #[tokio::test]
 async fn a_minute_limit_admits_exactly_n_through_nginx_then_429() {
     const N: u64 = 5;
@@ -578,10 +574,7 @@ async fn a_minute_limit_admits_exactly_n_through_nginx_then_429() {
         .key(json!({ "scopes": ["read"], "rate_limit": { "per_minute": N } }))
         .await;
     // The whole test inside one UTC minute.
-    let left = left_in_minute();
-    if left < 15.0 {
-        tokio::time::sleep(Duration::from_secs_f64(left + 0.1)).await;
-    }
+    fresh_minute(15.0).await;
 
     // A 403 carries the limit's headers and consumes nothing.
     let r = ngx

@@ -63,6 +63,9 @@ async fn upstream() -> Upstream {
 #[path = "common/ports.rs"]
 mod ports;
 use ports::free_port;
+#[path = "common/clock.rs"]
+mod clock;
+use clock::{fresh_minute, left_in_minute};
 
 /// A running `keygate serve`; killed on drop.
 struct Keygate {
@@ -324,20 +327,6 @@ fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap()
-}
-
-/// Seconds left in the current UTC minute.
-fn left_in_minute() -> f64 {
-    let ms = Timestamp::now().as_millisecond().rem_euclid(60_000);
-    (60_000 - ms) as f64 / 1000.0
-}
-
-/// Returns with at least `need` seconds left in the current minute.
-async fn fresh_minute(need: f64) {
-    let left = left_in_minute();
-    if left < need {
-        tokio::time::sleep(Duration::from_secs_f64(left + 0.05)).await;
-    }
 }
 
 /// Seconds to the next UTC midnight.

@@ -25,6 +25,7 @@
 //! processes); `harness` checks this module itself.
 #![allow(dead_code, unused_imports)]
 
+pub mod clock;
 pub mod gateway;
 pub mod h2raw;
 pub mod pki;
