@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::ports::free_port;
 use common::clock::{fresh_minute, left_in_minute};
+use common::ports::free_port;
 use common::*;
 
 /// How long nginx may take to accept connections.
