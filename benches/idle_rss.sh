@@ -26,8 +26,8 @@ UPSTREAM_PORT=$((BASE_PORT + 1)) KG_PORT=$((BASE_PORT + 2)) KG_ADMIN_PORT=$((BAS
 ports_free 3
 need_tools nginx:nginx curl:curl jq:jq python3:python3
 [[ -z ${HEAPTRACK:-} ]] || need_tools heaptrack:heaptrack
-# Both ends hold CONNS sockets.
-ulimit -n $((CONNS * 2 + 1024)) 2>/dev/null || die "cannot raise the open-file limit to $((CONNS * 2 + 1024)); lower CONNS"
+# Each end (keygate, the client) holds CONNS sockets.
+ulimit -n $((CONNS + 1024)) 2>/dev/null || die "cannot raise the open-file limit to $((CONNS + 1024)) (hard limit $(ulimit -Hn)); lower CONNS"
 BINS=("$@")
 if ((${#BINS[@]} == 0)); then
     (cd "$REPO" && cargo build --release --quiet --bin keygate) || die "cargo build --release failed"

@@ -270,8 +270,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let current = dp_for_requests.clone();
             let info = ConnInfo { peer };
             // The data plane is loaded per request, so a reload reaches kept-alive
-            // connections too.
-            service_fn(move |req| proxy::pipeline::handle(current.load_full(), info, req))
+            // connections too. The request's future is boxed: hyper keeps a slot the
+            // size of the service's future per connection, idle or not.
+            service_fn(move |req| Box::pin(proxy::pipeline::handle(current.load_full(), info, req)))
         },
         stop_rx.clone(),
     ));

@@ -29,7 +29,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -39,9 +39,9 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use ipnet::IpNet;
 use prometheus::IntGauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -51,7 +51,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Limits, ProxyProtocol};
 use crate::proxy::BoxError;
-use crate::proxy::framing::{FramingGuard, Verdict};
+use crate::proxy::framing::{FramingGuard, H2_PREFACE, Verdict};
 use crate::proxy::listener::read_proxy_header;
 use crate::proxy::workers::Workers;
 
@@ -106,23 +106,27 @@ impl From<&Limits> for ConnLimits {
     }
 }
 
-/// hyper's HTTP settings for one connection.
-fn http_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
+/// hyper's HTTP/1.1 settings for one connection.
+fn http1_builder(limits: &ConnLimits) -> http1::Builder {
+    let mut b = http1::Builder::new();
     // No hyper `header_read_timeout`: hyper arms it while a kept-alive connection
     // waits for its next request, which would cut keep-alive to header_read_timeout.
     // The watchdog times heads instead (the first request's, and any begun later).
     // hyper's default (30 s whenever a timer is set) must be turned off explicitly:
     // left on, it closed every kept-alive connection idle for 30 s whatever
     // `idle_timeout` said, and armed a timer (a boxed `Sleep`) for every request.
-    b.http1()
-        .timer(TokioTimer::new())
+    b.timer(TokioTimer::new())
         .header_read_timeout(None)
         .max_buf_size(limits.max_head_bytes)
         .max_headers(256)
         .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
+    b
+}
+
+/// hyper's h2 settings for one connection.
+fn http2_builder(limits: &ConnLimits) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_head_bytes).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
@@ -130,6 +134,94 @@ fn http_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     b
+}
+
+/// The HTTP version a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Http {
+    H1,
+    H2,
+}
+
+/// The version TLS negotiated (ALPN). Without ALPN, HTTP/1.1: h2 over TLS is only
+/// ever negotiated (RFC 9113 §3.3).
+fn negotiated(alpn: Option<&[u8]>) -> Http {
+    match alpn {
+        Some(b"h2") => Http::H2,
+        _ => Http::H1,
+    }
+}
+
+/// A cleartext connection's version from its first bytes: h2 with prior knowledge
+/// starts with the connection preface (RFC 9113 §3.4). `None`: not decided yet (the
+/// bytes are a proper beginning of the preface).
+fn sniffed(first: &[u8]) -> Option<Http> {
+    if !H2_PREFACE.starts_with(first) {
+        Some(Http::H1)
+    } else if first.len() == H2_PREFACE.len() {
+        Some(Http::H2)
+    } else {
+        None
+    }
+}
+
+/// How often a cleartext connection that sent part of the h2 preface is looked at again.
+const SNIFF_RETRY: Duration = Duration::from_millis(5);
+
+/// A cleartext connection's version, from its first bytes looked at in the socket and
+/// left there: hyper then reads the request whole from the socket. (hyper-util's
+/// `auto` builder reads them first and hands them back separately, which made hyper
+/// see a partial head and double its read buffer for every connection.) `Ok(None)`:
+/// closed before a byte came.
+async fn sniff(tcp: &TcpStream) -> io::Result<Option<Http>> {
+    let mut first = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = tcp.peek(&mut first).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if let Some(http) = sniffed(&first[..n]) {
+            return Ok(Some(http));
+        }
+        // Rare (an h2 preface split across packets): `peek` answers at once while
+        // the bytes wait, so look again shortly. The caller bounds the whole wait.
+        tokio::time::sleep(SNIFF_RETRY).await;
+    }
+}
+
+/// A served connection as [`Connection::drive`] needs it: hyper's HTTP/1.1 or h2
+/// connection future, which can be told to finish gracefully.
+trait Served: Future<Output = hyper::Result<()>> {
+    fn shut_down(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Served for http1::Connection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: HttpBody + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn shut_down(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Served for Pin<Box<http2::Connection<I, S, TokioExecutor>>>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn shut_down(self: Pin<&mut Self>) {
+        self.get_mut().as_mut().graceful_shutdown();
+    }
 }
 
 /// Accepts and serves connections on one port until `shutdown` turns true, then
@@ -276,24 +368,56 @@ impl Connection {
         };
         let svc = service(client);
         match &self.tls {
+            // The handshake and the TLS stream are boxed: they are large, and a task is
+            // as large as the largest state of its future, so cleartext connections
+            // would pay for them too (and a stream moved by value takes its room in
+            // each future it passes through).
             Some(acceptor) => {
-                match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp)).await
+                let handshake = Box::pin(async { acceptor.accept(tcp).await.map(Box::new) });
+                let stream = match tokio::time::timeout(limits.tls_handshake_timeout, handshake)
+                    .await
                 {
-                    Ok(Ok(stream)) => self.serve_http(stream, svc).await,
+                    Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {
-                        tracing::debug!(listener = self.name, %peer, error = %e, "TLS handshake failed")
+                        tracing::debug!(listener = self.name, %peer, error = %e, "TLS handshake failed");
+                        return;
                     }
                     Err(_) => {
-                        tracing::debug!(listener = self.name, %peer, "TLS handshake timed out")
+                        tracing::debug!(listener = self.name, %peer, "TLS handshake timed out");
+                        return;
                     }
-                }
+                };
+                let http = negotiated(stream.get_ref().1.alpn_protocol());
+                self.serve_http(stream, svc, http, Duration::ZERO).await
             }
-            None => self.serve_http(tcp, svc).await,
+            None => {
+                // The wait for the first bytes is part of the first request's head
+                // time: the watchdog is told how long it took.
+                let began = tokio::time::Instant::now();
+                let mut stop = self.stop.clone();
+                let http = tokio::select! {
+                    r = tokio::time::timeout(limits.header_read_timeout, sniff(&tcp)) => match r {
+                        Ok(Ok(Some(http))) => http,
+                        Ok(Ok(None)) => return,
+                        Ok(Err(e)) => {
+                            tracing::debug!(listener = self.name, %peer, error = %e, "reading the first bytes failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(listener = self.name, %peer, "no request within header_read_timeout");
+                            return;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                };
+                self.serve_http(tcp, svc, http, began.elapsed()).await
+            }
         }
     }
 
-    /// hyper on the stream, with the watchdog beside it.
-    async fn serve_http<T, S, B>(mut self, stream: T, svc: S)
+    /// hyper on the stream, speaking `http`, with the watchdog beside it. `spent`: how
+    /// much of the first request's head time has passed already.
+    async fn serve_http<T, S, B>(self, stream: T, svc: S, http: Http, spent: Duration)
     where
         T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
         S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
@@ -301,23 +425,42 @@ impl Connection {
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let limits = self.limits.clone();
         let activity = Arc::new(Activity::default());
         let io = TokioIo::new(Watched {
             inner: stream,
-            guard: FramingGuard::new(limits.max_head_bytes),
+            guard: FramingGuard::new(self.limits.max_head_bytes),
             activity: activity.clone(),
         });
-        let builder = http_builder(&limits);
-        let conn = builder.serve_connection(
-            io,
-            Tracked {
-                inner: svc,
-                activity: activity.clone(),
-            },
-        );
-        tokio::pin!(conn);
-        let mut watchdog = Watchdog::new(&limits);
+        let svc = Tracked {
+            inner: svc,
+            activity: activity.clone(),
+        };
+        // Each version's connection in its own branch, h2's boxed: an HTTP/1.1
+        // connection's task holds only what HTTP/1.1 needs.
+        match http {
+            Http::H1 => {
+                let conn = pin!(http1_builder(&self.limits).serve_connection(io, svc));
+                self.drive(conn, &activity, spent).await
+            }
+            Http::H2 => {
+                let conn = pin!(Box::pin(
+                    http2_builder(&self.limits).serve_connection(io, svc)
+                ));
+                self.drive(conn, &activity, spent).await
+            }
+        }
+    }
+
+    /// Serves `conn` until it ends, shutdown starts, or the watchdog closes it. (`conn`
+    /// comes pinned: an argument moved into a pinned local would take its room twice
+    /// in the connection's task.)
+    async fn drive<C: Served>(
+        mut self,
+        mut conn: Pin<&mut C>,
+        activity: &Activity,
+        spent: Duration,
+    ) {
+        let mut watchdog = Watchdog::new(&self.limits, spent);
         let mut tick = tokio::time::interval(watchdog.period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -326,7 +469,7 @@ impl Connection {
                 _ = conn.as_mut() => return,
                 _ = self.stop.changed() => break DRAIN_DEADLINE,
                 _ = tick.tick() => {
-                    if let Some(why) = watchdog.check(&activity) {
+                    if let Some(why) = watchdog.check(activity) {
                         tracing::debug!(listener = self.name, why, "closing connection");
                         break CLOSE_GRACE;
                     }
@@ -335,7 +478,7 @@ impl Connection {
         };
         // h2: GOAWAY, then close once the streams in flight are done; HTTP/1.1: close
         // after the response in flight.
-        conn.as_mut().graceful_shutdown();
+        conn.as_mut().shut_down();
         let _ = tokio::time::timeout(grace, conn.as_mut()).await;
     }
 }
@@ -389,7 +532,8 @@ struct Watchdog {
 }
 
 impl Watchdog {
-    fn new(limits: &ConnLimits) -> Self {
+    /// `spent`: time the connection already waited for its first request.
+    fn new(limits: &ConnLimits, spent: Duration) -> Self {
         // A close comes at most a quarter of the timeout late.
         let shortest = limits.header_read_timeout.min(limits.idle_timeout);
         Watchdog {
@@ -398,7 +542,7 @@ impl Watchdog {
             idle_timeout: limits.idle_timeout,
             last_requests: 0,
             last_io: 0,
-            quiet: Duration::ZERO,
+            quiet: spent,
             still: Duration::ZERO,
             head_for: Duration::ZERO,
         }
@@ -662,39 +806,71 @@ mod tests {
     #[test]
     fn watchdog_timeouts() {
         // header_read_timeout 4 s (period 1 s): no request, bytes moving (PINGs) → 4 ticks.
-        let mut w = Watchdog::new(&limits(4, 8));
+        let mut w = Watchdog::new(&limits(4, 8), Duration::ZERO);
         assert_eq!(ticks_until_close(&mut w, |t| (0, t)), 4);
+        // Time spent before hyper took over (a cleartext connection's first bytes)
+        // counts against the first request.
+        let mut w = Watchdog::new(&limits(4, 8), Duration::from_secs(3));
+        assert_eq!(ticks_until_close(&mut w, |t| (0, t)), 1);
         // A request done at tick 1, then only PINGs: idle 8 s after it.
-        let mut w = Watchdog::new(&limits(4, 8));
+        let mut w = Watchdog::new(&limits(4, 8), Duration::ZERO);
         let done = 2 * EVENT;
         assert_eq!(
             ticks_until_close(&mut w, |t| (if t == 1 { EVENT + 1 } else { done }, t)),
             10
         );
         // A request in flight with bytes moving is never closed; stalled, after idle.
-        let mut w = Watchdog::new(&limits(4, 8));
+        let mut w = Watchdog::new(&limits(4, 8), Duration::ZERO);
         for t in 0..100 {
             assert_eq!(w.observe(EVENT + 1, t, false), None);
         }
         assert_eq!(ticks_until_close(&mut w, |_| (EVENT + 1, 99)), 8);
         // Kept alive after a request: idle for idle_timeout, not header_read_timeout.
-        let mut w = Watchdog::new(&limits(4, 8));
+        let mut w = Watchdog::new(&limits(4, 8), Duration::ZERO);
         w.observe(EVENT + 1, 1, false);
         // (The request finishes at the first tick: idle from there.)
         assert_eq!(ticks_until_close(&mut w, |_| (done, 2)), 9);
         // ... but a next head begun and left incomplete (slow headers, bytes still
         // trickling in) closes after header_read_timeout.
-        let mut w = Watchdog::new(&limits(4, 8));
+        let mut w = Watchdog::new(&limits(4, 8), Duration::ZERO);
         w.observe(EVENT + 1, 1, false);
         assert_eq!(ticks_until_close(&mut w, |t| (done, t + 2, true)), 4);
         // A head that completes in time resets the count.
-        let mut w = Watchdog::new(&limits(4, 8));
+        let mut w = Watchdog::new(&limits(4, 8), Duration::ZERO);
         w.observe(EVENT + 1, 1, false);
         for t in 0..3 {
             assert_eq!(w.observe(done, t, true), None);
         }
         assert_eq!(w.observe(3 * EVENT + 1, 4, false), None);
         assert_eq!(w.observe(3 * EVENT + 1, 5, true), None);
+    }
+
+    #[test]
+    fn the_version_comes_from_alpn_or_the_first_bytes() {
+        // TLS: h2 only when negotiated.
+        assert_eq!(negotiated(Some(b"h2")), Http::H2);
+        assert_eq!(negotiated(Some(b"http/1.1")), Http::H1);
+        assert_eq!(negotiated(None), Http::H1);
+        // Cleartext: the whole preface is h2; any byte off it is HTTP/1.1 at once
+        // (`POST` parts from `PRI` at its second byte); a proper beginning waits.
+        let cases: &[(&[u8], Option<Http>)] = &[
+            (H2_PREFACE, Some(Http::H2)),
+            (b"GET / HTTP/1.1\r\n", Some(Http::H1)),
+            (b"PO", Some(Http::H1)),
+            (b"PRI * HTTP/1.1\r\n", Some(Http::H1)),
+            (b"\r\n", Some(Http::H1)),
+            (b"P", None),
+            (b"PRI * HTTP/2.0\r\n", None),
+            (&H2_PREFACE[..H2_PREFACE.len() - 1], None),
+        ];
+        for (first, want) in cases {
+            assert_eq!(
+                sniffed(first),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(first)
+            );
+        }
     }
 
     #[test]

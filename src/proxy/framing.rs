@@ -15,7 +15,7 @@
 //! buffer kept per connection; body bytes are only counted.
 
 /// The client preface of an h2 connection with prior knowledge (h2c or ALPN h2).
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {

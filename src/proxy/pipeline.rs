@@ -157,9 +157,9 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let mut trace = Trace::start(Mode::Proxy, req.method(), req.headers());
-    // Boxed: hyper keeps one slot per connection sized to this future for as long as
-    // the connection lives, idle or not; the pipeline's own state is large.
-    let (resp, outcome) = match Box::pin(run(&dp, conn, req, &mut trace)).await {
+    // (The caller boxes this future: hyper keeps one slot per connection sized to the
+    // service's future for as long as the connection lives.)
+    let (resp, outcome) = match run(&dp, conn, req, &mut trace).await {
         Ok(r) => (r, "allowed"),
         Err(refusal) => (respond::refusal(&refusal), refusal.code()),
     };
