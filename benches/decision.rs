@@ -47,7 +47,7 @@ use keygate::config::{CacheConfig, RouteConfig};
 use keygate::key::{
     AuditEvent, Environment, KeyFormat, KeyHash, KeyPolicy, KeyRecord, Org, Principal, RateLimit,
 };
-use keygate::limits::{LocalLimiter, OrgCache, RateLimits, SystemClock};
+use keygate::limits::{Arrival, LocalLimiter, OrgCache, RateLimits, SystemClock};
 use keygate::metrics::Metrics;
 use keygate::policy::{self, Access, RouteTable, ScopeSet, ip, path};
 use keygate::refusal::Refusal;
@@ -441,7 +441,6 @@ fn gate(rt: &tokio::runtime::Runtime, cases: &[&Case], format: &KeyFormat) -> Ga
             Arc::new(LocalLimiter::new()),
             RateLimit::default(),
             Arc::new(OrgCache::new(store.clone(), cache.stale_if_error)),
-            Arc::new(SystemClock),
             metrics.clone(),
         ),
         usage: UsageRecorder::new(store, Arc::new(SystemClock)),
@@ -454,6 +453,8 @@ fn gate(rt: &tokio::runtime::Runtime, cases: &[&Case], format: &KeyFormat) -> Ga
 /// (The pipeline's private size-limit and Host checks are left out; they are a few
 /// comparisons.)
 async fn decide(g: &Gate, r: &Req) -> Result<Arc<KeyRecord>, Refusal> {
+    // The clock, read once per request (`Trace::start`), as the pipeline does.
+    let at = Arrival::now();
     path::check(r.path)?;
     let m = g
         .routes
@@ -485,7 +486,7 @@ async fn decide(g: &Gate, r: &Req) -> Result<Arc<KeyRecord>, Refusal> {
     }
     let key = g
         .resolver
-        .resolve(&hash)
+        .resolve_at(&hash, at.instant)
         .await
         .map_err(|_| Refusal::AuthUnavailable {
             retry_after: Duration::from_secs(1),
@@ -494,7 +495,7 @@ async fn decide(g: &Gate, r: &Req) -> Result<Arc<KeyRecord>, Refusal> {
     if key.environment != env {
         return Err(Refusal::InvalidApiKey("the API key is not valid"));
     }
-    policy::check_key(&key, &hash, Timestamp::now())?;
+    policy::check_key(&key, &hash, at.time)?;
     policy::authorize(
         &key,
         &Access {
@@ -507,7 +508,7 @@ async fn decide(g: &Gate, r: &Req) -> Result<Arc<KeyRecord>, Refusal> {
     )?;
     let mut quota = None;
     g.rate_limits
-        .acquire(&key, Some(&route), &mut quota)
+        .acquire(&key, Some(&route), &at, &mut quota)
         .await?;
     Ok(key)
 }
@@ -639,7 +640,12 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
             b.to_async(&rt).iter(|| async {
                 let mut quota = None;
                 g.rate_limits
-                    .acquire(black_box(&case.record), Some(&route), &mut quota)
+                    .acquire(
+                        black_box(&case.record),
+                        Some(&route),
+                        &Arrival::now(),
+                        &mut quota,
+                    )
                     .await
                     .map(|()| quota)
             })

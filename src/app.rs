@@ -173,7 +173,6 @@ fn build_data_plane(config: &Config, shared: &Shared, tls: bool) -> anyhow::Resu
             shared.limiter.clone(),
             config.rate_limit.clone(),
             shared.orgs.clone(),
-            Arc::new(SystemClock),
             shared.metrics.clone(),
         ),
         usage: shared.usage.clone(),

@@ -210,7 +210,17 @@ impl KeyResolver {
         self: &Arc<Self>,
         hash: &KeyHash,
     ) -> Result<Option<Arc<KeyRecord>>, Unavailable> {
-        let arrived = Instant::now();
+        self.resolve_at(hash, Instant::now()).await
+    }
+
+    /// [`resolve`](Self::resolve) for a request that arrived at `arrived` (the data
+    /// plane reads the clock once per request): entries are judged as of then, and a
+    /// store check that started after it answers this request.
+    pub async fn resolve_at(
+        self: &Arc<Self>,
+        hash: &KeyHash,
+        arrived: Instant,
+    ) -> Result<Option<Arc<KeyRecord>>, Unavailable> {
         // Read before any check below: what is remembered was checked at it.
         let generation = self.generation.load(Ordering::Acquire);
         if let Some(record) = self.front_hit(hash, generation, arrived) {

@@ -9,7 +9,8 @@
 //! - [`Limiter`]: atomic check-and-count. `local` is the exact in-process one;
 //!   `redis` is shared by the replicas on the Redis store.
 //! - `orgs`: org records, cached for half a second.
-//! - [`RateLimits`]: what the pipeline calls.
+//! - [`RateLimits`]: what the pipeline calls, with the request's [`Arrival`] (the
+//!   clock is read once per request, when it arrives).
 //!
 //! The pipeline calls [`RateLimits::acquire`] last, after every check that can refuse
 //! the request, so refused requests (401, 403, 429) never consume quota, and a request
@@ -75,6 +76,23 @@ pub trait Limiter: Send + Sync + 'static {
 /// `Retry-After` of the 503 when a key's org cannot be read.
 const ORG_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// When a request arrived, read once per request and passed down: the org's freshness
+/// is judged at `instant`, its windows are those of `time`.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival {
+    pub instant: std::time::Instant,
+    pub time: Timestamp,
+}
+
+impl Arrival {
+    pub fn now() -> Self {
+        Arrival {
+            instant: std::time::Instant::now(),
+            time: Timestamp::now(),
+        }
+    }
+}
+
 /// The data plane's view of rate limits: global config, org defaults, the limiter.
 pub struct RateLimits {
     limiter: Arc<dyn Limiter>,
@@ -82,7 +100,6 @@ pub struct RateLimits {
     global: RateLimit,
     /// Shared by every data plane a config reload builds, like the limiter.
     orgs: Arc<OrgCache>,
-    clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
 }
 
@@ -91,14 +108,12 @@ impl RateLimits {
         limiter: Arc<dyn Limiter>,
         global: RateLimit,
         orgs: Arc<OrgCache>,
-        clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
     ) -> Self {
         RateLimits {
             limiter,
             global,
             orgs,
-            clock,
             metrics,
         }
     }
@@ -107,10 +122,11 @@ impl RateLimits {
         &self,
         key: &KeyRecord,
         route: Option<&'r Route>,
+        at: &Arrival,
     ) -> Result<Plan<'r>, Refusal> {
         // Boxed: the cache's lookup future is large and rarely needed.
         let org =
-            match self.orgs.remembered(&key.org) {
+            match self.orgs.remembered(&key.org, at.instant) {
                 Some(org) => org,
                 None => Box::pin(self.orgs.get(&key.org)).await.map_err(|_| {
                     Refusal::AuthUnavailable {
@@ -131,18 +147,19 @@ impl RateLimits {
     /// nothing. `quota` gets the headers to send either way. Call it after every other
     /// check. A key whose org cannot be read (store down, org never read) gets 503.
     /// Without a route (the verify API's scope check) only key, org and global limits
-    /// apply.
+    /// apply. `at`: when the request arrived.
     pub async fn acquire(
         &self,
         key: &KeyRecord,
         route: Option<&Route>,
+        at: &Arrival,
         quota: &mut Option<Quota>,
     ) -> Result<(), Refusal> {
-        let plan = self.plan(key, route).await?;
+        let plan = self.plan(key, route, at).await?;
         if plan.is_unlimited() {
             return Ok(());
         }
-        let now = self.clock.now();
+        let now = at.time;
         let decision = match self.limiter.acquire_at_once(&key.id, &plan, now) {
             Some(d) => d,
             None => self.limiter.acquire(&key.id, &plan, now).await,
@@ -162,12 +179,17 @@ impl RateLimits {
 
     /// Where the key stands on this route, counting nothing; `None` when no limit
     /// applies or the org cannot be read.
-    pub async fn peek(&self, key: &KeyRecord, route: Option<&Route>) -> Option<Quota> {
-        let plan = self.plan(key, route).await.ok()?;
+    pub async fn peek(
+        &self,
+        key: &KeyRecord,
+        route: Option<&Route>,
+        at: &Arrival,
+    ) -> Option<Quota> {
+        let plan = self.plan(key, route, at).await.ok()?;
         if plan.is_unlimited() {
             return None;
         }
-        self.limiter.peek(&key.id, &plan, self.clock.now()).await
+        self.limiter.peek(&key.id, &plan, at.time).await
     }
 }
 
@@ -194,12 +216,13 @@ pub async fn annotate<B>(
     key: Option<&KeyRecord>,
     route: Option<&Route>,
     quota: Option<Quota>,
+    at: &Arrival,
 ) -> Option<Quota> {
     let quota = match (quota, key, route) {
         (Some(q), Some(_), _) => Some(q),
         // Boxed: only a 403 looks, and the look's future is large.
         (None, Some(key), Some(route)) if resp.status() == http::StatusCode::FORBIDDEN => {
-            Box::pin(limits.peek(key, Some(route))).await
+            Box::pin(limits.peek(key, Some(route), at)).await
         }
         _ => None,
     };
@@ -288,16 +311,19 @@ mod tests {
             Arc::new(LocalLimiter::new()),
             per_minute(100),
             Arc::new(OrgCache::new(store.clone(), Duration::from_secs(60))),
-            clock.clone(),
             metrics.clone(),
         );
+        let at = || Arrival {
+            instant: std::time::Instant::now(),
+            time: clock.now(),
+        };
         let (k, r) = (key(None), route(None));
         let mut q = None;
-        limits.acquire(&k, Some(&r), &mut q).await.unwrap();
+        limits.acquire(&k, Some(&r), &at(), &mut q).await.unwrap();
         assert_eq!(q.unwrap().limit, 2);
-        limits.acquire(&k, Some(&r), &mut q).await.unwrap();
+        limits.acquire(&k, Some(&r), &at(), &mut q).await.unwrap();
         assert_eq!(q.unwrap().remaining, 0);
-        let refused = limits.acquire(&k, Some(&r), &mut q).await.unwrap_err();
+        let refused = limits.acquire(&k, Some(&r), &at(), &mut q).await.unwrap_err();
         assert_eq!(refused.code(), "rate_limited");
         assert_eq!(refused.retry_after(), Some(Duration::from_secs(60)));
         assert_eq!(
@@ -309,15 +335,15 @@ mod tests {
         );
         // The key's own value wins over the org's.
         let own = key(Some(per_minute(5)));
-        limits.acquire(&own, Some(&r), &mut q).await.unwrap();
+        limits.acquire(&own, Some(&r), &at(), &mut q).await.unwrap();
         assert_eq!((q.unwrap().limit, q.unwrap().remaining), (5, 2));
 
         // Lifting the org limit: the global one applies once the cached org expires.
         store.update_org(&org(None), 1).await.unwrap();
         tokio::time::sleep(orgs::FRESH_FOR + Duration::from_millis(50)).await;
-        limits.acquire(&k, Some(&r), &mut q).await.unwrap();
+        limits.acquire(&k, Some(&r), &at(), &mut q).await.unwrap();
         assert_eq!((q.unwrap().limit, q.unwrap().remaining), (100, 96));
-        assert_eq!(limits.peek(&k, Some(&r)).await.unwrap().remaining, 96);
+        assert_eq!(limits.peek(&k, Some(&r), &at()).await.unwrap().remaining, 96);
     }
 
     #[tokio::test]
@@ -329,17 +355,16 @@ mod tests {
             Arc::new(LocalLimiter::new()),
             RateLimit::default(),
             Arc::new(OrgCache::new(store, Duration::from_secs(60))),
-            Arc::new(SystemClock),
             Arc::new(Metrics::new()),
         );
         let mut q = None;
         // No org record and no limits anywhere: admitted, no headers.
         limits
-            .acquire(&key(None), Some(&route(None)), &mut q)
+            .acquire(&key(None), Some(&route(None)), &Arrival::now(), &mut q)
             .await
             .unwrap();
         assert_eq!(q, None);
-        assert_eq!(limits.peek(&key(None), Some(&route(None))).await, None);
+        assert_eq!(limits.peek(&key(None), Some(&route(None)), &Arrival::now()).await, None);
     }
 
     #[test]

@@ -70,18 +70,18 @@ impl OrgCache {
         }
     }
 
-    /// The org from this thread's memo, if fresh there: no future, no moka.
-    pub fn remembered(&self, id: &str) -> Option<Arc<Option<Org>>> {
+    /// The org from this thread's memo, if fresh there at `now`: no future, no moka.
+    pub fn remembered(&self, id: &str, now: Instant) -> Option<Arc<Option<Org>>> {
         let front = self.front.get()?.borrow();
         let f = front.get(id)?;
-        f.fresh(Instant::now()).then(|| f.org.clone())
+        f.fresh(now).then(|| f.org.clone())
     }
 
     pub async fn get(&self, id: &str) -> Result<Arc<Option<Org>>, Unavailable> {
-        if let Some(org) = self.remembered(id) {
+        let now = Instant::now();
+        if let Some(org) = self.remembered(id, now) {
             return Ok(org);
         }
-        let now = Instant::now();
         let load = async {
             let at = Instant::now();
             let org = Arc::new(self.store.get_org(id).await?);

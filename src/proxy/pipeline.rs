@@ -98,6 +98,9 @@ pub struct Question<'a> {
 pub struct Trace {
     mode: Mode,
     started: Instant,
+    /// When the request arrived, by the wall clock (read with `started`: the
+    /// decision's expiry checks and rate-limit windows use it).
+    at: jiff::Timestamp,
     method: Method,
     pub request_id: HeaderValue,
     /// Whether the request counts: consumes rate limits and records usage (`false`
@@ -117,11 +120,13 @@ impl Trace {
     /// Starts the trace of one request; `request_id` is the client's, if it sent a
     /// usable one.
     pub fn start(mode: Mode, method: &Method, headers: &HeaderMap) -> Trace {
+        let at = jiff::Timestamp::now();
         Trace {
             mode,
             started: Instant::now(),
+            at,
             method: method.clone(),
-            request_id: request_id(headers),
+            request_id: request_id(headers, at),
             count: true,
             route: None,
             key: None,
@@ -129,6 +134,14 @@ impl Trace {
             upstream_time: None,
             quota: None,
             resource: None,
+        }
+    }
+
+    /// When the request arrived, for the rate limits.
+    pub fn arrival(&self) -> limits::Arrival {
+        limits::Arrival {
+            instant: self.started,
+            time: self.at,
         }
     }
 
@@ -180,7 +193,15 @@ pub async fn finish<B>(
         .insert(X_REQUEST_ID, trace.request_id.clone());
     // [limits] `RateLimit-*` on responses to requests whose key authenticated.
     let (key, route) = (trace.key.as_deref(), trace.route.as_deref());
-    let quota = limits::annotate(&dp.rate_limits, &mut resp, key, route, trace.quota).await;
+    let quota = limits::annotate(
+        &dp.rate_limits,
+        &mut resp,
+        key,
+        route,
+        trace.quota,
+        &trace.arrival(),
+    )
+    .await;
     // [limits] Usage and last_used_at of the key the request named.
     if let (Some(key), Some(route), true) = (key, route, trace.count) {
         let refusal = (outcome != "allowed").then_some(outcome);
@@ -229,7 +250,7 @@ pub async fn finish<B>(
 }
 
 /// The client's `X-Request-Id` if it is one value of safe characters, else a new one.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+pub fn request_id(headers: &HeaderMap, at: jiff::Timestamp) -> HeaderValue {
     let mut all = headers.get_all(&X_REQUEST_ID).iter();
     if let (Some(v), None) = (all.next(), all.next()) {
         let b = v.as_bytes();
@@ -243,9 +264,7 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     }
     // A ULID from the clock and a fast per-thread generator: a request id needs to be
     // unique and sortable, not unguessable (`Ulid::new` draws from a CSPRNG).
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let ms = u64::try_from(at.as_millisecond()).unwrap_or(0);
     let mut buf = [0; ulid::ULID_LEN];
     let id = ulid::Ulid::from_parts(ms, fastrand::u128(..)).array_to_str(&mut buf);
     HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("unknown"))
@@ -393,10 +412,13 @@ pub async fn decide<'d>(
 pub async fn admit(dp: &DataPlane, d: &Decided<'_>, trace: &mut Trace) -> Result<(), Refusal> {
     if trace.count {
         dp.rate_limits
-            .acquire(&d.key, Some(&d.route), &mut trace.quota)
+            .acquire(&d.key, Some(&d.route), &trace.arrival(), &mut trace.quota)
             .await
     } else {
-        trace.quota = dp.rate_limits.peek(&d.key, Some(&d.route)).await;
+        trace.quota = dp
+            .rate_limits
+            .peek(&d.key, Some(&d.route), &trace.arrival())
+            .await;
         Ok(())
     }
 }
@@ -417,9 +439,12 @@ pub async fn decide_scopes(
     let key = authenticate(dp, token, client, orgs, trace).await?;
     policy::authorize_scopes(&key, client, needed, &dp.scopes)?;
     if trace.count {
-        dp.rate_limits.acquire(&key, None, &mut trace.quota).await?;
+        let at = trace.arrival();
+        dp.rate_limits
+            .acquire(&key, None, &at, &mut trace.quota)
+            .await?;
     } else {
-        trace.quota = dp.rate_limits.peek(&key, None).await;
+        trace.quota = dp.rate_limits.peek(&key, None, &trace.arrival()).await;
     }
     Ok(key)
 }
@@ -535,7 +560,7 @@ async fn authenticate(
             .await
             .ok_or(Refusal::TooManyAuthFailures { retry_after })?
     } else {
-        match dp.resolver.resolve(&hash).await {
+        match dp.resolver.resolve_at(&hash, trace.started).await {
             Ok(Some(k)) => k,
             Ok(None) => return Err(fail(Refusal::InvalidApiKey("the API key is not valid"))),
             Err(_) => {
@@ -556,6 +581,6 @@ async fn authenticate(
     if key.deleted_at.is_none() {
         trace.key = Some(key.clone());
     }
-    policy::check_key(&key, &hash, jiff::Timestamp::now()).map_err(fail)?;
+    policy::check_key(&key, &hash, trace.at).map_err(fail)?;
     Ok(key)
 }
