@@ -199,6 +199,20 @@ wait_keygate() {
     die "keygate was not ready within 30 s; its log: $(tail -20 "$logfile")"
 }
 
+# Creates org `bench` and a key with scope `read` through keygate's admin API on
+# 127.0.0.1:$1 with admin token $2 (answers kept in directory $3); prints the key's secret.
+bench_key() {
+    local admin=$1 token=$2 dir=$3
+    api() {
+        curl -s -o "$dir/resp.json" -w '%{http_code}' --max-time 30 -X POST -H "Authorization: Bearer $token" \
+            -H 'Content-Type: application/json' --data "$2" "http://127.0.0.1:$admin$1"
+    }
+    [[ $(api /v1/orgs '{"id":"bench","name":"Bench"}') == 201 ]] || die "POST /v1/orgs failed: $(cat "$dir/resp.json")"
+    [[ $(api /v1/orgs/bench/keys '{"name":"bench","scopes":["read"]}') == 201 ]] || die "POST /v1/orgs/bench/keys failed"
+    jq -r .secret "$dir/resp.json"
+    rm -f "$dir/resp.json"
+}
+
 # The median line (by the first field) of file $1 holding $2 lines.
 median_line() {
     sort -n -k1,1 "$1" | awk -v n="$2" 'NR == int((n + 1) / 2)'

@@ -63,13 +63,7 @@ YAML
     wait_keygate "$kgpid" "$KG_ADMIN_PORT" "$WORK/kg/keygate.log"
     for _ in $(seq 100); do [[ -s $WORK/kg/admin-token ]] && break; sleep 0.1; done
     token=$(tr -d '[:space:]' <"$WORK/kg/admin-token")
-    api() {
-        curl -s -o "$WORK/kg/resp.json" -w '%{http_code}' --max-time 30 -X POST -H "Authorization: Bearer $token" \
-            -H 'Content-Type: application/json' --data "$2" "http://127.0.0.1:$KG_ADMIN_PORT$1"
-    }
-    [[ $(api /v1/orgs '{"id":"bench","name":"Bench"}') == 201 ]] || die "POST /v1/orgs failed: $(cat "$WORK/kg/resp.json")"
-    [[ $(api /v1/orgs/bench/keys '{"name":"bench","scopes":["read"]}') == 201 ]] || die "POST /v1/orgs/bench/keys failed"
-    secret=$(jq -r .secret "$WORK/kg/resp.json")
+    secret=$(bench_key "$KG_ADMIN_PORT" "$token" "$WORK/kg")
     # One request first, so that what the first request sets up once is not counted
     # against the connections.
     curl -sk -o /dev/null -H "Authorization: Bearer $secret" "$scheme://127.0.0.1:$KG_PORT/feeds"

@@ -58,13 +58,7 @@ YAML
     wait_keygate "$pid" "$KG_ADMIN_PORT" "$WORK/kg/keygate.log"
     for _ in $(seq 100); do [[ -s $WORK/kg/admin-token ]] && break; sleep 0.1; done
     token=$(tr -d '[:space:]' <"$WORK/kg/admin-token")
-    api() {
-        curl -s -o "$WORK/kg/resp.json" -w '%{http_code}' --max-time 30 -X POST -H "Authorization: Bearer $token" \
-            -H 'Content-Type: application/json' --data "$2" "http://127.0.0.1:$KG_ADMIN_PORT$1"
-    }
-    [[ $(api /v1/orgs '{"id":"bench","name":"Bench"}') == 201 ]] || die "POST /v1/orgs failed: $(cat "$WORK/kg/resp.json")"
-    [[ $(api /v1/orgs/bench/keys '{"name":"bench","scopes":["read"]}') == 201 ]] || die "POST /v1/orgs/bench/keys failed"
-    secret=$(jq -r .secret "$WORK/kg/resp.json")
+    secret=$(bench_key "$KG_ADMIN_PORT" "$token" "$WORK/kg")
     load() { oha --no-tui -n "$1" -c 16 -H "Authorization: Bearer $secret" "http://127.0.0.1:$KG_PORT/feeds"; }
     load "$WARMUP" >/dev/null
     callgrind_control -z "$pid" >/dev/null 2>&1

@@ -83,7 +83,10 @@ impl Authz {
                     let mut resp = respond::refusal(&Refusal::NoRoute);
                     let h = resp.headers_mut();
                     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    h.insert("x-request-id", pipeline::request_id(req.headers(), jiff::Timestamp::now()));
+                    h.insert(
+                        "x-request-id",
+                        pipeline::request_id(req.headers(), jiff::Timestamp::now()),
+                    );
                     return Ok(resp);
                 }
                 Ok(forward_auth::handle(&authz, peer, req)

@@ -323,7 +323,10 @@ mod tests {
         assert_eq!(q.unwrap().limit, 2);
         limits.acquire(&k, Some(&r), &at(), &mut q).await.unwrap();
         assert_eq!(q.unwrap().remaining, 0);
-        let refused = limits.acquire(&k, Some(&r), &at(), &mut q).await.unwrap_err();
+        let refused = limits
+            .acquire(&k, Some(&r), &at(), &mut q)
+            .await
+            .unwrap_err();
         assert_eq!(refused.code(), "rate_limited");
         assert_eq!(refused.retry_after(), Some(Duration::from_secs(60)));
         assert_eq!(
@@ -343,7 +346,10 @@ mod tests {
         tokio::time::sleep(orgs::FRESH_FOR + Duration::from_millis(50)).await;
         limits.acquire(&k, Some(&r), &at(), &mut q).await.unwrap();
         assert_eq!((q.unwrap().limit, q.unwrap().remaining), (100, 96));
-        assert_eq!(limits.peek(&k, Some(&r), &at()).await.unwrap().remaining, 96);
+        assert_eq!(
+            limits.peek(&k, Some(&r), &at()).await.unwrap().remaining,
+            96
+        );
     }
 
     #[tokio::test]
@@ -364,7 +370,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(q, None);
-        assert_eq!(limits.peek(&key(None), Some(&route(None)), &Arrival::now()).await, None);
+        assert_eq!(
+            limits
+                .peek(&key(None), Some(&route(None)), &Arrival::now())
+                .await,
+            None
+        );
     }
 
     #[test]

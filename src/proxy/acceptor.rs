@@ -171,17 +171,19 @@ const SNIFF_RETRY: Duration = Duration::from_millis(5);
 /// A cleartext connection's version, from its first bytes looked at in the socket and
 /// left there: hyper then reads the request whole from the socket. (hyper-util's
 /// `auto` builder reads them first and hands them back separately, which made hyper
-/// see a partial head and double its read buffer for every connection.) `Ok(None)`:
-/// closed before a byte came.
-async fn sniff(tcp: &TcpStream) -> io::Result<Option<Http>> {
+/// see a partial head and double its read buffer for every connection.)
+async fn sniff(tcp: &TcpStream) -> io::Result<Http> {
     let mut first = [0u8; H2_PREFACE.len()];
     loop {
         let n = tcp.peek(&mut first).await?;
         if n == 0 {
-            return Ok(None);
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed by the client",
+            ));
         }
         if let Some(http) = sniffed(&first[..n]) {
-            return Ok(Some(http));
+            return Ok(http);
         }
         // Rare (an h2 preface split across packets): `peek` answers at once while
         // the bytes wait, so look again shortly. The caller bounds the whole wait.
@@ -350,21 +352,17 @@ impl Connection {
     {
         let limits = &self.limits;
         // The PROXY header is part of the first request's head time.
-        let client = match tokio::time::timeout(
-            limits.header_read_timeout,
-            read_proxy_header(&mut tcp, self.proxy_protocol, peer),
-        )
-        .await
-        {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => {
-                tracing::debug!(listener = self.name, %peer, error = %e, "PROXY header refused");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(listener = self.name, %peer, "PROXY header timed out");
-                return;
-            }
+        let proxy_header = read_proxy_header(&mut tcp, self.proxy_protocol, peer);
+        let Some(client) = self
+            .bounded(
+                peer,
+                "PROXY header",
+                limits.header_read_timeout,
+                proxy_header,
+            )
+            .await
+        else {
+            return;
         };
         let svc = service(client);
         match &self.tls {
@@ -374,18 +372,16 @@ impl Connection {
             // each future it passes through).
             Some(acceptor) => {
                 let handshake = Box::pin(async { acceptor.accept(tcp).await.map(Box::new) });
-                let stream = match tokio::time::timeout(limits.tls_handshake_timeout, handshake)
+                let Some(stream) = self
+                    .bounded(
+                        peer,
+                        "TLS handshake",
+                        limits.tls_handshake_timeout,
+                        handshake,
+                    )
                     .await
-                {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
-                        tracing::debug!(listener = self.name, %peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(listener = self.name, %peer, "TLS handshake timed out");
-                        return;
-                    }
+                else {
+                    return;
                 };
                 let http = negotiated(stream.get_ref().1.alpn_protocol());
                 self.serve_http(stream, svc, http, Duration::ZERO).await
@@ -395,22 +391,38 @@ impl Connection {
                 // time: the watchdog is told how long it took.
                 let began = tokio::time::Instant::now();
                 let mut stop = self.stop.clone();
+                let first =
+                    self.bounded(peer, "first bytes", limits.header_read_timeout, sniff(&tcp));
                 let http = tokio::select! {
-                    r = tokio::time::timeout(limits.header_read_timeout, sniff(&tcp)) => match r {
-                        Ok(Ok(Some(http))) => http,
-                        Ok(Ok(None)) => return,
-                        Ok(Err(e)) => {
-                            tracing::debug!(listener = self.name, %peer, error = %e, "reading the first bytes failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(listener = self.name, %peer, "no request within header_read_timeout");
-                            return;
-                        }
+                    http = first => match http {
+                        Some(http) => http,
+                        None => return,
                     },
                     _ = stop.changed() => return,
                 };
                 self.serve_http(tcp, svc, http, began.elapsed()).await
+            }
+        }
+    }
+
+    /// One step before hyper takes over, bounded by `limit`: its value, or `None` when
+    /// it failed or timed out (logged: why the connection closed).
+    async fn bounded<T, E: std::fmt::Display>(
+        &self,
+        peer: SocketAddr,
+        step: &'static str,
+        limit: Duration,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(limit, work).await {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(e)) => {
+                tracing::debug!(listener = self.name, %peer, step, error = %e, "connection closed before its first request");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(listener = self.name, %peer, step, "connection closed before its first request: timed out");
+                None
             }
         }
     }
