@@ -199,16 +199,28 @@ mod tests {
             .expect("the deadline never fired")
     }
 
+    /// Runs a call that never finishes under a deadline of `limit`; checks it ended
+    /// as `Elapsed` and returns how long that took.
+    async fn times_out(limit: Duration) -> Duration {
+        let started = Instant::now();
+        let r = bounded(within(limit, std::future::pending::<()>())).await;
+        assert_eq!(r, Err(Elapsed));
+        started.elapsed()
+    }
+
+    /// A call that never finishes, under a deadline of `limit`, polled once (so its
+    /// deadline is registered) and kept.
+    async fn registered(limit: Duration) -> Pin<Box<impl Future<Output = Result<(), Elapsed>>>> {
+        let mut call = Box::pin(within(limit, std::future::pending::<()>()));
+        let pending =
+            std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx).is_pending())).await;
+        assert!(pending);
+        call
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_call_past_its_deadline_ends_within_a_tick() {
-        let started = Instant::now();
-        let r = bounded(within(
-            Duration::from_millis(100),
-            std::future::pending::<()>(),
-        ))
-        .await;
-        assert_eq!(r, Err(Elapsed));
-        let took = started.elapsed();
+        let took = times_out(Duration::from_millis(100)).await;
         assert!(
             took >= Duration::from_millis(100) && took <= Duration::from_millis(100) + TICK,
             "{took:?}"
@@ -248,10 +260,7 @@ mod tests {
             assert!(took >= due && took <= due + TICK, "call {i}: {took:?}");
         }
         // A dropped call leaves nothing behind.
-        let mut dropped = Box::pin(within(Duration::from_secs(1), std::future::pending::<()>()));
-        let pending =
-            std::future::poll_fn(|cx| Poll::Ready(dropped.as_mut().poll(cx).is_pending())).await;
-        assert!(pending);
+        let dropped = registered(Duration::from_secs(1)).await;
         assert_eq!(list().pending().0, 1);
         drop(dropped);
         assert_eq!(list().pending().0, 0);
@@ -259,19 +268,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_earlier_deadline_registered_later_is_not_skipped() {
-        let mut far = Box::pin(within(Duration::from_secs(1), std::future::pending::<()>()));
-        let pending = std::future::poll_fn(|cx| Poll::Ready(far.as_mut().poll(cx).is_pending()));
-        assert!(pending.await);
+        let far = registered(Duration::from_secs(1)).await;
         // Let a few ticks pass with only the far deadline pending.
         tokio::time::sleep(TICK * 3).await;
-        let started = Instant::now();
-        let near = bounded(within(
-            Duration::from_millis(100),
-            std::future::pending::<()>(),
-        ))
-        .await;
-        assert_eq!(near, Err(Elapsed));
-        let took = started.elapsed();
+        let took = times_out(Duration::from_millis(100)).await;
         assert!(took <= Duration::from_millis(100) + TICK, "{took:?}");
         drop(far);
     }

@@ -16,7 +16,7 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::header::{CONTENT_LENGTH, HOST, HeaderValue};
 use http::{HeaderMap, Method, Request, Response};
@@ -97,10 +97,9 @@ pub struct Question<'a> {
 /// What the request turned out to be, for usage, metrics and the access log.
 pub struct Trace {
     mode: Mode,
-    started: Instant,
-    /// When the request arrived, by the wall clock (read with `started`: the
-    /// decision's expiry checks and rate-limit windows use it).
-    at: jiff::Timestamp,
+    /// When the request arrived: the clock read once, for the duration, the key's
+    /// freshness and expiry, the org memo and the rate-limit windows.
+    arrived: limits::Arrival,
     method: Method,
     pub request_id: HeaderValue,
     /// Whether the request counts: consumes rate limits and records usage (`false`
@@ -120,13 +119,12 @@ impl Trace {
     /// Starts the trace of one request; `request_id` is the client's, if it sent a
     /// usable one.
     pub fn start(mode: Mode, method: &Method, headers: &HeaderMap) -> Trace {
-        let at = jiff::Timestamp::now();
+        let arrived = limits::Arrival::now();
         Trace {
             mode,
-            started: Instant::now(),
-            at,
+            arrived,
             method: method.clone(),
-            request_id: request_id(headers, at),
+            request_id: request_id(headers, arrived.time),
             count: true,
             route: None,
             key: None,
@@ -134,14 +132,6 @@ impl Trace {
             upstream_time: None,
             quota: None,
             resource: None,
-        }
-    }
-
-    /// When the request arrived, for the rate limits.
-    pub fn arrival(&self) -> limits::Arrival {
-        limits::Arrival {
-            instant: self.started,
-            time: self.at,
         }
     }
 
@@ -199,7 +189,7 @@ pub async fn finish<B>(
         key,
         route,
         trace.quota,
-        &trace.arrival(),
+        &trace.arrived,
     )
     .await;
     // [limits] Usage and last_used_at of the key the request named.
@@ -228,7 +218,7 @@ pub async fn finish<B>(
             .with_label_values(&[trace.mode.as_str(), outcome])
             .inc();
     }
-    let elapsed = trace.started.elapsed();
+    let elapsed = trace.arrived.instant.elapsed();
     dp.metrics
         .request_duration
         .with_label_values(&[route])
@@ -412,12 +402,12 @@ pub async fn decide<'d>(
 pub async fn admit(dp: &DataPlane, d: &Decided<'_>, trace: &mut Trace) -> Result<(), Refusal> {
     if trace.count {
         dp.rate_limits
-            .acquire(&d.key, Some(&d.route), &trace.arrival(), &mut trace.quota)
+            .acquire(&d.key, Some(&d.route), &trace.arrived, &mut trace.quota)
             .await
     } else {
         trace.quota = dp
             .rate_limits
-            .peek(&d.key, Some(&d.route), &trace.arrival())
+            .peek(&d.key, Some(&d.route), &trace.arrived)
             .await;
         Ok(())
     }
@@ -439,12 +429,11 @@ pub async fn decide_scopes(
     let key = authenticate(dp, token, client, orgs, trace).await?;
     policy::authorize_scopes(&key, client, needed, &dp.scopes)?;
     if trace.count {
-        let at = trace.arrival();
         dp.rate_limits
-            .acquire(&key, None, &at, &mut trace.quota)
+            .acquire(&key, None, &trace.arrived, &mut trace.quota)
             .await?;
     } else {
-        trace.quota = dp.rate_limits.peek(&key, None, &trace.arrival()).await;
+        trace.quota = dp.rate_limits.peek(&key, None, &trace.arrived).await;
     }
     Ok(key)
 }
@@ -560,7 +549,7 @@ async fn authenticate(
             .await
             .ok_or(Refusal::TooManyAuthFailures { retry_after })?
     } else {
-        match dp.resolver.resolve_at(&hash, trace.started).await {
+        match dp.resolver.resolve_at(&hash, trace.arrived.instant).await {
             Ok(Some(k)) => k,
             Ok(None) => return Err(fail(Refusal::InvalidApiKey("the API key is not valid"))),
             Err(_) => {
@@ -581,6 +570,6 @@ async fn authenticate(
     if key.deleted_at.is_none() {
         trace.key = Some(key.clone());
     }
-    policy::check_key(&key, &hash, trace.at).map_err(fail)?;
+    policy::check_key(&key, &hash, trace.arrived.time).map_err(fail)?;
     Ok(key)
 }
