@@ -45,7 +45,8 @@ use jiff::Timestamp;
 use keygate::auth::{AuthFailureLimiter, KeyResolver, credential};
 use keygate::config::{CacheConfig, RouteConfig};
 use keygate::key::{
-    AuditEvent, Environment, KeyFormat, KeyHash, KeyPolicy, KeyRecord, Org, Principal, RateLimit,
+    AuditEvent, Environment, KeyFormat, KeyHash, KeyPolicy, KeyRecord, KeyView, Org, Principal,
+    RateLimit,
 };
 use keygate::limits::{Arrival, LocalLimiter, OrgCache, RateLimits, SystemClock};
 use keygate::metrics::Metrics;
@@ -193,6 +194,21 @@ struct Case {
     token: String,
     hash: KeyHash,
     record: KeyRecord,
+    /// The record as the resolver keeps it when `hash` is presented.
+    view: KeyView,
+}
+
+impl Case {
+    fn new(req: Req, token: String, hash: KeyHash, record: KeyRecord) -> Case {
+        let view = record.clone().into_view(&hash);
+        Case {
+            req,
+            token,
+            hash,
+            record,
+            view,
+        }
+    }
 }
 
 fn route(
@@ -340,8 +356,8 @@ fn headers(token: &str, host: &str, xff: Option<&str>) -> HeaderMap {
 fn plain_case(format: &KeyFormat) -> Case {
     let secret = format.generate(Environment::Live);
     let record = record(secret.hash);
-    Case {
-        req: Req {
+    Case::new(
+        Req {
             method: Method::GET,
             host: "127.0.0.1:8080",
             path: "/v1/feeds",
@@ -349,10 +365,10 @@ fn plain_case(format: &KeyFormat) -> Case {
             headers: headers(&secret.token, "127.0.0.1:8080", None),
             peer: "127.0.0.1".parse().expect("ip"),
         },
-        token: secret.token,
-        hash: secret.hash,
+        secret.token,
+        secret.hash,
         record,
-    }
+    )
 }
 
 /// A write key limited by IP, endpoint and resource, reached through a trusted load
@@ -373,8 +389,8 @@ fn restricted_case(format: &KeyFormat) -> Case {
         "192.0.2.0/24".parse().expect("net"),
         "203.0.113.0/24".parse().expect("net"),
     ]);
-    Case {
-        req: Req {
+    Case::new(
+        Req {
             method: Method::POST,
             host: "api.example.com",
             path: "/v1/feeds/feed-42/refresh",
@@ -386,10 +402,10 @@ fn restricted_case(format: &KeyFormat) -> Case {
             ),
             peer: "10.0.0.1".parse().expect("ip"),
         },
-        token: secret.token,
-        hash: secret.hash,
+        secret.token,
+        secret.hash,
         record,
-    }
+    )
 }
 
 fn gate(rt: &tokio::runtime::Runtime, cases: &[&Case], format: &KeyFormat) -> Gate {
@@ -452,7 +468,7 @@ fn gate(rt: &tokio::runtime::Runtime, cases: &[&Case], format: &KeyFormat) -> Ga
 /// The decision, step for step as `proxy::pipeline::run` takes it up to forwarding.
 /// (The pipeline's private size-limit and Host checks are left out; they are a few
 /// comparisons.)
-async fn decide(g: &Gate, r: &Req) -> Result<Arc<KeyRecord>, Refusal> {
+async fn decide(g: &Gate, r: &Req) -> Result<Arc<KeyView>, Refusal> {
     // The clock, read once per request (`Trace::start`), as the pipeline does.
     let at = Arrival::now();
     path::check(r.path)?;
@@ -495,7 +511,7 @@ async fn decide(g: &Gate, r: &Req) -> Result<Arc<KeyRecord>, Refusal> {
     if key.environment != env {
         return Err(Refusal::InvalidApiKey("the API key is not valid"));
     }
-    policy::check_key(&key, &hash, at.time)?;
+    policy::check_key(&key, at.time)?;
     policy::authorize(
         &key,
         &Access {
@@ -600,13 +616,7 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
     });
     group.bench_function("timestamp_now", |b| b.iter(Timestamp::now));
     group.bench_function("check_key", |b| {
-        b.iter(|| {
-            policy::check_key(
-                black_box(&plain.record),
-                black_box(&plain.hash),
-                Timestamp::now(),
-            )
-        })
+        b.iter(|| policy::check_key(black_box(&plain.view), Timestamp::now()))
     });
     for (name, case) in [("plain", &plain), ("restricted", &restricted)] {
         let m = g
@@ -626,7 +636,7 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
             upstream_has_test: false,
         };
         group.bench_function(format!("authorize/{name}"), |b| {
-            b.iter(|| policy::authorize(black_box(&case.record), black_box(&access), &g.scopes))
+            b.iter(|| policy::authorize(black_box(&case.view), black_box(&access), &g.scopes))
         });
     }
     for (name, case) in [("unlimited", &plain), ("minute_and_day", &restricted)] {
@@ -641,7 +651,7 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
                 let mut quota = None;
                 g.rate_limits
                     .acquire(
-                        black_box(&case.record),
+                        black_box(&case.view),
                         Some(&route),
                         &Arrival::now(),
                         &mut quota,
@@ -655,8 +665,8 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
 
     // Work with no keygate code in it: the yardsticks for the ratios.
     let mut group = c.benchmark_group("baseline");
-    let mut map: HashMap<KeyHash, Arc<KeyRecord>> = HashMap::new();
-    map.insert(plain.hash, Arc::new(plain.record.clone()));
+    let mut map: HashMap<KeyHash, Arc<KeyView>> = HashMap::new();
+    map.insert(plain.hash, Arc::new(plain.view.clone()));
     group.bench_function("hashmap_get", |b| {
         b.iter(|| map.get(black_box(&plain.hash)).cloned())
     });

@@ -328,20 +328,161 @@ pub struct KeyRecord {
 impl KeyRecord {
     /// Status from the record alone (with `creator_suspended` as the lookup derived it).
     pub fn status_at(&self, now: Timestamp) -> KeyStatus {
-        if self.revoked_at.is_some() {
-            KeyStatus::Revoked
-        } else if self.expires_at.is_some_and(|e| e <= now) {
-            KeyStatus::Expired
-        } else if self.creator_suspended {
-            KeyStatus::Suspended
-        } else {
-            KeyStatus::Active
-        }
+        status(
+            self.revoked_at.is_some(),
+            self.expires_at,
+            self.creator_suspended,
+            now,
+        )
     }
 
     /// Every hash under which this record may be found: current, and previous while in grace.
     pub fn hashes(&self) -> impl Iterator<Item = KeyHash> + '_ {
         std::iter::once(self.secret_hash).chain(self.previous_secret.as_ref().map(|p| p.hash))
+    }
+
+    /// What the data plane keeps of this record when it was found by `presented`.
+    pub fn into_view(self, presented: &KeyHash) -> KeyView {
+        let secret = if *presented == self.secret_hash {
+            Presented::Current
+        } else {
+            match self.previous_secret {
+                Some(p) if p.hash == *presented => Presented::Previous {
+                    refused_from: p.expires_at,
+                },
+                _ => Presented::Unknown,
+            }
+        };
+        let restricted = self.resources.is_some()
+            || self.endpoints.is_some()
+            || self.ip_allow.is_some()
+            || self.rate_limit.is_some();
+        let restrictions = restricted.then(|| {
+            Box::new(Restrictions {
+                resources: self.resources.map(Vec::into_boxed_slice),
+                endpoints: self.endpoints.map(Vec::into_boxed_slice),
+                ip_allow: self.ip_allow.map(Vec::into_boxed_slice),
+                rate_limit: self.rate_limit,
+            })
+        });
+        KeyView {
+            id: self.id.into_boxed_str(),
+            org: self.org.into_boxed_str(),
+            name: self.name.into_boxed_str(),
+            created_by: self.created_by.into_boxed_str(),
+            scopes: self.scopes.into_boxed_slice(),
+            expires_at: self.expires_at,
+            version: self.version,
+            restrictions,
+            secret,
+            environment: self.environment,
+            revoked: self.revoked_at.is_some(),
+            deleted: self.deleted_at.is_some(),
+            creator_suspended: self.creator_suspended,
+        }
+    }
+}
+
+/// A key's status from its parts, the one rule for [`KeyRecord`] and [`KeyView`].
+fn status(
+    revoked: bool,
+    expires_at: Option<Timestamp>,
+    suspended: bool,
+    now: Timestamp,
+) -> KeyStatus {
+    if revoked {
+        KeyStatus::Revoked
+    } else if expires_at.is_some_and(|e| e <= now) {
+        KeyStatus::Expired
+    } else if suspended {
+        KeyStatus::Suspended
+    } else {
+        KeyStatus::Active
+    }
+}
+
+/// What the data plane keeps of a stored key, as found by one presented secret: the
+/// fields its checks, identity headers, limits, logs and the verify API read, and
+/// nothing else (no description, prefix, hashes or timestamps of its own), so that a
+/// cache of a million keys stays small. Made by [`KeyRecord::into_view`]; never
+/// changed in place (a changed key is a new view).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyView {
+    pub id: Box<str>,
+    pub org: Box<str>,
+    pub name: Box<str>,
+    /// Principal id of the creator, for invalidations by principal.
+    pub created_by: Box<str>,
+    pub scopes: Box<[String]>,
+    pub expires_at: Option<Timestamp>,
+    /// The record version it was made from.
+    pub version: u64,
+    /// Resource, endpoint, IP and rate-limit restrictions; `None` when it has none, as
+    /// most keys do.
+    restrictions: Option<Box<Restrictions>>,
+    /// Which of the key's secrets was presented.
+    secret: Presented,
+    pub environment: Environment,
+    revoked: bool,
+    deleted: bool,
+    creator_suspended: bool,
+}
+
+/// The restrictions of a [`KeyView`]; each `None` = unrestricted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Restrictions {
+    resources: Option<Box<[String]>>,
+    endpoints: Option<Box<[String]>>,
+    ip_allow: Option<Box<[IpNet]>>,
+    rate_limit: Option<RateLimit>,
+}
+
+/// Which secret of a key the presented hash is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Presented {
+    Current,
+    /// The previous secret, refused from this instant on.
+    Previous {
+        refused_from: Timestamp,
+    },
+    /// Neither (a store that returned a record for another hash): never accepted.
+    Unknown,
+}
+
+impl KeyView {
+    pub fn status_at(&self, now: Timestamp) -> KeyStatus {
+        status(self.revoked, self.expires_at, self.creator_suspended, now)
+    }
+
+    /// Deleted keys stay readable as tombstones but never authenticate.
+    pub fn deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// Whether the presented secret may still be used: the current one, or the
+    /// previous one before its grace ends.
+    pub fn secret_accepted(&self, now: Timestamp) -> bool {
+        match self.secret {
+            Presented::Current => true,
+            Presented::Previous { refused_from } => now < refused_from,
+            Presented::Unknown => false,
+        }
+    }
+
+    pub fn resources(&self) -> Option<&[String]> {
+        self.restrictions.as_ref()?.resources.as_deref()
+    }
+
+    pub fn endpoints(&self) -> Option<&[String]> {
+        self.restrictions.as_ref()?.endpoints.as_deref()
+    }
+
+    pub fn ip_allow(&self) -> Option<&[IpNet]> {
+        self.restrictions.as_ref()?.ip_allow.as_deref()
+    }
+
+    pub fn rate_limit(&self) -> Option<&RateLimit> {
+        self.restrictions.as_ref()?.rate_limit.as_ref()
     }
 }
 

@@ -52,7 +52,7 @@ use thread_local::ThreadLocal;
 use tokio::sync::Semaphore;
 
 use crate::config::CacheConfig;
-use crate::key::{KeyHash, KeyRecord};
+use crate::key::{KeyHash, KeyRecord, KeyView};
 use crate::memo::Memo;
 use crate::metrics::Metrics;
 use crate::store::{BusEvent, Invalidation, InvalidationBus, KeyStore, StoreError};
@@ -79,7 +79,7 @@ const FRONT_MAX: usize = 4096;
 /// `generation` (an invalidation of anything makes the whole memo stale).
 struct Front {
     generation: u64,
-    entries: Memo<KeyHash, Arc<Cached>>,
+    entries: Memo<KeyHash, Cached>,
 }
 
 impl Front {
@@ -92,7 +92,7 @@ impl Front {
 
     /// The memo as of `generation`: emptied if an invalidation happened since it was
     /// filled.
-    fn at(&mut self, generation: u64) -> &mut Memo<KeyHash, Arc<Cached>> {
+    fn at(&mut self, generation: u64) -> &mut Memo<KeyHash, Cached> {
         if self.generation != generation {
             self.entries.clear();
             self.generation = generation;
@@ -101,10 +101,11 @@ impl Front {
     }
 }
 
-/// A positive cache entry.
-#[derive(Debug)]
+/// A positive cache entry: stored in moka as it is (cloning it clones one `Arc`).
+#[derive(Debug, Clone)]
 struct Cached {
-    record: Arc<KeyRecord>,
+    /// What the data plane keeps of the record (not the record: see [`KeyView`]).
+    key: Arc<KeyView>,
     /// When the store lookup that confirmed this record started.
     checked: Instant,
     /// Invalidation generation when the lookup that produced it started.
@@ -123,7 +124,7 @@ pub struct KeyResolver {
     /// checked again before use: set when the bus (re)connects.
     recheck_before: AtomicU64,
     base: Instant,
-    positive: moka::future::Cache<KeyHash, Arc<Cached>, crate::FastHash>,
+    positive: moka::future::Cache<KeyHash, Cached, crate::FastHash>,
     /// Per thread, what `positive` served since the last invalidation.
     front: ThreadLocal<RefCell<Front>>,
     /// `keygate_auth_cache_total{result="hit"}`, resolved once.
@@ -209,7 +210,7 @@ impl KeyResolver {
     pub async fn resolve(
         self: &Arc<Self>,
         hash: &KeyHash,
-    ) -> Result<Option<Arc<KeyRecord>>, Unavailable> {
+    ) -> Result<Option<Arc<KeyView>>, Unavailable> {
         self.resolve_at(hash, Instant::now()).await
     }
 
@@ -220,7 +221,7 @@ impl KeyResolver {
         self: &Arc<Self>,
         hash: &KeyHash,
         arrived: Instant,
-    ) -> Result<Option<Arc<KeyRecord>>, Unavailable> {
+    ) -> Result<Option<Arc<KeyView>>, Unavailable> {
         // Read before any check below: what is remembered was checked at it.
         let generation = self.generation.load(Ordering::Acquire);
         if let Some(record) = self.front_hit(hash, generation, arrived) {
@@ -237,7 +238,7 @@ impl KeyResolver {
         hash: &KeyHash,
         arrived: Instant,
         generation: u64,
-    ) -> Result<Option<Arc<KeyRecord>>, Unavailable> {
+    ) -> Result<Option<Arc<KeyView>>, Unavailable> {
         if let Some(c) = self.positive.get(hash).await
             && self.is_current(hash, &c)
         {
@@ -246,12 +247,12 @@ impl KeyResolver {
                 if age < self.ttl {
                     self.hits.inc();
                     self.remember(hash, &c, generation);
-                    return Ok(Some(c.record.clone()));
+                    return Ok(Some(c.key.clone()));
                 }
                 if age < self.max_staleness {
                     self.count("hit");
                     self.spawn_recheck(*hash);
-                    return Ok(Some(c.record.clone()));
+                    return Ok(Some(c.key.clone()));
                 }
             }
             self.count("miss");
@@ -259,7 +260,7 @@ impl KeyResolver {
                 Ok(r) => Ok(r),
                 Err(Unavailable) if age < self.stale_if_error => {
                     self.count("stale");
-                    Ok(Some(c.record.clone()))
+                    Ok(Some(c.key.clone()))
                 }
                 Err(e) => Err(e),
             };
@@ -274,15 +275,15 @@ impl KeyResolver {
 
     /// The record of this thread's memo for `hash`, if the memo is of the current
     /// `generation` and the entry is trusted and younger than `ttl`.
-    fn front_hit(&self, hash: &KeyHash, generation: u64, now: Instant) -> Option<Arc<KeyRecord>> {
+    fn front_hit(&self, hash: &KeyHash, generation: u64, now: Instant) -> Option<Arc<KeyView>> {
         let mut front = self.front.get()?.borrow_mut();
         let c = front.at(generation).get(hash)?;
         (self.trusted(c) && now.saturating_duration_since(c.checked) < self.ttl)
-            .then(|| c.record.clone())
+            .then(|| c.key.clone())
     }
 
     /// Remembers in this thread's memo an entry found current at `generation`.
-    fn remember(&self, hash: &KeyHash, c: &Arc<Cached>, generation: u64) {
+    fn remember(&self, hash: &KeyHash, c: &Cached, generation: u64) {
         let mut front = self
             .front
             .get_or(|| RefCell::new(Front::new()))
@@ -292,10 +293,10 @@ impl KeyResolver {
 
     /// The cached key for `hash`, without any store lookup (used when the client
     /// address is over its failed-authentication budget: known-good keys still work).
-    pub async fn cached(&self, hash: &KeyHash) -> Option<Arc<KeyRecord>> {
+    pub async fn cached(&self, hash: &KeyHash) -> Option<Arc<KeyView>> {
         let c = self.positive.get(hash).await?;
         (self.is_current(hash, &c) && self.trusted(&c) && c.checked.elapsed() < self.max_staleness)
-            .then(|| c.record.clone())
+            .then(|| c.key.clone())
     }
 
     /// Drops every cached entry of this key (all its hashes) after an admin change, here
@@ -414,11 +415,8 @@ impl KeyResolver {
         }
         let before = |g: Option<u64>| g.is_none_or(|g| g <= c.generation);
         before(self.invalidated.get(hash))
-            && before(
-                self.invalidated_principals
-                    .get(c.record.created_by.as_str()),
-            )
-            && before(self.invalidated_orgs.get(c.record.org.as_str()))
+            && before(self.invalidated_principals.get(&*c.key.created_by))
+            && before(self.invalidated_orgs.get(&*c.key.org))
     }
 
     fn count(&self, result: &str) {
@@ -439,7 +437,7 @@ impl KeyResolver {
         self: &Arc<Self>,
         hash: KeyHash,
         arrived: Instant,
-    ) -> Result<Option<Arc<KeyRecord>>, Unavailable> {
+    ) -> Result<Option<Arc<KeyView>>, Unavailable> {
         use moka::ops::compute::CompResult;
         // A lookup that raced an invalidation of this hash produced an entry that may
         // predate the change: look again rather than serve it (or call the key unknown).
@@ -465,12 +463,12 @@ impl KeyResolver {
                         Some(record) => {
                             let provisional =
                                 this.awaited.get(&hash).is_some_and(|v| record.version < v);
-                            Ok(Op::Put(Arc::new(Cached {
-                                record: Arc::new(record),
+                            Ok(Op::Put(Cached {
+                                key: Arc::new(record.into_view(&hash)),
                                 checked,
                                 generation,
                                 provisional,
-                            })))
+                            }))
                         }
                         None => {
                             this.negative.insert(hash, ());
@@ -485,7 +483,7 @@ impl KeyResolver {
                 | CompResult::Unchanged(e) => {
                     let c = e.into_value();
                     if self.is_current(&hash, &c) {
-                        return Ok(Some(c.record.clone()));
+                        return Ok(Some(c.key.clone()));
                     }
                 }
                 CompResult::Removed(_) | CompResult::StillNone(_) => return Ok(None),
@@ -516,7 +514,7 @@ mod tests {
     use jiff::Timestamp;
 
     use super::*;
-    use crate::key::{Environment, KeyPolicy, Org, OrgScope, Principal, Role};
+    use crate::key::{Environment, KeyPolicy, KeyStatus, Org, OrgScope, Principal, Role};
     use crate::store::{EmbeddedStore, LocalBus};
 
     fn cache() -> CacheConfig {
@@ -623,12 +621,12 @@ mod tests {
             creator,
             org,
         };
-        assert!(!f.resolve().await.creator_suspended);
+        assert!(f.resolve().await.status_at(Timestamp::now()) != KeyStatus::Suspended);
         f
     }
 
     impl Fixture {
-        async fn resolve(&self) -> Arc<KeyRecord> {
+        async fn resolve(&self) -> Arc<KeyView> {
             self.resolver
                 .resolve(&self.key.secret_hash)
                 .await
@@ -664,20 +662,26 @@ mod tests {
         f.revoke_silently().await;
         let hits = f.count("hit");
         for _ in 0..3 {
-            assert!(f.resolve().await.revoked_at.is_none(), "served from cache");
+            assert!(
+                f.resolve().await.status_at(Timestamp::now()) != KeyStatus::Revoked,
+                "served from cache"
+            );
         }
         assert_eq!(f.count("hit"), hits + 3, "memo hits count as hits");
         // Any invalidation, even of another key, empties the memo; this key's reads
         // the store.
         f.resolver.invalidate_org("other").await;
         assert!(
-            f.resolve().await.revoked_at.is_none(),
+            f.resolve().await.status_at(Timestamp::now()) != KeyStatus::Revoked,
             "still cached in moka"
         );
         assert_eq!(f.remembered(), 1, "emptied, then this hit remembered");
         f.resolver.invalidate_hash(&f.key.secret_hash).await;
         assert_eq!(f.remembered(), 1, "not emptied until the next lookup");
-        assert!(f.resolve().await.revoked_at.is_some(), "the store's record");
+        assert!(
+            f.resolve().await.status_at(Timestamp::now()) == KeyStatus::Revoked,
+            "the store's record"
+        );
         assert_eq!(f.remembered(), 0, "a store read is not remembered");
     }
 
@@ -691,7 +695,7 @@ mod tests {
         f.resolve().await;
         f.revoke_silently().await;
         assert!(
-            f.resolve().await.revoked_at.is_none(),
+            f.resolve().await.status_at(Timestamp::now()) != KeyStatus::Revoked,
             "served from the memo"
         );
         // Past ttl the entry is served once more while moka rechecks it in the
@@ -699,7 +703,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(60)).await;
         let mut seen = false;
         for _ in 0..100 {
-            if f.resolve().await.revoked_at.is_some() {
+            if f.resolve().await.status_at(Timestamp::now()) == KeyStatus::Revoked {
                 seen = true;
                 break;
             }
@@ -714,7 +718,10 @@ mod tests {
         let mut revoked = f.key.clone();
         revoked.revoked_at = Some(Timestamp::now());
         f.store.update_key(&revoked, 1).await.unwrap();
-        assert!(f.resolve().await.revoked_at.is_none(), "served from cache");
+        assert!(
+            f.resolve().await.status_at(Timestamp::now()) != KeyStatus::Revoked,
+            "served from cache"
+        );
         f.resolver
             .invalidate_local(&[Invalidation::Key {
                 hash: f.key.secret_hash,
@@ -722,7 +729,7 @@ mod tests {
             }])
             .await;
         let seen = f.resolve().await;
-        assert!(seen.revoked_at.is_some());
+        assert!(seen.status_at(Timestamp::now()) == KeyStatus::Revoked);
         assert_eq!(seen.version, 2);
         let hits = f.count("hit");
         f.resolve().await;
@@ -752,7 +759,7 @@ mod tests {
         let mut revoked = f.key.clone();
         revoked.revoked_at = Some(Timestamp::now());
         f.store.update_key(&revoked, 1).await.unwrap();
-        assert!(f.resolve().await.revoked_at.is_some());
+        assert!(f.resolve().await.status_at(Timestamp::now()) == KeyStatus::Revoked);
     }
 
     #[tokio::test]
@@ -761,17 +768,26 @@ mod tests {
         let mut disabled = f.creator.clone();
         disabled.disabled = true;
         f.store.update_principal(&disabled, 1).await.unwrap();
-        assert!(!f.resolve().await.creator_suspended, "served from cache");
+        assert!(
+            f.resolve().await.status_at(Timestamp::now()) != KeyStatus::Suspended,
+            "served from cache"
+        );
         f.resolver.invalidate_principal(&f.creator.id).await;
-        assert!(f.resolve().await.creator_suspended);
+        assert!(f.resolve().await.status_at(Timestamp::now()) == KeyStatus::Suspended);
 
         let mut relaxed = f.org.clone();
         relaxed.key_policy = KeyPolicy::Org;
         f.store.update_org(&relaxed, 1).await.unwrap();
-        assert!(f.resolve().await.creator_suspended, "served from cache");
+        assert!(
+            f.resolve().await.status_at(Timestamp::now()) == KeyStatus::Suspended,
+            "served from cache"
+        );
         f.resolver.invalidate_org("other").await;
-        assert!(f.resolve().await.creator_suspended, "another org's change");
+        assert!(
+            f.resolve().await.status_at(Timestamp::now()) == KeyStatus::Suspended,
+            "another org's change"
+        );
         f.resolver.invalidate_org(&f.org.id).await;
-        assert!(!f.resolve().await.creator_suspended);
+        assert!(f.resolve().await.status_at(Timestamp::now()) != KeyStatus::Suspended);
     }
 }

@@ -28,7 +28,7 @@ use http::header::{CACHE_CONTROL, HeaderValue};
 use http::{HeaderMap, Request, Response};
 use hyper::body::Incoming;
 
-use crate::key::KeyRecord;
+use crate::key::KeyView;
 use crate::limits::Quota;
 use crate::proxy::pipeline::{self, Question, Trace};
 use crate::proxy::{Body, DataPlane, forward, respond};
@@ -120,7 +120,7 @@ pub struct Answer {
     pub outcome: &'static str,
     pub allowed: bool,
     /// The key the request named, once it authenticated (also on a 403 or 429).
-    pub key: Option<Arc<KeyRecord>>,
+    pub key: Option<Arc<KeyView>>,
     /// The rate-limit standing, when a limit applies.
     pub quota: Option<Quota>,
     pub retry_after: Option<Duration>,
@@ -176,7 +176,7 @@ async fn decide(
     asked: &Asked<'_>,
     trace: &mut Trace,
 ) -> Result<HeaderMap, Refusal> {
-    let identity = |key: &Arc<KeyRecord>| -> Result<HeaderMap, Refusal> {
+    let identity = |key: &Arc<KeyView>| -> Result<HeaderMap, Refusal> {
         let mut headers = HeaderMap::with_capacity(8);
         for (name, value) in forward::identity_headers(&dp.identity, key)? {
             headers.insert(name, value);

@@ -18,7 +18,7 @@ use http::{HeaderMap, Method};
 use serde::{Deserialize, Serialize};
 
 use super::{Answer, Asked, Authz, answer};
-use crate::key::{Environment, KeyRecord};
+use crate::key::{Environment, KeyView};
 use crate::policy::ip;
 use crate::proxy::pipeline::{Mode, Question, Trace};
 
@@ -232,12 +232,12 @@ fn view(a: &Answer) -> VerifyAnswer {
     }
 }
 
-fn key_view(k: &KeyRecord) -> VerifiedKey {
+fn key_view(k: &KeyView) -> VerifiedKey {
     VerifiedKey {
-        id: k.id.clone(),
-        org: k.org.clone(),
-        name: k.name.clone(),
-        scopes: k.scopes.clone(),
+        id: k.id.to_string(),
+        org: k.org.to_string(),
+        name: k.name.to_string(),
+        scopes: k.scopes.to_vec(),
         environment: k.environment,
         expires_at: k.expires_at,
     }

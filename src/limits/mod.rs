@@ -34,7 +34,7 @@ use http::HeaderMap;
 use http::header::HeaderValue;
 use jiff::Timestamp;
 
-use crate::key::{KeyRecord, RateLimit};
+use crate::key::{KeyView, RateLimit};
 use crate::metrics::Metrics;
 use crate::policy::Route;
 use crate::refusal::Refusal;
@@ -120,7 +120,7 @@ impl RateLimits {
 
     async fn plan<'r>(
         &self,
-        key: &KeyRecord,
+        key: &KeyView,
         route: Option<&'r Route>,
         at: &Arrival,
     ) -> Result<Plan<'r>, Refusal> {
@@ -136,7 +136,7 @@ impl RateLimits {
             };
         let org_limit = org.as_ref().as_ref().and_then(|o| o.rate_limit.as_ref());
         Ok(Plan::resolve(
-            key.rate_limit.as_ref(),
+            key.rate_limit(),
             org_limit,
             &self.global,
             route.and_then(|r| r.rate_limit.as_ref().map(|l| (r.name.as_str(), l))),
@@ -150,7 +150,7 @@ impl RateLimits {
     /// apply. `at`: when the request arrived.
     pub async fn acquire(
         &self,
-        key: &KeyRecord,
+        key: &KeyView,
         route: Option<&Route>,
         at: &Arrival,
         quota: &mut Option<Quota>,
@@ -179,12 +179,7 @@ impl RateLimits {
 
     /// Where the key stands on this route, counting nothing; `None` when no limit
     /// applies or the org cannot be read.
-    pub async fn peek(
-        &self,
-        key: &KeyRecord,
-        route: Option<&Route>,
-        at: &Arrival,
-    ) -> Option<Quota> {
+    pub async fn peek(&self, key: &KeyView, route: Option<&Route>, at: &Arrival) -> Option<Quota> {
         let plan = self.plan(key, route, at).await.ok()?;
         if plan.is_unlimited() {
             return None;
@@ -213,7 +208,7 @@ pub fn set_headers(headers: &mut HeaderMap, quota: &Quota) {
 pub async fn annotate<B>(
     limits: &RateLimits,
     resp: &mut http::Response<B>,
-    key: Option<&KeyRecord>,
+    key: Option<&KeyView>,
     route: Option<&Route>,
     quota: Option<Quota>,
     at: &Arrival,
@@ -253,8 +248,8 @@ mod tests {
         }
     }
 
-    fn key(limit: Option<RateLimit>) -> KeyRecord {
-        KeyRecord {
+    fn key(limit: Option<RateLimit>) -> KeyView {
+        crate::key::KeyRecord {
             id: "key_1".into(),
             org: "acme".into(),
             name: "k".into(),
@@ -278,6 +273,7 @@ mod tests {
             secret_hash: KeyHash([7; 32]),
             previous_secret: None,
         }
+        .into_view(&KeyHash([7; 32]))
     }
 
     fn route(limit: Option<RateLimit>) -> Route {

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use jiff::Timestamp;
 
-use crate::key::{Environment, KeyHash, KeyRecord};
+use crate::key::{Environment, KeyView};
 use crate::refusal::Refusal;
 
 pub mod ip;
@@ -22,19 +22,11 @@ pub mod scopes;
 pub use routes::{Matched, Route, RouteConflict, RouteTable};
 pub use scopes::ScopeSet;
 
-/// Whether this stored key may authenticate with the secret whose hash was presented.
-pub fn check_key(key: &KeyRecord, presented: &KeyHash, now: Timestamp) -> Result<(), Refusal> {
-    if key.deleted_at.is_some() {
+/// Whether this key may authenticate with the secret that found it (its view records
+/// which one was presented).
+pub fn check_key(key: &KeyView, now: Timestamp) -> Result<(), Refusal> {
+    if key.deleted() || !key.secret_accepted(now) {
         return Err(Refusal::InvalidApiKey("the API key is not valid"));
-    }
-    if *presented != key.secret_hash {
-        let in_grace = key
-            .previous_secret
-            .as_ref()
-            .is_some_and(|p| p.hash == *presented && now < p.expires_at);
-        if !in_grace {
-            return Err(Refusal::InvalidApiKey("the API key is not valid"));
-        }
     }
     match key.status_at(now) {
         crate::key::KeyStatus::Active => Ok(()),
@@ -56,7 +48,7 @@ pub struct Access<'a> {
 }
 
 /// IP → environment → endpoint → resource → scope, for a key that passed [`check_key`].
-pub fn authorize(key: &KeyRecord, access: &Access<'_>, scopes: &ScopeSet) -> Result<(), Refusal> {
+pub fn authorize(key: &KeyView, access: &Access<'_>, scopes: &ScopeSet) -> Result<(), Refusal> {
     check_ip(key, access.client)?;
     if key.environment == Environment::Test && !access.upstream_has_test {
         return Err(Refusal::EnvironmentNotAllowed(
@@ -70,12 +62,12 @@ pub fn authorize(key: &KeyRecord, access: &Access<'_>, scopes: &ScopeSet) -> Res
             "this route is closed to keys of this environment",
         ));
     }
-    if let Some(endpoints) = &key.endpoints
+    if let Some(endpoints) = key.endpoints()
         && !endpoints.contains(&access.route.name)
     {
         return Err(Refusal::EndpointNotAllowed(access.route.name.clone()));
     }
-    if let Some(patterns) = &key.resources {
+    if let Some(patterns) = key.resources() {
         match access.resource {
             Some(r) if resource::matches(patterns, r) => {}
             _ => return Err(Refusal::ResourceNotAllowed),
@@ -88,8 +80,8 @@ pub fn authorize(key: &KeyRecord, access: &Access<'_>, scopes: &ScopeSet) -> Res
 }
 
 /// A key with an IP allow-list needs a known client address inside it.
-fn check_ip(key: &KeyRecord, client: Option<IpAddr>) -> Result<(), Refusal> {
-    match (&key.ip_allow, client) {
+fn check_ip(key: &KeyView, client: Option<IpAddr>) -> Result<(), Refusal> {
+    match (key.ip_allow(), client) {
         (None, _) => Ok(()),
         (Some(allow), Some(c)) if ip::allowed(c, allow) => Ok(()),
         (Some(_), _) => Err(Refusal::IpNotAllowed),
@@ -100,7 +92,7 @@ fn check_ip(key: &KeyRecord, client: Option<IpAddr>) -> Result<(), Refusal> {
 /// client must be given and in it) → every scope of `needed`. The first scope the key
 /// lacks is named.
 pub fn authorize_scopes(
-    key: &KeyRecord,
+    key: &KeyView,
     client: Option<IpAddr>,
     needed: &[String],
     scopes: &ScopeSet,
@@ -117,7 +109,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::key::PreviousSecret;
+    use crate::key::{KeyHash, KeyRecord, PreviousSecret};
+
+    /// The view the data plane gets of `k` when its current secret is presented.
+    fn view(k: &KeyRecord) -> KeyView {
+        k.clone().into_view(&KeyHash::of("current"))
+    }
 
     fn key() -> KeyRecord {
         let now = Timestamp::now();
@@ -184,30 +181,45 @@ mod tests {
         let now = Timestamp::now();
         let cur = KeyHash::of("current");
         let mut k = key();
-        assert_eq!(code(check_key(&k, &cur, now)), "allowed");
+        assert_eq!(code(check_key(&k.clone().into_view(&cur), now)), "allowed");
         assert_eq!(
-            code(check_key(&k, &KeyHash::of("x"), now)),
+            code(check_key(&k.clone().into_view(&KeyHash::of("x")), now)),
             "invalid_api_key"
         );
         k.previous_secret = Some(PreviousSecret {
             hash: KeyHash::of("old"),
             expires_at: now + jiff::SignedDuration::from_secs(60),
         });
-        assert_eq!(code(check_key(&k, &KeyHash::of("old"), now)), "allowed");
+        assert_eq!(
+            code(check_key(&k.clone().into_view(&KeyHash::of("old")), now)),
+            "allowed"
+        );
         let later = now + jiff::SignedDuration::from_secs(61);
         assert_eq!(
-            code(check_key(&k, &KeyHash::of("old"), later)),
+            code(check_key(&k.clone().into_view(&KeyHash::of("old")), later)),
             "invalid_api_key"
         );
         k.expires_at = Some(now);
-        assert_eq!(code(check_key(&k, &cur, now)), "expired_api_key");
+        assert_eq!(
+            code(check_key(&k.clone().into_view(&cur), now)),
+            "expired_api_key"
+        );
         k.revoked_at = Some(now);
-        assert_eq!(code(check_key(&k, &cur, now)), "revoked_api_key");
+        assert_eq!(
+            code(check_key(&k.clone().into_view(&cur), now)),
+            "revoked_api_key"
+        );
         k.deleted_at = Some(now);
-        assert_eq!(code(check_key(&k, &cur, now)), "invalid_api_key");
+        assert_eq!(
+            code(check_key(&k.clone().into_view(&cur), now)),
+            "invalid_api_key"
+        );
         let mut s = key();
         s.creator_suspended = true;
-        assert_eq!(code(check_key(&s, &cur, now)), "suspended_api_key");
+        assert_eq!(
+            code(check_key(&s.clone().into_view(&cur), now)),
+            "suspended_api_key"
+        );
     }
 
     #[test]
@@ -216,48 +228,54 @@ mod tests {
         let read = route("list", "read");
         let write = route("refresh", "write");
         let mut k = key();
-        assert_eq!(code(authorize(&k, &access(&read, None), &s)), "allowed");
         assert_eq!(
-            code(authorize(&k, &access(&write, None), &s)),
-            "insufficient_scope"
-        );
-        k.scopes = vec!["write".into()];
-        assert_eq!(code(authorize(&k, &access(&read, None), &s)), "allowed");
-
-        k.resources = Some(vec!["feed:*".into()]);
-        assert_eq!(
-            code(authorize(&k, &access(&read, None), &s)),
-            "resource_not_allowed"
-        );
-        assert_eq!(
-            code(authorize(&k, &access(&read, Some("feed:1")), &s)),
+            code(authorize(&view(&k), &access(&read, None), &s)),
             "allowed"
         );
         assert_eq!(
-            code(authorize(&k, &access(&read, Some("flow:1")), &s)),
+            code(authorize(&view(&k), &access(&write, None), &s)),
+            "insufficient_scope"
+        );
+        k.scopes = vec!["write".into()];
+        assert_eq!(
+            code(authorize(&view(&k), &access(&read, None), &s)),
+            "allowed"
+        );
+
+        k.resources = Some(vec!["feed:*".into()]);
+        assert_eq!(
+            code(authorize(&view(&k), &access(&read, None), &s)),
+            "resource_not_allowed"
+        );
+        assert_eq!(
+            code(authorize(&view(&k), &access(&read, Some("feed:1")), &s)),
+            "allowed"
+        );
+        assert_eq!(
+            code(authorize(&view(&k), &access(&read, Some("flow:1")), &s)),
             "resource_not_allowed"
         );
 
         k.endpoints = Some(vec!["other".into()]);
         assert_eq!(
-            code(authorize(&k, &access(&read, Some("feed:1")), &s)),
+            code(authorize(&view(&k), &access(&read, Some("feed:1")), &s)),
             "endpoint_not_allowed"
         );
 
         k.environment = Environment::Test;
         assert_eq!(
-            code(authorize(&k, &access(&read, Some("feed:1")), &s)),
+            code(authorize(&view(&k), &access(&read, Some("feed:1")), &s)),
             "environment_not_allowed"
         );
 
         k.ip_allow = Some(vec!["10.0.0.0/8".parse().unwrap()]);
         assert_eq!(
-            code(authorize(&k, &access(&read, None), &s)),
+            code(authorize(&view(&k), &access(&read, None), &s)),
             "ip_not_allowed"
         );
         let mut a = access(&read, None);
         a.client = None;
-        assert_eq!(code(authorize(&k, &a, &s)), "ip_not_allowed");
+        assert_eq!(code(authorize(&view(&k), &a, &s)), "ip_not_allowed");
     }
 
     #[test]
@@ -269,8 +287,11 @@ mod tests {
         k.environment = Environment::Test;
         let mut a = access(&live_only, None);
         a.upstream_has_test = true;
-        assert_eq!(code(authorize(&k, &a, &s)), "environment_not_allowed");
+        assert_eq!(
+            code(authorize(&view(&k), &a, &s)),
+            "environment_not_allowed"
+        );
         k.environment = Environment::Live;
-        assert_eq!(code(authorize(&k, &a, &s)), "allowed");
+        assert_eq!(code(authorize(&view(&k), &a, &s)), "allowed");
     }
 }

@@ -24,7 +24,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{HOP_BY_HOP_HEADERS, IdentityHeaders, UpstreamConfig};
-use crate::key::{Environment, KeyRecord};
+use crate::key::{Environment, KeyView};
 use crate::memo::Memo;
 use crate::proxy::workers::{self, Workers};
 use crate::proxy::{Body, BoxError};
@@ -382,7 +382,7 @@ fn names_client_address(name: &HeaderName) -> bool {
 
 /// Everything the header rewrite needs to know about this request.
 pub struct Forwarding<'a> {
-    pub key: &'a Arc<KeyRecord>,
+    pub key: &'a Arc<KeyView>,
     pub identity: &'a IdentityHeaders,
     pub peer: std::net::IpAddr,
     pub peer_trusted: bool,
@@ -467,7 +467,7 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<
 const IDENTITY_MEMO_MAX: usize = 4096;
 
 /// A record and its org, key id and scopes as header values.
-type IdentityValues = (Arc<KeyRecord>, [HeaderValue; 3]);
+type IdentityValues = (Arc<KeyView>, [HeaderValue; 3]);
 
 thread_local! {
     /// The identity header values of the key records this thread sent recently, by
@@ -481,7 +481,7 @@ thread_local! {
 /// The identity headers of SPEC §3 for `key`: org, key id, scopes, environment.
 pub fn identity_headers(
     identity: &IdentityHeaders,
-    k: &Arc<KeyRecord>,
+    k: &Arc<KeyView>,
 ) -> Result<[(HeaderName, HeaderValue); 4], Refusal> {
     let [org, id, scopes] = IDENTITY_VALUES.with(|memo| {
         let address = Arc::as_ptr(k) as usize;
@@ -505,7 +505,7 @@ pub fn identity_headers(
 }
 
 /// The org, key id and scopes of `k` as header values.
-fn identity_values(k: &KeyRecord) -> Result<[HeaderValue; 3], Refusal> {
+fn identity_values(k: &KeyView) -> Result<[HeaderValue; 3], Refusal> {
     let value = |s: &str| {
         HeaderValue::from_str(s).map_err(|_| Refusal::BadRequest("identity not representable"))
     };
@@ -654,7 +654,7 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::key::{Environment, KeyHash};
+    use crate::key::{Environment, KeyHash, KeyRecord};
 
     const SENSITIVE: [&str; 10] = [
         "x-org-id",
@@ -678,7 +678,11 @@ mod properties {
         }
     }
 
-    fn key() -> KeyRecord {
+    fn key() -> KeyView {
+        record().into_view(&KeyHash([7; 32]))
+    }
+
+    fn record() -> KeyRecord {
         let t = jiff::Timestamp::UNIX_EPOCH;
         KeyRecord {
             id: "key_1".into(),
@@ -800,7 +804,7 @@ mod properties {
     fn identity_values_follow_the_record() {
         let id = identity();
         let old = Arc::new(key());
-        let value = |k: &Arc<KeyRecord>, i: usize| {
+        let value = |k: &Arc<KeyView>, i: usize| {
             identity_headers(&id, k).unwrap()[i]
                 .1
                 .to_str()
@@ -809,10 +813,10 @@ mod properties {
         };
         assert_eq!(value(&old, 2), "read");
         assert_eq!(value(&old, 2), "read", "from the memo");
-        let mut changed = key();
+        let mut changed = record();
         changed.scopes = vec!["read".into(), "write".into()];
         changed.org = "other".into();
-        let changed = Arc::new(changed);
+        let changed = Arc::new(changed.into_view(&KeyHash([7; 32])));
         assert_eq!(value(&changed, 2), "read,write");
         assert_eq!(value(&changed, 0), "other");
         assert_eq!(value(&old, 0), "acme");

@@ -23,7 +23,7 @@ use http::{HeaderMap, Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::auth::credential;
-use crate::key::{KeyHash, KeyRecord};
+use crate::key::{KeyHash, KeyView};
 use crate::limits;
 use crate::metrics::{NO_ROUTE, method_label};
 use crate::policy::{self, Access, Route, ip, path};
@@ -106,7 +106,7 @@ pub struct Trace {
     /// only for `POST /v1/verify` with `"count": false`).
     count: bool,
     pub route: Option<Arc<Route>>,
-    pub key: Option<Arc<KeyRecord>>,
+    pub key: Option<Arc<KeyView>>,
     client: Option<IpAddr>,
     upstream_time: Option<Duration>,
     /// [limits] The rate-limit decision, for the `RateLimit-*` headers.
@@ -145,7 +145,7 @@ impl Trace {
 /// A request that passed every check of SPEC §3 up to the rate limit.
 pub struct Decided<'d> {
     pub route: Arc<Route>,
-    pub key: Arc<KeyRecord>,
+    pub key: Arc<KeyView>,
     pub upstream: &'d forward::Upstream,
     /// The upstream's origin for the key's environment.
     pub origin: &'d forward::Origin,
@@ -226,8 +226,8 @@ pub async fn finish<B>(
     access_log::write(&access_log::Line {
         request_id: trace.request_id.to_str().unwrap_or(""),
         mode: (trace.mode != Mode::Proxy).then_some(trace.mode.as_str()),
-        org: trace.key.as_ref().map(|k| k.org.as_str()),
-        key_id: trace.key.as_ref().map(|k| k.id.as_str()),
+        org: trace.key.as_ref().map(|k| &*k.org),
+        key_id: trace.key.as_ref().map(|k| &*k.id),
         route,
         method: trace.method.as_str(),
         status: status.as_u16(),
@@ -423,7 +423,7 @@ pub async fn decide_scopes(
     client: Option<IpAddr>,
     orgs: Option<&[String]>,
     trace: &mut Trace,
-) -> Result<Arc<KeyRecord>, Refusal> {
+) -> Result<Arc<KeyView>, Refusal> {
     trace.client = client;
     trace.route = Some(VERIFY_ROUTE.clone());
     let key = authenticate(dp, token, client, orgs, trace).await?;
@@ -529,7 +529,7 @@ async fn authenticate(
     client: Option<IpAddr>,
     orgs: Option<&[String]>,
     trace: &mut Trace,
-) -> Result<Arc<KeyRecord>, Refusal> {
+) -> Result<Arc<KeyView>, Refusal> {
     let fail = |r: Refusal| {
         if let Some(client) = client
             && r.is_auth_failure()
@@ -564,12 +564,12 @@ async fn authenticate(
     }
     // A key outside the asker's orgs (a verifier's) is answered as unknown: neither its
     // state nor its existence shows, and nothing is counted against it.
-    if orgs.is_some_and(|orgs| !orgs.contains(&key.org)) {
+    if orgs.is_some_and(|orgs| !orgs.iter().any(|o| **o == *key.org)) {
         return Err(Refusal::InvalidApiKey("the API key is not valid"));
     }
-    if key.deleted_at.is_none() {
+    if !key.deleted() {
         trace.key = Some(key.clone());
     }
-    policy::check_key(&key, &hash, trace.arrived.time).map_err(fail)?;
+    policy::check_key(&key, trace.arrived.time).map_err(fail)?;
     Ok(key)
 }
