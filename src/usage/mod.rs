@@ -150,10 +150,15 @@ impl UsageRecorder {
         let now = self.clock.now();
         let hour = hour_of(now).as_second();
         let mut shard = self.shard(key_id);
-        // The key's entry, made (and its id copied) only on its first request.
+        // The key's entry, made (and its id copied) only on its first request. Room
+        // for one hour: `Vec`'s first growth would make room for four, and a
+        // miss-heavy load makes one entry per key per flush.
         let p = match shard.get_mut(key_id) {
             Some(p) => p,
-            None => shard.entry(key_id.to_string()).or_default(),
+            None => shard.entry(key_id.to_string()).or_insert_with(|| Pending {
+                hours: Vec::with_capacity(1),
+                last_used: None,
+            }),
         };
         let counts = match p.hours.iter().position(|(h, _)| *h == hour) {
             Some(i) => &mut p.hours[i].1,
