@@ -46,7 +46,7 @@ use keygate::auth::{AuthFailureLimiter, KeyResolver, credential};
 use keygate::config::{CacheConfig, RouteConfig};
 use keygate::key::{
     AuditEvent, Environment, KeyFormat, KeyHash, KeyPolicy, KeyRecord, KeyView, Org, Principal,
-    RateLimit,
+    RateLimit, Shared,
 };
 use keygate::limits::{Arrival, LocalLimiter, OrgCache, RateLimits, SystemClock};
 use keygate::metrics::Metrics;
@@ -200,7 +200,7 @@ struct Case {
 
 impl Case {
     fn new(req: Req, token: String, hash: KeyHash, record: KeyRecord) -> Case {
-        let view = record.clone().into_view(&hash);
+        let view = record.clone().into_view(&hash, &Shared::default());
         Case {
             req,
             token,

@@ -9,7 +9,9 @@
 //! that holds one, and it exists only between generation and the create/regenerate
 //! response. Stored records hold [`KeyHash`] only.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
 use jiff::Timestamp;
@@ -341,8 +343,9 @@ impl KeyRecord {
         std::iter::once(self.secret_hash).chain(self.previous_secret.as_ref().map(|p| p.hash))
     }
 
-    /// What the data plane keeps of this record when it was found by `presented`.
-    pub fn into_view(self, presented: &KeyHash) -> KeyView {
+    /// What the data plane keeps of this record when it was found by `presented`; the
+    /// values many keys repeat are taken from `shared`.
+    pub fn into_view(self, presented: &KeyHash, shared: &Shared) -> KeyView {
         let secret = if *presented == self.secret_hash {
             Presented::Current
         } else {
@@ -367,10 +370,10 @@ impl KeyRecord {
         });
         KeyView {
             id: self.id.into_boxed_str(),
-            org: self.org.into_boxed_str(),
+            org: shared.str(self.org),
             name: self.name.into_boxed_str(),
-            created_by: self.created_by.into_boxed_str(),
-            scopes: self.scopes.into_boxed_slice(),
+            created_by: shared.str(self.created_by),
+            scopes: shared.scopes(self.scopes),
             expires_at: self.expires_at,
             version: self.version,
             restrictions,
@@ -409,11 +412,11 @@ fn status(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyView {
     pub id: Box<str>,
-    pub org: Box<str>,
+    pub org: Arc<str>,
     pub name: Box<str>,
     /// Principal id of the creator, for invalidations by principal.
-    pub created_by: Box<str>,
-    pub scopes: Box<[String]>,
+    pub created_by: Arc<str>,
+    pub scopes: Arc<[String]>,
     pub expires_at: Option<Timestamp>,
     /// The record version it was made from.
     pub version: u64,
@@ -426,6 +429,78 @@ pub struct KeyView {
     revoked: bool,
     deleted: bool,
     creator_suspended: bool,
+}
+
+/// One shared copy of the values many keys repeat: org ids, creator ids and scope
+/// lists, so that a cache of a million keys of a few orgs holds each once. Entries no
+/// view uses any more are dropped whenever the set has doubled since the last sweep.
+#[derive(Default)]
+pub struct Shared {
+    strs: Mutex<Interned<str>>,
+    scopes: Mutex<Interned<[String]>>,
+}
+
+struct Interned<T: ?Sized> {
+    set: HashSet<Arc<T>>,
+    /// Size at which unused entries are next swept out.
+    sweep_at: usize,
+}
+
+impl<T: ?Sized> Default for Interned<T> {
+    fn default() -> Self {
+        Interned {
+            set: HashSet::new(),
+            sweep_at: MIN_SWEEP,
+        }
+    }
+}
+
+/// Below this many entries a [`Shared`] set is never swept.
+const MIN_SWEEP: usize = 1024;
+
+impl<T: ?Sized + Eq + std::hash::Hash> Interned<T> {
+    fn get(&mut self, value: &T, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+        if let Some(v) = self.set.get(value) {
+            return v.clone();
+        }
+        if self.set.len() >= self.sweep_at {
+            self.set.retain(|v| Arc::strong_count(v) > 1);
+            self.sweep_at = (self.set.len() * 2).max(MIN_SWEEP);
+        }
+        let v = make();
+        self.set.insert(v.clone());
+        v
+    }
+}
+
+impl Shared {
+    fn str(&self, s: String) -> Arc<str> {
+        // Interned values are immutable: a panic elsewhere cannot leave them unusable.
+        let mut strs = self.strs.lock().unwrap_or_else(|p| p.into_inner());
+        strs.get(&s, || Arc::from(s.as_str()))
+    }
+
+    fn scopes(&self, scopes: Vec<String>) -> Arc<[String]> {
+        let mut sets = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        sets.get(&scopes, || Arc::from(scopes.as_slice()))
+    }
+
+    /// Values held (for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let strs = self
+            .strs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set
+            .len();
+        strs + self
+            .scopes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .set
+            .len()
+    }
 }
 
 /// The restrictions of a [`KeyView`]; each `None` = unrestricted.
@@ -637,6 +712,72 @@ pub fn new_id(kind: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keys of one org and creator share one copy of each repeated value, and a value
+    /// no view holds any more is dropped at the next sweep.
+    #[test]
+    fn views_share_repeated_values() {
+        let shared = Shared::default();
+        let a = Shared::str(&shared, "org_a".to_string());
+        let b = Shared::str(&shared, "org_a".to_string());
+        assert!(Arc::ptr_eq(&a, &b));
+        let s1 = shared.scopes(vec!["read".into(), "write".into()]);
+        let s2 = shared.scopes(vec!["read".into(), "write".into()]);
+        assert!(Arc::ptr_eq(&s1, &s2));
+        assert_ne!(&*shared.scopes(vec!["read".into()]), &*s1);
+        assert_eq!(shared.len(), 3);
+        // Fill past the first sweep with values nobody keeps: the sweep drops them
+        // and keeps those still held.
+        for i in 0..MIN_SWEEP {
+            drop(shared.str(format!("prn_{i}")));
+        }
+        assert!(shared.len() < 10, "swept: {}", shared.len());
+        assert!(Arc::ptr_eq(&a, &shared.str("org_a".to_string())));
+    }
+
+    /// The view remembers which secret found it: the current one always passes, the
+    /// previous one until its grace ends, any other never.
+    #[test]
+    fn a_view_knows_which_secret_found_it() {
+        let now = Timestamp::now();
+        let record = KeyRecord {
+            id: "key_1".into(),
+            org: "acme".into(),
+            name: "k".into(),
+            description: Some("not kept".into()),
+            environment: Environment::Live,
+            prefix: "kg_live_abcd".into(),
+            scopes: vec!["read".into()],
+            resources: None,
+            endpoints: None,
+            ip_allow: None,
+            rate_limit: None,
+            created_at: now,
+            created_by: "prn_1".into(),
+            updated_at: now,
+            last_used_at: None,
+            expires_at: None,
+            revoked_at: None,
+            deleted_at: None,
+            creator_suspended: false,
+            version: 3,
+            secret_hash: KeyHash::of("current"),
+            previous_secret: Some(PreviousSecret {
+                hash: KeyHash::of("old"),
+                expires_at: now + jiff::SignedDuration::from_secs(60),
+            }),
+        };
+        let shared = Shared::default();
+        let view = |presented: &str| record.clone().into_view(&KeyHash::of(presented), &shared);
+        let later = now + jiff::SignedDuration::from_secs(60);
+        assert!(view("current").secret_accepted(later));
+        assert!(view("old").secret_accepted(now));
+        assert!(!view("old").secret_accepted(later));
+        assert!(!view("other").secret_accepted(now));
+        let v = view("current");
+        assert_eq!((v.version, v.resources(), v.rate_limit()), (3, None, None));
+        assert_eq!(v.status_at(now), KeyStatus::Active);
+    }
 
     #[test]
     fn generated_tokens_check() {

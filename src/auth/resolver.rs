@@ -52,7 +52,7 @@ use thread_local::ThreadLocal;
 use tokio::sync::Semaphore;
 
 use crate::config::CacheConfig;
-use crate::key::{KeyHash, KeyRecord, KeyView};
+use crate::key::{KeyHash, KeyRecord, KeyView, Shared};
 use crate::memo::Memo;
 use crate::metrics::Metrics;
 use crate::store::{BusEvent, Invalidation, InvalidationBus, KeyStore, StoreError};
@@ -140,6 +140,8 @@ pub struct KeyResolver {
     awaited: moka::sync::Cache<KeyHash, u64, crate::FastHash>,
     /// Bumped by every invalidation.
     generation: AtomicU64,
+    /// One copy of the org ids, creator ids and scope lists the cached keys repeat.
+    shared: Shared,
     lookups: Semaphore,
     ttl: Duration,
     max_staleness: Duration,
@@ -198,6 +200,7 @@ impl KeyResolver {
             invalidated_orgs: marks(cache),
             awaited,
             generation: AtomicU64::new(0),
+            shared: Shared::default(),
             lookups: Semaphore::new(MAX_CONCURRENT_LOOKUPS),
             ttl: cache.ttl,
             max_staleness: cache.max_staleness,
@@ -464,7 +467,7 @@ impl KeyResolver {
                             let provisional =
                                 this.awaited.get(&hash).is_some_and(|v| record.version < v);
                             Ok(Op::Put(Cached {
-                                key: Arc::new(record.into_view(&hash)),
+                                key: Arc::new(record.into_view(&hash, &this.shared)),
                                 checked,
                                 generation,
                                 provisional,

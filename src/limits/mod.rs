@@ -232,7 +232,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::key::{Environment, KeyHash, KeyPolicy, Org};
+    use crate::key::{Environment, KeyHash, KeyPolicy, Org, Shared};
     use crate::store::{EmbeddedStore, KeyStore};
 
     fn org(limit: Option<RateLimit>) -> Org {
@@ -273,7 +273,7 @@ mod tests {
             secret_hash: KeyHash([7; 32]),
             previous_secret: None,
         }
-        .into_view(&KeyHash([7; 32]))
+        .into_view(&KeyHash([7; 32]), &Shared::default())
     }
 
     fn route(limit: Option<RateLimit>) -> Route {

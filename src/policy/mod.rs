@@ -109,11 +109,16 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::key::{KeyHash, KeyRecord, PreviousSecret};
+    use crate::key::{KeyHash, KeyRecord, PreviousSecret, Shared};
 
     /// The view the data plane gets of `k` when its current secret is presented.
     fn view(k: &KeyRecord) -> KeyView {
-        k.clone().into_view(&KeyHash::of("current"))
+        view_by(k, &KeyHash::of("current"))
+    }
+
+    /// The view the data plane gets of `k` when `presented` is presented.
+    fn view_by(k: &KeyRecord, presented: &KeyHash) -> KeyView {
+        k.clone().into_view(presented, &Shared::default())
     }
 
     fn key() -> KeyRecord {
@@ -181,9 +186,9 @@ mod tests {
         let now = Timestamp::now();
         let cur = KeyHash::of("current");
         let mut k = key();
-        assert_eq!(code(check_key(&k.clone().into_view(&cur), now)), "allowed");
+        assert_eq!(code(check_key(&view_by(&k, &cur), now)), "allowed");
         assert_eq!(
-            code(check_key(&k.clone().into_view(&KeyHash::of("x")), now)),
+            code(check_key(&view_by(&k, &KeyHash::of("x")), now)),
             "invalid_api_key"
         );
         k.previous_secret = Some(PreviousSecret {
@@ -191,33 +196,24 @@ mod tests {
             expires_at: now + jiff::SignedDuration::from_secs(60),
         });
         assert_eq!(
-            code(check_key(&k.clone().into_view(&KeyHash::of("old")), now)),
+            code(check_key(&view_by(&k, &KeyHash::of("old")), now)),
             "allowed"
         );
         let later = now + jiff::SignedDuration::from_secs(61);
         assert_eq!(
-            code(check_key(&k.clone().into_view(&KeyHash::of("old")), later)),
+            code(check_key(&view_by(&k, &KeyHash::of("old")), later)),
             "invalid_api_key"
         );
         k.expires_at = Some(now);
-        assert_eq!(
-            code(check_key(&k.clone().into_view(&cur), now)),
-            "expired_api_key"
-        );
+        assert_eq!(code(check_key(&view_by(&k, &cur), now)), "expired_api_key");
         k.revoked_at = Some(now);
-        assert_eq!(
-            code(check_key(&k.clone().into_view(&cur), now)),
-            "revoked_api_key"
-        );
+        assert_eq!(code(check_key(&view_by(&k, &cur), now)), "revoked_api_key");
         k.deleted_at = Some(now);
-        assert_eq!(
-            code(check_key(&k.clone().into_view(&cur), now)),
-            "invalid_api_key"
-        );
+        assert_eq!(code(check_key(&view_by(&k, &cur), now)), "invalid_api_key");
         let mut s = key();
         s.creator_suspended = true;
         assert_eq!(
-            code(check_key(&s.clone().into_view(&cur), now)),
+            code(check_key(&view_by(&s, &cur), now)),
             "suspended_api_key"
         );
     }

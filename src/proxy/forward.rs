@@ -654,7 +654,7 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::key::{Environment, KeyHash, KeyRecord};
+    use crate::key::{Environment, KeyHash, KeyRecord, Shared};
 
     const SENSITIVE: [&str; 10] = [
         "x-org-id",
@@ -679,7 +679,7 @@ mod properties {
     }
 
     fn key() -> KeyView {
-        record().into_view(&KeyHash([7; 32]))
+        record().into_view(&KeyHash([7; 32]), &Shared::default())
     }
 
     fn record() -> KeyRecord {
@@ -816,7 +816,7 @@ mod properties {
         let mut changed = record();
         changed.scopes = vec!["read".into(), "write".into()];
         changed.org = "other".into();
-        let changed = Arc::new(changed.into_view(&KeyHash([7; 32])));
+        let changed = Arc::new(changed.into_view(&KeyHash([7; 32]), &Shared::default()));
         assert_eq!(value(&changed, 2), "read,write");
         assert_eq!(value(&changed, 0), "other");
         assert_eq!(value(&old, 0), "acme");
