@@ -32,6 +32,9 @@
 //! creator's and the org's current state; a principal or org change invalidates every
 //! cached key of that creator or org by its id, so nothing iterates over keys.
 //!
+//! The cache holds a [`KeyView`] of each record, not the record: only what the data
+//! plane reads, so that a million cached keys stay small.
+//!
 //! Hits are served first from a small per-thread memo ([`Front`]) of entries moka
 //! served since the last invalidation: a hit then costs one hash-map lookup on the
 //! worker's own thread instead of moka's shared bookkeeping. The memo only ever holds
@@ -276,7 +279,7 @@ impl KeyResolver {
         self.load(*hash, arrived).await
     }
 
-    /// The record of this thread's memo for `hash`, if the memo is of the current
+    /// The key view of this thread's memo for `hash`, if the memo is of the current
     /// `generation` and the entry is trusted and younger than `ttl`.
     fn front_hit(&self, hash: &KeyHash, generation: u64, now: Instant) -> Option<Arc<KeyView>> {
         let mut front = self.front.get()?.borrow_mut();

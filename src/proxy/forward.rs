@@ -466,14 +466,14 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<
 /// Records whose identity values a thread keeps at most; emptied when full.
 const IDENTITY_MEMO_MAX: usize = 4096;
 
-/// A record and its org, key id and scopes as header values.
+/// A key view and its org, key id and scopes as header values.
 type IdentityValues = (Arc<KeyView>, [HeaderValue; 3]);
 
 thread_local! {
-    /// The identity header values of the key records this thread sent recently, by
-    /// record address: made once per cached record, not once per request. Each entry
-    /// holds its record, so no address is reused while it is a key here; a changed key
-    /// is a new record (the resolver never changes one in place).
+    /// The identity header values of the key views this thread sent recently, by view
+    /// address: made once per cached view, not once per request. Each entry holds its
+    /// view, so no address is reused while it is a key here; a changed key is a new
+    /// view (the resolver never changes one in place).
     static IDENTITY_VALUES: RefCell<Memo<usize, IdentityValues>> =
         RefCell::new(Memo::new(IDENTITY_MEMO_MAX));
 }
@@ -798,10 +798,10 @@ mod properties {
         }
     }
 
-    /// Identity values are made once per record: a changed key (a new record, as the
-    /// resolver makes one) gets its own, even while the old record's are kept.
+    /// Identity values are made once per view: a changed key (a new view, as the
+    /// resolver makes one) gets its own, even while the old view's are kept.
     #[test]
-    fn identity_values_follow_the_record() {
+    fn identity_values_follow_the_view() {
         let id = identity();
         let old = Arc::new(key());
         let value = |k: &Arc<KeyView>, i: usize| {
@@ -820,8 +820,8 @@ mod properties {
         assert_eq!(value(&changed, 2), "read,write");
         assert_eq!(value(&changed, 0), "other");
         assert_eq!(value(&old, 0), "acme");
-        // A record the memo no longer holds (dropped, its address free) is not mistaken
-        // for another at that address: entries hold their records.
+        // A view the memo no longer holds (dropped, its address free) is not mistaken
+        // for another at that address: entries hold their views.
         drop(changed);
         let again = Arc::new(key());
         assert_eq!(value(&again, 0), "acme");
