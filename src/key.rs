@@ -386,6 +386,39 @@ impl KeyRecord {
     }
 }
 
+#[cfg(test)]
+impl KeyRecord {
+    /// A live, unrestricted `read` key (`key_1` of org `acme`, created by `prn_1`)
+    /// whose current secret hashes to `secret`: the record unit tests start from.
+    pub(crate) fn sample(secret: KeyHash) -> KeyRecord {
+        let now = Timestamp::now();
+        KeyRecord {
+            id: "key_1".into(),
+            org: "acme".into(),
+            name: "k".into(),
+            description: None,
+            environment: Environment::Live,
+            prefix: "kg_live_abcd".into(),
+            scopes: vec!["read".into()],
+            resources: None,
+            endpoints: None,
+            ip_allow: None,
+            rate_limit: None,
+            created_at: now,
+            created_by: "prn_1".into(),
+            updated_at: now,
+            last_used_at: None,
+            expires_at: None,
+            revoked_at: None,
+            deleted_at: None,
+            creator_suspended: false,
+            version: 1,
+            secret_hash: secret,
+            previous_secret: None,
+        }
+    }
+}
+
 /// A key's status from its parts, the one rule for [`KeyRecord`] and [`KeyView`].
 fn status(
     revoked: bool,
@@ -741,31 +774,13 @@ mod tests {
     fn a_view_knows_which_secret_found_it() {
         let now = Timestamp::now();
         let record = KeyRecord {
-            id: "key_1".into(),
-            org: "acme".into(),
-            name: "k".into(),
             description: Some("not kept".into()),
-            environment: Environment::Live,
-            prefix: "kg_live_abcd".into(),
-            scopes: vec!["read".into()],
-            resources: None,
-            endpoints: None,
-            ip_allow: None,
-            rate_limit: None,
-            created_at: now,
-            created_by: "prn_1".into(),
-            updated_at: now,
-            last_used_at: None,
-            expires_at: None,
-            revoked_at: None,
-            deleted_at: None,
-            creator_suspended: false,
             version: 3,
-            secret_hash: KeyHash::of("current"),
             previous_secret: Some(PreviousSecret {
                 hash: KeyHash::of("old"),
                 expires_at: now + jiff::SignedDuration::from_secs(60),
             }),
+            ..KeyRecord::sample(KeyHash::of("current"))
         };
         let shared = Shared::default();
         let view = |presented: &str| record.clone().into_view(&KeyHash::of(presented), &shared);

@@ -691,31 +691,13 @@ mod tests {
 
     fn key() -> KeyRecord {
         KeyRecord {
-            id: "key_1".into(),
-            org: "acme".into(),
-            name: "k".into(),
-            description: None,
-            environment: Environment::Live,
-            prefix: "kg_live_abcd".into(),
-            scopes: vec!["read".into()],
-            resources: None,
-            endpoints: None,
-            ip_allow: None,
-            rate_limit: None,
             created_at: Timestamp::UNIX_EPOCH,
-            created_by: "prn_1".into(),
             updated_at: Timestamp::UNIX_EPOCH,
-            last_used_at: None,
-            expires_at: None,
-            revoked_at: None,
-            deleted_at: None,
-            creator_suspended: false,
-            secret_hash: KeyHash([7; 32]),
             previous_secret: Some(PreviousSecret {
                 hash: KeyHash([8; 32]),
                 expires_at: Timestamp::UNIX_EPOCH,
             }),
-            version: 1,
+            ..KeyRecord::sample(KeyHash([7; 32]))
         }
     }
 

@@ -154,7 +154,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::key::{Environment, RateLimit};
+    use crate::key::RateLimit;
 
     fn t(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -164,31 +164,15 @@ mod tests {
 
     fn key() -> KeyRecord {
         KeyRecord {
-            id: "key_1".into(),
-            org: "acme".into(),
-            name: "k".into(),
-            description: None,
-            environment: Environment::Live,
             prefix: "kg_live_aaaa".into(),
-            scopes: vec!["read".into()],
-            resources: None,
-            endpoints: None,
-            ip_allow: None,
             rate_limit: Some(RateLimit {
                 per_minute: Some(10),
                 ..RateLimit::default()
             }),
             created_at: t("2026-01-01T00:00:00Z"),
-            created_by: "prn_1".into(),
             updated_at: t("2026-01-01T00:00:00Z"),
-            last_used_at: None,
-            expires_at: None,
-            revoked_at: None,
-            deleted_at: None,
-            creator_suspended: false,
-            secret_hash: KeyHash([1; 32]),
-            previous_secret: None,
             version: 4,
+            ..KeyRecord::sample(KeyHash([1; 32]))
         }
     }
 

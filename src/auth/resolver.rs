@@ -520,7 +520,7 @@ mod tests {
     use jiff::Timestamp;
 
     use super::*;
-    use crate::key::{Environment, KeyPolicy, KeyStatus, Org, OrgScope, Principal, Role};
+    use crate::key::{KeyPolicy, KeyStatus, Org, OrgScope, Principal, Role};
     use crate::store::{EmbeddedStore, LocalBus};
 
     fn cache() -> CacheConfig {
@@ -587,28 +587,8 @@ mod tests {
         };
         store.create_principal(&creator).await.unwrap();
         let key = KeyRecord {
-            id: "key_1".into(),
-            org: "acme".into(),
-            name: "k".into(),
-            description: None,
-            environment: Environment::Live,
-            prefix: "kg_live_abcd".into(),
-            scopes: vec!["read".into()],
-            resources: None,
-            endpoints: None,
-            ip_allow: None,
-            rate_limit: None,
-            created_at: now,
             created_by: creator.id.clone(),
-            updated_at: now,
-            last_used_at: None,
-            expires_at: None,
-            revoked_at: None,
-            deleted_at: None,
-            creator_suspended: false,
-            secret_hash: KeyHash::of("secret"),
-            previous_secret: None,
-            version: 1,
+            ..KeyRecord::sample(KeyHash::of("secret"))
         };
         store.create_key(&key, None).await.unwrap();
         // The bus reports Connected first; until then nothing is trusted.

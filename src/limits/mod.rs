@@ -232,7 +232,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::key::{Environment, KeyHash, KeyPolicy, Org, Shared};
+    use crate::key::{KeyHash, KeyPolicy, Org, Shared};
     use crate::store::{EmbeddedStore, KeyStore};
 
     fn org(limit: Option<RateLimit>) -> Org {
@@ -250,28 +250,8 @@ mod tests {
 
     fn key(limit: Option<RateLimit>) -> KeyView {
         crate::key::KeyRecord {
-            id: "key_1".into(),
-            org: "acme".into(),
-            name: "k".into(),
-            description: None,
-            environment: Environment::Live,
-            prefix: "kg_live_abcd".into(),
-            scopes: vec!["read".into()],
-            resources: None,
-            endpoints: None,
-            ip_allow: None,
             rate_limit: limit,
-            created_at: Timestamp::UNIX_EPOCH,
-            created_by: "prn_1".into(),
-            updated_at: Timestamp::UNIX_EPOCH,
-            last_used_at: None,
-            expires_at: None,
-            revoked_at: None,
-            deleted_at: None,
-            creator_suspended: false,
-            version: 1,
-            secret_hash: KeyHash([7; 32]),
-            previous_secret: None,
+            ..crate::key::KeyRecord::sample(KeyHash([7; 32]))
         }
         .into_view(&KeyHash([7; 32]), &Shared::default())
     }

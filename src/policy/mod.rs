@@ -122,31 +122,7 @@ mod tests {
     }
 
     fn key() -> KeyRecord {
-        let now = Timestamp::now();
-        KeyRecord {
-            id: "key_1".into(),
-            org: "acme".into(),
-            name: "k".into(),
-            description: None,
-            environment: Environment::Live,
-            prefix: "kg_live_abcd".into(),
-            scopes: vec!["read".into()],
-            resources: None,
-            endpoints: None,
-            ip_allow: None,
-            rate_limit: None,
-            created_at: now,
-            created_by: "prn_1".into(),
-            updated_at: now,
-            last_used_at: None,
-            expires_at: None,
-            revoked_at: None,
-            deleted_at: None,
-            creator_suspended: false,
-            version: 1,
-            secret_hash: KeyHash::of("current"),
-            previous_secret: None,
-        }
+        KeyRecord::sample(KeyHash::of("current"))
     }
 
     fn route(name: &str, scope: &str) -> Route {

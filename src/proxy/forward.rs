@@ -654,7 +654,7 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::key::{Environment, KeyHash, KeyRecord, Shared};
+    use crate::key::{KeyHash, KeyRecord, Shared};
 
     const SENSITIVE: [&str; 10] = [
         "x-org-id",
@@ -683,31 +683,7 @@ mod properties {
     }
 
     fn record() -> KeyRecord {
-        let t = jiff::Timestamp::UNIX_EPOCH;
-        KeyRecord {
-            id: "key_1".into(),
-            org: "acme".into(),
-            name: "k".into(),
-            description: None,
-            environment: Environment::Live,
-            prefix: "kg_live_abcd".into(),
-            scopes: vec!["read".into()],
-            resources: None,
-            endpoints: None,
-            ip_allow: None,
-            rate_limit: None,
-            created_at: t,
-            created_by: "prn_1".into(),
-            updated_at: t,
-            last_used_at: None,
-            expires_at: None,
-            revoked_at: None,
-            deleted_at: None,
-            secret_hash: KeyHash([7; 32]),
-            previous_secret: None,
-            creator_suspended: false,
-            version: 0,
-        }
+        KeyRecord::sample(KeyHash([7; 32]))
     }
 
     /// A sensitive name in some spelling: each character's case flipped or `-` made
