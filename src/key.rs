@@ -370,10 +370,10 @@ impl KeyRecord {
         });
         KeyView {
             id: self.id.into_boxed_str(),
-            org: shared.str(self.org),
+            org: shared.str(&self.org),
             name: self.name.into_boxed_str(),
-            created_by: shared.str(self.created_by),
-            scopes: shared.scopes(self.scopes),
+            created_by: shared.str(&self.created_by),
+            scopes: shared.scopes(&self.scopes),
             expires_at: self.expires_at,
             version: self.version,
             restrictions,
@@ -491,8 +491,11 @@ impl<T: ?Sized> Default for Interned<T> {
 /// Below this many entries a [`Shared`] set is never swept.
 const MIN_SWEEP: usize = 1024;
 
-impl<T: ?Sized + Eq + std::hash::Hash> Interned<T> {
-    fn get(&mut self, value: &T, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+impl<T: ?Sized + Eq + std::hash::Hash> Interned<T>
+where
+    for<'a> Arc<T>: From<&'a T>,
+{
+    fn get(&mut self, value: &T) -> Arc<T> {
         if let Some(v) = self.set.get(value) {
             return v.clone();
         }
@@ -500,22 +503,23 @@ impl<T: ?Sized + Eq + std::hash::Hash> Interned<T> {
             self.set.retain(|v| Arc::strong_count(v) > 1);
             self.sweep_at = (self.set.len() * 2).max(MIN_SWEEP);
         }
-        let v = make();
+        let v = Arc::from(value);
         self.set.insert(v.clone());
         v
     }
 }
 
 impl Shared {
-    fn str(&self, s: String) -> Arc<str> {
+    fn str(&self, s: &str) -> Arc<str> {
         // Interned values are immutable: a panic elsewhere cannot leave them unusable.
-        let mut strs = self.strs.lock().unwrap_or_else(|p| p.into_inner());
-        strs.get(&s, || Arc::from(s.as_str()))
+        self.strs.lock().unwrap_or_else(|p| p.into_inner()).get(s)
     }
 
-    fn scopes(&self, scopes: Vec<String>) -> Arc<[String]> {
-        let mut sets = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
-        sets.get(&scopes, || Arc::from(scopes.as_slice()))
+    fn scopes(&self, scopes: &[String]) -> Arc<[String]> {
+        self.scopes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(scopes)
     }
 
     /// Values held (for tests).
@@ -751,21 +755,22 @@ mod tests {
     #[test]
     fn views_share_repeated_values() {
         let shared = Shared::default();
-        let a = Shared::str(&shared, "org_a".to_string());
-        let b = Shared::str(&shared, "org_a".to_string());
+        let a = shared.str("org_a");
+        let b = shared.str("org_a");
         assert!(Arc::ptr_eq(&a, &b));
-        let s1 = shared.scopes(vec!["read".into(), "write".into()]);
-        let s2 = shared.scopes(vec!["read".into(), "write".into()]);
+        let read_write = ["read".to_string(), "write".to_string()];
+        let s1 = shared.scopes(&read_write);
+        let s2 = shared.scopes(&read_write);
         assert!(Arc::ptr_eq(&s1, &s2));
-        assert_ne!(&*shared.scopes(vec!["read".into()]), &*s1);
+        assert_ne!(&*shared.scopes(&read_write[..1]), &*s1);
         assert_eq!(shared.len(), 3);
         // Fill past the first sweep with values nobody keeps: the sweep drops them
         // and keeps those still held.
         for i in 0..MIN_SWEEP {
-            drop(shared.str(format!("prn_{i}")));
+            drop(shared.str(&format!("prn_{i}")));
         }
         assert!(shared.len() < 10, "swept: {}", shared.len());
-        assert!(Arc::ptr_eq(&a, &shared.str("org_a".to_string())));
+        assert!(Arc::ptr_eq(&a, &shared.str("org_a")));
     }
 
     /// The view remembers which secret found it: the current one always passes, the

@@ -607,7 +607,7 @@ mod tests {
             creator,
             org,
         };
-        assert!(f.resolve().await.status_at(Timestamp::now()) != KeyStatus::Suspended);
+        assert!(f.status().await != KeyStatus::Suspended);
         f
     }
 
@@ -618,6 +618,11 @@ mod tests {
                 .await
                 .unwrap()
                 .unwrap()
+        }
+
+        /// The status of the key as the resolver serves it now.
+        async fn status(&self) -> KeyStatus {
+            self.resolve().await.status_at(Timestamp::now())
         }
 
         fn count(&self, result: &str) -> u64 {
@@ -648,26 +653,20 @@ mod tests {
         f.revoke_silently().await;
         let hits = f.count("hit");
         for _ in 0..3 {
-            assert!(
-                f.resolve().await.status_at(Timestamp::now()) != KeyStatus::Revoked,
-                "served from cache"
-            );
+            assert!(f.status().await != KeyStatus::Revoked, "served from cache");
         }
         assert_eq!(f.count("hit"), hits + 3, "memo hits count as hits");
         // Any invalidation, even of another key, empties the memo; this key's reads
         // the store.
         f.resolver.invalidate_org("other").await;
         assert!(
-            f.resolve().await.status_at(Timestamp::now()) != KeyStatus::Revoked,
+            f.status().await != KeyStatus::Revoked,
             "still cached in moka"
         );
         assert_eq!(f.remembered(), 1, "emptied, then this hit remembered");
         f.resolver.invalidate_hash(&f.key.secret_hash).await;
         assert_eq!(f.remembered(), 1, "not emptied until the next lookup");
-        assert!(
-            f.resolve().await.status_at(Timestamp::now()) == KeyStatus::Revoked,
-            "the store's record"
-        );
+        assert!(f.status().await == KeyStatus::Revoked, "the store's record");
         assert_eq!(f.remembered(), 0, "a store read is not remembered");
     }
 
@@ -681,7 +680,7 @@ mod tests {
         f.resolve().await;
         f.revoke_silently().await;
         assert!(
-            f.resolve().await.status_at(Timestamp::now()) != KeyStatus::Revoked,
+            f.status().await != KeyStatus::Revoked,
             "served from the memo"
         );
         // Past ttl the entry is served once more while moka rechecks it in the
@@ -689,7 +688,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(60)).await;
         let mut seen = false;
         for _ in 0..100 {
-            if f.resolve().await.status_at(Timestamp::now()) == KeyStatus::Revoked {
+            if f.status().await == KeyStatus::Revoked {
                 seen = true;
                 break;
             }
@@ -704,10 +703,7 @@ mod tests {
         let mut revoked = f.key.clone();
         revoked.revoked_at = Some(Timestamp::now());
         f.store.update_key(&revoked, 1).await.unwrap();
-        assert!(
-            f.resolve().await.status_at(Timestamp::now()) != KeyStatus::Revoked,
-            "served from cache"
-        );
+        assert!(f.status().await != KeyStatus::Revoked, "served from cache");
         f.resolver
             .invalidate_local(&[Invalidation::Key {
                 hash: f.key.secret_hash,
@@ -745,7 +741,7 @@ mod tests {
         let mut revoked = f.key.clone();
         revoked.revoked_at = Some(Timestamp::now());
         f.store.update_key(&revoked, 1).await.unwrap();
-        assert!(f.resolve().await.status_at(Timestamp::now()) == KeyStatus::Revoked);
+        assert!(f.status().await == KeyStatus::Revoked);
     }
 
     #[tokio::test]
@@ -755,25 +751,25 @@ mod tests {
         disabled.disabled = true;
         f.store.update_principal(&disabled, 1).await.unwrap();
         assert!(
-            f.resolve().await.status_at(Timestamp::now()) != KeyStatus::Suspended,
+            f.status().await != KeyStatus::Suspended,
             "served from cache"
         );
         f.resolver.invalidate_principal(&f.creator.id).await;
-        assert!(f.resolve().await.status_at(Timestamp::now()) == KeyStatus::Suspended);
+        assert!(f.status().await == KeyStatus::Suspended);
 
         let mut relaxed = f.org.clone();
         relaxed.key_policy = KeyPolicy::Org;
         f.store.update_org(&relaxed, 1).await.unwrap();
         assert!(
-            f.resolve().await.status_at(Timestamp::now()) == KeyStatus::Suspended,
+            f.status().await == KeyStatus::Suspended,
             "served from cache"
         );
         f.resolver.invalidate_org("other").await;
         assert!(
-            f.resolve().await.status_at(Timestamp::now()) == KeyStatus::Suspended,
+            f.status().await == KeyStatus::Suspended,
             "another org's change"
         );
         f.resolver.invalidate_org(&f.org.id).await;
-        assert!(f.resolve().await.status_at(Timestamp::now()) != KeyStatus::Suspended);
+        assert!(f.status().await != KeyStatus::Suspended);
     }
 }

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 
 use super::{CreateOutcome, KeyStore, StoreError, UsageBatch, UsageCounts, UsageRow};
-use crate::key::{
-    AuditEvent, Environment, KeyHash, KeyRecord, Org, OrgScope, PreviousSecret, Principal, Role,
-};
+use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, OrgScope, PreviousSecret, Principal, Role};
 
 pub(super) fn id(kind: &str, n: u64) -> String {
     let ulid = ulid::Ulid::from_parts(1_700_000_000_000 + n, 7);
@@ -18,30 +16,12 @@ pub(super) fn id(kind: &str, n: u64) -> String {
 }
 
 pub(super) fn key(n: u64, org: &str, secret: &str) -> KeyRecord {
-    let now = Timestamp::now();
     KeyRecord {
         id: id("key", n),
         org: org.to_string(),
         name: format!("key {n}"),
-        description: None,
-        environment: Environment::Live,
-        prefix: "kg_live_abcd".to_string(),
-        scopes: vec!["read".to_string()],
-        resources: None,
-        endpoints: None,
-        ip_allow: None,
-        rate_limit: None,
-        created_at: now,
         created_by: "prn_creator".to_string(),
-        updated_at: now,
-        last_used_at: None,
-        expires_at: None,
-        revoked_at: None,
-        deleted_at: None,
-        creator_suspended: false,
-        version: 1,
-        secret_hash: KeyHash::of(secret),
-        previous_secret: None,
+        ..KeyRecord::sample(KeyHash::of(secret))
     }
 }
 
