@@ -1,4 +1,4 @@
-//! The [`KeyResolver`]: key hash → stored key, through an in-process moka cache.
+//! The [`KeyResolver`]: key hash → stored key, through an in-process cache.
 //!
 //! - Positive entries are served while younger than `cache.ttl`; between `ttl` and
 //!   `max_staleness` they are served while one background recheck runs; past
@@ -6,7 +6,7 @@
 //!   is unreachable and the entry is younger than `stale_if_error`.
 //! - Negative entries (unknown hashes) live `negative_ttl` in a cache of their own, so a
 //!   flood of random tokens cannot evict good keys.
-//! - Lookups of one hash are serialised by moka's per-key compute lock: of many
+//! - Lookups of one hash are serialised by a per-hash lock ([`Flights`]): of many
 //!   concurrent requests with the same unknown key, one reaches the store.
 //! - Concurrent store lookups are capped by a semaphore; past the cap a request gets
 //!   503 rather than queueing without bound.
@@ -33,14 +33,19 @@
 //! cached key of that creator or org by its id, so nothing iterates over keys.
 //!
 //! The cache holds a [`KeyView`] of each record, not the record: only what the data
-//! plane reads, so that a million cached keys stay small.
+//! plane reads, so that a million cached keys stay small. For the same reason the
+//! positive cache is a [`quick_cache`] (entries inline in a slab, about 16 bytes of its
+//! own per entry), not moka (about 320); it has no time-to-live, so an entry stays until
+//! capacity evicts it or an invalidation drops it, and is never served past
+//! `stale_if_error` whatever its age.
 //!
-//! Hits are served first from a small per-thread memo ([`Front`]) of entries moka
+//! Hits are served first from a small per-thread memo ([`Front`]) of entries the cache
 //! served since the last invalidation: a hit then costs one hash-map lookup on the
-//! worker's own thread instead of moka's shared bookkeeping. The memo only ever holds
-//! an entry that passed every check below under the current invalidation generation,
-//! is emptied by the next invalidation of anything, and serves an entry only while
-//! it is trusted and younger than `ttl`; everything else goes through moka as before.
+//! worker's own thread instead of the cache's shared shard lock. The memo only ever
+//! holds an entry that passed every check below under the current invalidation
+//! generation, is emptied by the next invalidation of anything, and serves an entry
+//! only while it is trusted and younger than `ttl`; everything else goes through the
+//! cache as before.
 //!
 //! This module never sees a raw token, only [`KeyHash`]es.
 
@@ -49,11 +54,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use moka::ops::compute::Op;
 use prometheus::IntCounter;
+use quick_cache::UnitWeighter;
+use quick_cache::sync::{Cache, DefaultLifecycle};
 use thread_local::ThreadLocal;
 use tokio::sync::Semaphore;
 
+use super::flights::Flights;
 use crate::config::CacheConfig;
 use crate::key::{KeyHash, KeyRecord, KeyView, Shared};
 use crate::memo::Memo;
@@ -78,7 +85,7 @@ pub struct Unavailable;
 /// Entries a thread's [`Front`] holds at most; it is emptied when full.
 const FRONT_MAX: usize = 4096;
 
-/// One thread's memo of positive entries moka served, all verified current at
+/// One thread's memo of positive entries the cache served, all verified current at
 /// `generation` (an invalidation of anything makes the whole memo stale).
 struct Front {
     generation: u64,
@@ -104,7 +111,7 @@ impl Front {
     }
 }
 
-/// A positive cache entry: stored in moka as it is (cloning it clones one `Arc`).
+/// A positive cache entry, stored inline in the cache (cloning it clones one `Arc`).
 #[derive(Debug, Clone)]
 struct Cached {
     /// What the data plane keeps of the record (not the record: see [`KeyView`]).
@@ -127,7 +134,9 @@ pub struct KeyResolver {
     /// checked again before use: set when the bus (re)connects.
     recheck_before: AtomicU64,
     base: Instant,
-    positive: moka::future::Cache<KeyHash, Cached, crate::FastHash>,
+    positive: Cache<KeyHash, Cached, UnitWeighter, crate::FastHash>,
+    /// Held over each store lookup, per hash.
+    flights: Flights,
     /// Per thread, what `positive` served since the last invalidation.
     front: ThreadLocal<RefCell<Front>>,
     /// `keygate_auth_cache_total{result="hit"}`, resolved once.
@@ -172,11 +181,14 @@ impl KeyResolver {
         lookup_wait: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let positive = moka::future::Cache::builder()
-            .max_capacity(cache.max_entries)
-            // Past stale_if_error an entry can never be served, so it need not be kept.
-            .time_to_live(cache.stale_if_error)
-            .build_with_hasher(crate::FastHash::default());
+        let capacity = usize::try_from(cache.max_entries).unwrap_or(usize::MAX);
+        let positive = Cache::with(
+            capacity,
+            cache.max_entries,
+            UnitWeighter,
+            crate::FastHash::default(),
+            DefaultLifecycle::default(),
+        );
         let negative = moka::sync::Cache::builder()
             .max_capacity((cache.max_entries / 4).max(10_000))
             .time_to_live(cache.negative_ttl)
@@ -197,6 +209,7 @@ impl KeyResolver {
             recheck_before: AtomicU64::new(0),
             base: Instant::now(),
             positive,
+            flights: Flights::default(),
             negative,
             invalidated,
             invalidated_principals: marks(cache),
@@ -234,18 +247,18 @@ impl KeyResolver {
             self.hits.inc();
             return Ok(Some(record));
         }
-        // Boxed: moka's and the store's futures are large, and a memo hit needs neither.
+        // Boxed: a lookup's future is large, and a memo hit needs none.
         Box::pin(self.resolve_slow(hash, arrived, generation)).await
     }
 
-    /// Past the memo: moka, then the store.
+    /// Past the memo: the cache, then the store.
     async fn resolve_slow(
         self: &Arc<Self>,
         hash: &KeyHash,
         arrived: Instant,
         generation: u64,
     ) -> Result<Option<Arc<KeyView>>, Unavailable> {
-        if let Some(c) = self.positive.get(hash).await
+        if let Some(c) = self.positive.get(hash)
             && self.is_current(hash, &c)
         {
             let age = arrived.saturating_duration_since(c.checked);
@@ -300,7 +313,7 @@ impl KeyResolver {
     /// The cached key for `hash`, without any store lookup (used when the client
     /// address is over its failed-authentication budget: known-good keys still work).
     pub async fn cached(&self, hash: &KeyHash) -> Option<Arc<KeyView>> {
-        let c = self.positive.get(hash).await?;
+        let c = self.positive.get(hash)?;
         (self.is_current(hash, &c) && self.trusted(&c) && c.checked.elapsed() < self.max_staleness)
             .then(|| c.key.clone())
     }
@@ -355,7 +368,7 @@ impl KeyResolver {
                     self.invalidated
                         .entry(*hash)
                         .and_upsert_with(|old| old.map_or(g, |e| (*e.value()).max(g)));
-                    self.positive.invalidate(hash).await;
+                    self.positive.remove(hash);
                     self.negative.invalidate(hash);
                 }
                 Invalidation::Principal(id) => {
@@ -444,55 +457,37 @@ impl KeyResolver {
         hash: KeyHash,
         arrived: Instant,
     ) -> Result<Option<Arc<KeyView>>, Unavailable> {
-        use moka::ops::compute::CompResult;
         // A lookup that raced an invalidation of this hash produced an entry that may
         // predate the change: look again rather than serve it (or call the key unknown).
         for _ in 0..LOAD_ATTEMPTS {
-            let this = self.clone();
-            let result = self
-                .positive
-                .entry(hash)
-                .and_try_compute_with(|current| async move {
-                    if let Some(e) = current {
-                        let c = e.into_value();
-                        let fresh = c.checked >= arrived
-                            || (this.trusted(&c) && c.checked.elapsed() < this.ttl);
-                        if this.is_current(&hash, &c) && fresh {
-                            return Ok(Op::Nop);
-                        }
-                    } else if this.negative.contains_key(&hash) {
-                        return Ok(Op::Nop);
-                    }
-                    let generation = this.generation.load(Ordering::Acquire);
-                    let checked = Instant::now();
-                    match this.fetch(&hash).await? {
-                        Some(record) => {
-                            let provisional =
-                                this.awaited.get(&hash).is_some_and(|v| record.version < v);
-                            Ok(Op::Put(Cached {
-                                key: Arc::new(record.into_view(&hash, &this.shared)),
-                                checked,
-                                generation,
-                                provisional,
-                            }))
-                        }
-                        None => {
-                            this.negative.insert(hash, ());
-                            Ok(Op::Remove)
-                        }
-                    }
-                })
-                .await?;
-            match result {
-                CompResult::Inserted(e)
-                | CompResult::ReplacedWith(e)
-                | CompResult::Unchanged(e) => {
-                    let c = e.into_value();
-                    if self.is_current(&hash, &c) {
-                        return Ok(Some(c.key.clone()));
-                    }
+            let _flight = self.flights.lock(&hash).await;
+            // What the lookup this one queued behind (if any) found.
+            if let Some(c) = self.positive.peek(&hash) {
+                let fresh =
+                    c.checked >= arrived || (self.trusted(&c) && c.checked.elapsed() < self.ttl);
+                if self.is_current(&hash, &c) && fresh {
+                    return Ok(Some(c.key));
                 }
-                CompResult::Removed(_) | CompResult::StillNone(_) => return Ok(None),
+            } else if self.negative.contains_key(&hash) {
+                return Ok(None);
+            }
+            let generation = self.generation.load(Ordering::Acquire);
+            let checked = Instant::now();
+            let Some(record) = self.fetch(&hash).await? else {
+                self.negative.insert(hash, ());
+                self.positive.remove(&hash);
+                return Ok(None);
+            };
+            let provisional = self.awaited.get(&hash).is_some_and(|v| record.version < v);
+            let c = Cached {
+                key: Arc::new(record.into_view(&hash, &self.shared)),
+                checked,
+                generation,
+                provisional,
+            };
+            self.positive.insert(hash, c.clone());
+            if self.is_current(&hash, &c) {
+                return Ok(Some(c.key));
             }
         }
         // The key kept changing under the lookup: fail closed, and let the client retry.
@@ -521,7 +516,7 @@ mod tests {
 
     use super::*;
     use crate::key::{KeyPolicy, KeyStatus, Org, OrgScope, Principal, Role};
-    use crate::store::{EmbeddedStore, LocalBus};
+    use crate::store::{EmbeddedStore, Instrumented, LocalBus};
 
     fn cache() -> CacheConfig {
         CacheConfig {
@@ -550,9 +545,13 @@ mod tests {
 
     async fn fixture_with(cache: &CacheConfig) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn KeyStore> =
-            Arc::new(EmbeddedStore::open(&dir.path().join("k.db")).unwrap());
         let metrics = Arc::new(Metrics::new());
+        // Instrumented, to count the store lookups the resolver makes.
+        let store: Arc<dyn KeyStore> = Arc::new(Instrumented::new(
+            Arc::new(EmbeddedStore::open(&dir.path().join("k.db")).unwrap()),
+            metrics.clone(),
+            Duration::from_secs(5),
+        ));
         let resolver = Arc::new(KeyResolver::new(
             store.clone(),
             Arc::new(LocalBus),
@@ -629,6 +628,14 @@ mod tests {
             self.metrics.auth_cache.with_label_values(&[result]).get()
         }
 
+        /// Key lookups the store has answered.
+        fn lookups(&self) -> u64 {
+            self.metrics
+                .store_operations
+                .with_label_values(&["key_by_hash", "ok"])
+                .get()
+        }
+
         /// Entries in this thread's memo.
         fn remembered(&self) -> usize {
             self.resolver
@@ -643,6 +650,22 @@ mod tests {
             revoked.revoked_at = Some(Timestamp::now());
             self.store.update_key(&revoked, 1).await.unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn concurrent_lookups_of_one_unknown_hash_reach_the_store_once() {
+        let f = fixture().await;
+        let before = f.lookups();
+        let unknown = KeyHash::of("nobody has this key");
+        let all = (0..16).map(|_| {
+            let r = f.resolver.clone();
+            tokio::spawn(async move { r.resolve(&unknown).await })
+        });
+        for answer in futures_util::future::join_all(all).await {
+            assert!(matches!(answer.unwrap(), Ok(None)));
+        }
+        assert_eq!(f.lookups(), before + 1, "one lookup answered all 16");
+        assert_eq!(f.count("miss") + f.count("negative"), 16 + 1);
     }
 
     #[tokio::test]
