@@ -58,7 +58,7 @@ pub mod whoami;
 pub mod write;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use bootstrap::{BootstrapOutcome, bootstrap};
 pub use error::AdminError;

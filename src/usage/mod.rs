@@ -66,10 +66,67 @@ impl Outcome<'_> {
     }
 }
 
+/// One key's counts of one hour while in memory: [`UsageCounts`] with its route and
+/// refusal maps as short vectors. A key usually has one route and no refusal in an
+/// hour, and a `BTreeMap`'s first insert allocates a node of eleven slots (~370
+/// bytes): a miss-heavy load holds one tally per key used in a flush period.
+#[derive(Debug, Default)]
+struct Tally {
+    requests: u64,
+    successes: u64,
+    client_errors: u64,
+    upstream_errors: u64,
+    rate_limited: u64,
+    routes: Vec<(Box<str>, u64)>,
+    denied: Vec<(&'static str, u64)>,
+    /// Up to [`MEMORY_RESOURCES`] names: a map, allocated only for routes that name a
+    /// resource.
+    resources: std::collections::BTreeMap<String, u64>,
+}
+
+impl Tally {
+    /// The counts as the store keeps them.
+    fn into_counts(self) -> UsageCounts {
+        UsageCounts {
+            requests: self.requests,
+            successes: self.successes,
+            client_errors: self.client_errors,
+            upstream_errors: self.upstream_errors,
+            rate_limited: self.rate_limited,
+            denied: self
+                .denied
+                .into_iter()
+                .map(|(c, n)| (c.to_string(), n))
+                .collect(),
+            routes: self
+                .routes
+                .into_iter()
+                .map(|(r, n)| (r.into_string(), n))
+                .collect(),
+            resources: self.resources,
+        }
+    }
+}
+
+/// Adds one to the count of `name` in a short list, making room for one more only.
+fn bump_listed<N: std::borrow::Borrow<str>>(
+    list: &mut Vec<(N, u64)>,
+    name: &str,
+    make: impl FnOnce() -> N,
+) {
+    match list.iter_mut().find(|(n, _)| n.borrow() == name) {
+        Some((_, c)) => *c += 1,
+        None => {
+            list.reserve_exact(1);
+            list.push((make(), 1));
+        }
+    }
+}
+
 /// Adds one request to `counts` (see [`UsageCounts`] for what each counter means).
-pub fn count(counts: &mut UsageCounts, o: &Outcome<'_>) {
+fn count(counts: &mut Tally, o: &Outcome<'_>) {
     counts.requests += 1;
-    bump(&mut counts.routes, o.route);
+    bump_listed(&mut counts.routes, o.route, || o.route.into());
     if let Some(r) = o.resource {
         let known = counts.resources.contains_key(r);
         let name = if r.len() > MAX_RESOURCE_LEN
@@ -89,7 +146,7 @@ pub fn count(counts: &mut UsageCounts, o: &Outcome<'_>) {
         _ => {}
     }
     if let Some(code) = o.refusal.filter(|_| !upstream_failure) {
-        bump(&mut counts.denied, code);
+        bump_listed(&mut counts.denied, code, || code);
         if matches!(code, "rate_limited" | "quota_exceeded") {
             counts.rate_limited += 1;
         }
@@ -105,11 +162,15 @@ fn bump(map: &mut std::collections::BTreeMap<String, u64>, name: &str) {
     }
 }
 
+/// One key's counts of one hour, taken for a flush: (key id, hour in Unix seconds,
+/// counts).
+type Taken = (String, i64, Tally);
+
 /// What one key did since the last flush.
 #[derive(Default)]
 struct Pending {
     /// (hour start in Unix seconds, counts); usually one hour, two across an hour end.
-    hours: Vec<(i64, UsageCounts)>,
+    hours: Vec<(i64, Tally)>,
     last_used: Option<Timestamp>,
 }
 
@@ -163,7 +224,7 @@ impl UsageRecorder {
         let counts = match p.hours.iter().position(|(h, _)| *h == hour) {
             Some(i) => &mut p.hours[i].1,
             None => {
-                p.hours.push((hour, UsageCounts::default()));
+                p.hours.push((hour, Tally::default()));
                 let last = p.hours.len() - 1;
                 &mut p.hours[last].1
             }
@@ -174,8 +235,9 @@ impl UsageRecorder {
         }
     }
 
-    /// Everything counted so far, leaving the counters empty.
-    fn take(&self) -> (Vec<UsageRow>, Vec<(String, Timestamp)>) {
+    /// Everything counted so far, leaving the counters empty: (key id, hour, counts)
+    /// and each key's latest use.
+    fn take(&self) -> (Vec<Taken>, Vec<(String, Timestamp)>) {
         let mut rows = Vec::new();
         let mut touched = Vec::new();
         for shard in self.shards.iter() {
@@ -186,13 +248,7 @@ impl UsageRecorder {
             );
             for (key_id, p) in taken {
                 for (hour, counts) in p.hours {
-                    if let Ok(hour) = Timestamp::from_second(hour) {
-                        rows.push(UsageRow {
-                            key_id: key_id.clone(),
-                            hour,
-                            counts,
-                        });
-                    }
+                    rows.push((key_id.clone(), hour, counts));
                 }
                 if let Some(t) = p.last_used {
                     touched.push((key_id, t));
@@ -207,21 +263,46 @@ impl UsageRecorder {
     pub async fn flush(&self) {
         let mut unsent = self.unsent.lock().await;
         let (rows, touched) = self.take();
-        // Batches taken from the front in one pass (splitting the rest off each time
-        // copied it again: quadratic, gigabytes with 200,000 keys in one period).
+        // Batches made from the front in one pass (splitting the rest off each time
+        // copied it again: quadratic, gigabytes with 200,000 keys in one period), and
+        // only as they are sent: a batch's rows in the store's form are several times
+        // the size of the tallies.
         let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            unsent.push_back(UsageBatch {
+        let mut next_batch = || {
+            rows.peek()?;
+            let rows: Vec<UsageRow> = rows
+                .by_ref()
+                .take(MAX_BATCH_ROWS)
+                .filter_map(|(key_id, hour, tally)| {
+                    Some(UsageRow {
+                        key_id,
+                        hour: Timestamp::from_second(hour).ok()?,
+                        counts: tally.into_counts(),
+                    })
+                })
+                .collect();
+            Some(UsageBatch {
                 id: new_id("usb"),
-                rows: rows.by_ref().take(MAX_BATCH_ROWS).collect(),
-            });
-        }
-        while let Some(batch) = unsent.front() {
+                rows,
+            })
+        };
+        loop {
+            if unsent.is_empty() {
+                match next_batch() {
+                    Some(batch) => unsent.push_back(batch),
+                    None => break,
+                }
+            }
+            let Some(batch) = unsent.front() else { break };
             match self.store.add_usage(batch).await {
                 Ok(()) => {
                     unsent.pop_front();
                 }
                 Err(StoreError::Unavailable(e)) => {
+                    // What was not sent waits for the next flush, as batches.
+                    while let Some(batch) = next_batch() {
+                        unsent.push_back(batch);
+                    }
                     tracing::warn!(error = %e, unsent = unsent.len(), "usage not written yet; will retry");
                     break;
                 }
@@ -348,8 +429,9 @@ mod tests {
             ),
         ];
         for (status, refusal, want, denied) in rows {
-            let mut c = UsageCounts::default();
-            count(&mut c, &outcome(*status, *refusal));
+            let mut t = Tally::default();
+            count(&mut t, &outcome(*status, *refusal));
+            let c = t.into_counts();
             assert_eq!(c.requests, 1);
             assert_eq!(
                 [
@@ -371,7 +453,7 @@ mod tests {
 
     #[test]
     fn resources_in_memory_are_bounded() {
-        let mut c = UsageCounts::default();
+        let mut c = Tally::default();
         let long = format!("feed:{}", "x".repeat(300));
         for i in 0..(MEMORY_RESOURCES + 10) {
             let r = format!("feed:{i}");
@@ -422,6 +504,57 @@ mod tests {
             "2024-05-01T11:00:00Z".parse::<Timestamp>().unwrap()
         );
         assert_eq!(rows[1].counts.resources["flow:a"], 1);
+    }
+
+    #[tokio::test]
+    async fn usage_counted_during_an_outage_is_written_once_after_it_in_order() {
+        use std::sync::atomic::Ordering;
+        let store = Arc::new(crate::admin::tests::MemStore::default());
+        let clock = Arc::new(FakeClock::at("2024-05-01T10:00:00Z".parse().unwrap()));
+        let rec = UsageRecorder::new(store.clone(), clock.clone());
+        let keys = 2 * MAX_BATCH_ROWS + 7;
+        for i in 0..keys {
+            rec.record(&format!("key_{i}"), &outcome(200, None));
+        }
+        store.down.store(true, Ordering::SeqCst);
+        rec.flush().await;
+        let kept: Vec<String> = rec
+            .unsent
+            .lock()
+            .await
+            .iter()
+            .map(|b| b.id.clone())
+            .collect();
+        assert_eq!(kept.len(), 3, "every row kept, as batches");
+        assert!(store.usage_batches().is_empty());
+        rec.record("key_late", &outcome(404, None));
+        store.down.store(false, Ordering::SeqCst);
+        rec.flush().await;
+        let written = store.usage_batches();
+        let ids: Vec<&str> = written.iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(ids.len(), 4);
+        assert_eq!(
+            ids[..3],
+            kept.iter().map(String::as_str).collect::<Vec<_>>()[..],
+            "the kept batches first, under their ids"
+        );
+        let mut rows: Vec<(&str, u64)> = written
+            .iter()
+            .flat_map(|b| &b.rows)
+            .map(|r| (r.key_id.as_str(), r.counts.requests))
+            .collect();
+        assert_eq!(rows.len(), keys + 1, "as many rows as keys");
+        rows.sort();
+        rows.dedup();
+        assert_eq!(rows.len(), keys + 1, "each key's row written once");
+        assert!(rows.iter().all(|(_, n)| *n == 1));
+        let late = &written[3].rows[0];
+        assert_eq!(
+            (late.key_id.as_str(), late.counts.client_errors),
+            ("key_late", 1)
+        );
+        assert_eq!(late.counts.routes["r"], 1);
+        assert!(rec.unsent.lock().await.is_empty());
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
-//! TEST ONLY: an in-memory `KeyStore` for the admin API tests, until the embedded
-//! store lands and the tests switch to it. Not for any other use: no durability, one
-//! big lock, linear scans.
+//! TEST ONLY: an in-memory `KeyStore` for the admin API tests and the usage
+//! recorder's, with an outage switch (`down`). Not for any other use: no durability,
+//! one big lock, linear scans.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 
 use crate::key::{AuditEvent, KeyHash, KeyRecord, Org, Principal};
-use crate::store::{CreateOutcome, KeyStore, Page, StoreError};
+use crate::store::{CreateOutcome, KeyStore, Page, StoreError, UsageBatch};
 
 #[derive(Default)]
 struct State {
@@ -18,6 +18,7 @@ struct State {
     orgs: BTreeMap<String, Org>,
     principals: BTreeMap<String, Principal>,
     audit: Vec<AuditEvent>,
+    usage: Vec<UsageBatch>,
 }
 
 #[derive(Default)]
@@ -78,8 +79,20 @@ fn swap<T: Clone>(
     Ok(())
 }
 
+impl MemStore {
+    /// The usage batches written, in order.
+    pub fn usage_batches(&self) -> Vec<UsageBatch> {
+        self.state.lock().unwrap().usage.clone()
+    }
+}
+
 #[async_trait]
 impl KeyStore for MemStore {
+    async fn add_usage(&self, batch: &UsageBatch) -> Result<(), StoreError> {
+        self.state()?.usage.push(batch.clone());
+        Ok(())
+    }
+
     async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<KeyRecord>, StoreError> {
         Ok(self
             .state()?
