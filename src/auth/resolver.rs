@@ -189,6 +189,9 @@ impl KeyResolver {
             crate::FastHash::default(),
             DefaultLifecycle::default(),
         );
+        // Room for every entry at once, so the cache's tables never double (and copy)
+        // while it fills: memory not yet written to is address space, not RSS.
+        positive.reserve(capacity);
         let negative = moka::sync::Cache::builder()
             .max_capacity((cache.max_entries / 4).max(10_000))
             .time_to_live(cache.negative_ttl)
