@@ -116,8 +116,9 @@ impl Front {
 struct Cached {
     /// What the data plane keeps of the record (not the record: see [`KeyView`]).
     key: Arc<KeyView>,
-    /// When the store lookup that confirmed this record started.
-    checked: Instant,
+    /// When the store lookup that confirmed this record started, in nanoseconds after
+    /// the resolver's `base` (8 bytes where an `Instant` takes 16: a million entries).
+    checked: u64,
     /// Invalidation generation when the lookup that produced it started.
     generation: u64,
     /// Older than an announced version of its key: never served without a store check.
@@ -264,7 +265,7 @@ impl KeyResolver {
         if let Some(c) = self.positive.get(hash)
             && self.is_current(hash, &c)
         {
-            let age = arrived.saturating_duration_since(c.checked);
+            let age = self.age(&c, arrived);
             if self.trusted(&c) {
                 if age < self.ttl {
                     self.hits.inc();
@@ -300,8 +301,7 @@ impl KeyResolver {
     fn front_hit(&self, hash: &KeyHash, generation: u64, now: Instant) -> Option<Arc<KeyView>> {
         let mut front = self.front.get()?.borrow_mut();
         let c = front.at(generation).get(hash)?;
-        (self.trusted(c) && now.saturating_duration_since(c.checked) < self.ttl)
-            .then(|| c.key.clone())
+        (self.trusted(c) && self.age(c, now) < self.ttl).then(|| c.key.clone())
     }
 
     /// Remembers in this thread's memo an entry found current at `generation`.
@@ -317,7 +317,9 @@ impl KeyResolver {
     /// address is over its failed-authentication budget: known-good keys still work).
     pub async fn cached(&self, hash: &KeyHash) -> Option<Arc<KeyView>> {
         let c = self.positive.get(hash)?;
-        (self.is_current(hash, &c) && self.trusted(&c) && c.checked.elapsed() < self.max_staleness)
+        (self.is_current(hash, &c)
+            && self.trusted(&c)
+            && self.age(&c, Instant::now()) < self.max_staleness)
             .then(|| c.key.clone())
     }
 
@@ -417,6 +419,11 @@ impl KeyResolver {
         }
     }
 
+    /// How long before `now` the entry's lookup started.
+    fn age(&self, c: &Cached, now: Instant) -> Duration {
+        Duration::from_nanos(self.nanos(now).saturating_sub(c.checked))
+    }
+
     fn nanos(&self, t: Instant) -> u64 {
         u64::try_from(t.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
     }
@@ -426,7 +433,7 @@ impl KeyResolver {
     fn trusted(&self, c: &Cached) -> bool {
         !c.provisional
             && self.connected.load(Ordering::Acquire)
-            && self.nanos(c.checked) >= self.recheck_before.load(Ordering::Acquire)
+            && c.checked >= self.recheck_before.load(Ordering::Acquire)
     }
 
     /// Whether no invalidation of `hash`, of the key's creator or of its org happened
@@ -466,8 +473,8 @@ impl KeyResolver {
             let _flight = self.flights.lock(&hash).await;
             // What the lookup this one queued behind (if any) found.
             if let Some(c) = self.positive.peek(&hash) {
-                let fresh =
-                    c.checked >= arrived || (self.trusted(&c) && c.checked.elapsed() < self.ttl);
+                let fresh = c.checked >= self.nanos(arrived)
+                    || (self.trusted(&c) && self.age(&c, Instant::now()) < self.ttl);
                 if self.is_current(&hash, &c) && fresh {
                     return Ok(Some(c.key));
                 }
@@ -475,7 +482,7 @@ impl KeyResolver {
                 return Ok(None);
             }
             let generation = self.generation.load(Ordering::Acquire);
-            let checked = Instant::now();
+            let checked = self.nanos(Instant::now());
             let Some(record) = self.fetch(&hash).await? else {
                 self.negative.insert(hash, ());
                 self.positive.remove(&hash);

@@ -239,7 +239,7 @@ fn key_view(k: &KeyView) -> VerifiedKey {
         name: k.name.to_string(),
         scopes: k.scopes.to_vec(),
         environment: k.environment,
-        expires_at: k.expires_at,
+        expires_at: k.expires_at(),
     }
 }
 
