@@ -82,6 +82,10 @@ pub const MAX_CONCURRENT_LOOKUPS: usize = 256;
 #[error("key store unavailable")]
 pub struct Unavailable;
 
+/// Key cache entries reserved at start at most (about 100 MB of address space, a few
+/// MB of it written at once); past this the cache's tables grow as it fills.
+const RESERVED_ENTRIES: usize = 1_000_000;
+
 /// Entries a thread's [`Front`] holds at most; it is emptied when full.
 const FRONT_MAX: usize = 4096;
 
@@ -191,8 +195,9 @@ impl KeyResolver {
             DefaultLifecycle::default(),
         );
         // Room for every entry at once, so the cache's tables never double (and copy)
-        // while it fills: memory not yet written to is address space, not RSS.
-        positive.reserve(capacity);
+        // while it fills: memory not yet written to is address space, not RSS. Up to
+        // a bound, so that a huge `max_entries` cannot ask for gigabytes at start.
+        positive.reserve(capacity.min(RESERVED_ENTRIES));
         let negative = moka::sync::Cache::builder()
             .max_capacity((cache.max_entries / 4).max(10_000))
             .time_to_live(cache.negative_ttl)
