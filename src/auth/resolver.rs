@@ -306,7 +306,7 @@ impl KeyResolver {
     fn front_hit(&self, hash: &KeyHash, generation: u64, now: Instant) -> Option<Arc<KeyView>> {
         let mut front = self.front.get()?.borrow_mut();
         let c = front.at(generation).get(hash)?;
-        (self.trusted(c) && self.age(c, now) < self.ttl).then(|| c.key.clone())
+        self.fresh(c, now).then(|| c.key.clone())
     }
 
     /// Remembers in this thread's memo an entry found current at `generation`.
@@ -424,6 +424,12 @@ impl KeyResolver {
         }
     }
 
+    /// Whether the entry may be served at `now` without a store check: trusted and
+    /// younger than `ttl`.
+    fn fresh(&self, c: &Cached, now: Instant) -> bool {
+        self.trusted(c) && self.age(c, now) < self.ttl
+    }
+
     /// How long before `now` the entry's lookup started.
     fn age(&self, c: &Cached, now: Instant) -> Duration {
         Duration::from_nanos(self.nanos(now).saturating_sub(c.checked))
@@ -468,7 +474,7 @@ impl KeyResolver {
     /// both caches. A caller that queued behind a lookup which started after it arrived
     /// uses that lookup's result.
     async fn load(
-        self: &Arc<Self>,
+        &self,
         hash: KeyHash,
         arrived: Instant,
     ) -> Result<Option<Arc<KeyView>>, Unavailable> {
@@ -478,9 +484,8 @@ impl KeyResolver {
             let _flight = self.flights.lock(&hash).await;
             // What the lookup this one queued behind (if any) found.
             if let Some(c) = self.positive.peek(&hash) {
-                let fresh = c.checked >= self.nanos(arrived)
-                    || (self.trusted(&c) && self.age(&c, Instant::now()) < self.ttl);
-                if self.is_current(&hash, &c) && fresh {
+                let answers = c.checked >= self.nanos(arrived) || self.fresh(&c, Instant::now());
+                if self.is_current(&hash, &c) && answers {
                     return Ok(Some(c.key));
                 }
             } else if self.negative.contains_key(&hash) {

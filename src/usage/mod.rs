@@ -270,7 +270,7 @@ impl UsageRecorder {
         let mut rows = rows.into_iter().peekable();
         let mut next_batch = || {
             rows.peek()?;
-            let rows: Vec<UsageRow> = rows
+            let batch: Vec<UsageRow> = rows
                 .by_ref()
                 .take(MAX_BATCH_ROWS)
                 .filter_map(|(key_id, hour, tally)| {
@@ -283,7 +283,7 @@ impl UsageRecorder {
                 .collect();
             Some(UsageBatch {
                 id: new_id("usb"),
-                rows,
+                rows: batch,
             })
         };
         loop {
