@@ -26,7 +26,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `meta` | hash | `schema_version` |
-//! | `key:<id>` | hash | `json` (the `KeyRecord`), `org`, `creator`, `hashes` (hex, comma-separated), `version` (compared by updates) |
+//! | `key:<id>` | hash | `json` (the `KeyRecord`), `org`, `creator`, `hashes` (hex, comma-separated), `version` (compared by updates), `last_used` (Unix nanoseconds; the later of it and the JSON's is the key's `last_used_at`) |
 //! | `key_hashes` | hash | SHA-256 (hex) → key id: current and previous secret |
 //! | `org_keys:<org>` | sorted set | ids of the org's keys that are not deleted |
 //! | `creator_keys:<principal>` | sorted set | ids of the keys a principal created |
@@ -88,7 +88,7 @@ struct Scripts {
     list_principals: Script,
     append_audit: Script,
     schema: Script,
-    swap_key_json: Script,
+    touch_keys: Script,
     add_usage: Script,
     usage: Script,
     prune_usage: Script,
@@ -112,7 +112,7 @@ impl Scripts {
             list_principals: Script::new(scripts::LIST_PRINCIPALS),
             append_audit: Script::new(scripts::APPEND_AUDIT),
             schema: Script::new(scripts::SCHEMA),
-            swap_key_json: Script::new(scripts::SWAP_KEY_JSON),
+            touch_keys: Script::new(scripts::TOUCH_KEYS),
             add_usage: Script::new(scripts::ADD_USAGE),
             usage: Script::new(scripts::USAGE),
             prune_usage: Script::new(scripts::PRUNE_USAGE),
@@ -233,43 +233,23 @@ impl RedisStore {
         format!("{}{rest}", self.prefix)
     }
 
-    /// A key's stored JSON and its decoded record.
+    /// A key's stored JSON and its decoded record (with the `last_used` field's time).
     async fn stored_key_json(&self, id: &str) -> Result<Option<(String, KeyRecord)>, StoreError> {
-        let json: Option<String> = self
+        let (json, last_used): (Option<String>, Option<String>) = self
             .query(
-                redis::cmd("HGET")
+                redis::cmd("HMGET")
                     .arg(self.key(&format!("key:{id}")))
-                    .arg("json"),
+                    .arg("json")
+                    .arg("last_used"),
             )
             .await?;
         match json {
             Some(j) => {
-                let key = decode(&format!("key {id}"), &j)?;
+                let key = decode_key(id, &j, last_used.as_deref().unwrap_or(""))?;
                 Ok(Some((j, key)))
             }
             None => Ok(None),
         }
-    }
-
-    /// Moves one key's last_used_at forward to `at` (compare-and-swap on its JSON).
-    async fn touch_key(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
-        for _ in 0..SWAP_ATTEMPTS {
-            let Some((json, mut key)) = self.stored_key_json(id).await? else {
-                return Ok(());
-            };
-            if key.last_used_at.is_some_and(|t| t >= at) {
-                return Ok(());
-            }
-            key.last_used_at = Some(at);
-            let new = encode("key", &key)?;
-            let swapped: i64 = self
-                .invoke(&self.scripts.swap_key_json, &[id, &json, &new])
-                .await?;
-            if swapped != 0 {
-                return Ok(());
-            }
-        }
-        Err(busy(id))
     }
 
     async fn invoke<T: FromRedisValue>(
@@ -299,13 +279,15 @@ impl RedisStore {
 
     /// One page of an `(owner, id)` sorted set, newest first, from the records in
     /// `records` (a hash; `""` for `key:<id>` hashes).
-    async fn page<T: DeserializeOwned>(
+    /// `decode` gets each record's id, JSON and `last_used` field (see `scripts::PAGE`).
+    async fn page<T>(
         &self,
         kind: &str,
         index: &str,
         records: &str,
         after: Option<&str>,
         limit: usize,
+        decode: impl Fn(&str, &str, &str) -> Result<T, StoreError>,
         keep: impl Fn(&T) -> bool,
     ) -> Result<Page<T>, StoreError> {
         if limit == 0 {
@@ -323,8 +305,8 @@ impl RedisStore {
             .await?;
         let mut items = Vec::new();
         let mut ids = Vec::new();
-        for (id, json) in pairs(&flat, kind, index)? {
-            let item: T = decode(&format!("{kind} {id}"), json)?;
+        for (id, json, last_used) in triples(&flat, kind, index)? {
+            let item = decode(id, json, last_used)?;
             if keep(&item) {
                 items.push(item);
                 ids.push(id);
@@ -380,11 +362,10 @@ const SWAP_ATTEMPTS: usize = 8;
 /// How long a usage batch id is remembered (a retry comes within seconds or minutes).
 const BATCH_MEMORY_SECS: i64 = 86_400;
 
-/// `last_used_at` writes in flight at once in [`touch_keys`](KeyStore::touch_keys).
-/// The flush shares its thread with the data plane: on a saturated core it is polled
-/// once per round of every connection, so it keeps many writes in flight per poll
-/// (with 32, a 1,000,000-key walk left ~150 MB of usage waiting behind it).
-const TOUCH_CONCURRENCY: usize = 256;
+/// Keys per `scripts::TOUCH_KEYS` call: one call stalls other Redis clients for about
+/// a microsecond per key, so a flush's thousands of keys go as several calls, sent
+/// together on the multiplexed connection.
+const TOUCH_KEYS_PER_CALL: usize = 100;
 
 fn busy(id: &str) -> StoreError {
     StoreError::Unavailable(format!(
@@ -498,6 +479,53 @@ fn pairs<'a>(
         .collect()
 }
 
+/// `{id, json, extra, …}` from a listing script that also returns a field beside each
+/// record; an empty json is a dangling index entry.
+fn triples<'a>(
+    flat: &'a [String],
+    kind: &str,
+    index: &str,
+) -> Result<Vec<(&'a str, &'a str, &'a str)>, StoreError> {
+    flat.chunks(3)
+        .map(|c| match c {
+            [id, json, extra] if !json.is_empty() => {
+                Ok((id.as_str(), json.as_str(), extra.as_str()))
+            }
+            [id, _, _] => Err(StoreError::Corrupt(format!(
+                "the index {index} names {kind} {id}, which does not exist"
+            ))),
+            _ => Err(StoreError::Corrupt(format!(
+                "a listing of {index} came back malformed"
+            ))),
+        })
+        .collect()
+}
+
+/// A key record from its JSON and its `last_used` field (`""` if none): its
+/// `last_used_at` is the later of the two (see `scripts::TOUCH_KEYS`).
+fn decode_key(id: &str, json: &str, last_used: &str) -> Result<KeyRecord, StoreError> {
+    let mut key: KeyRecord = decode(&format!("key {id}"), json)?;
+    if !last_used.is_empty() {
+        let at = last_used
+            .parse::<i128>()
+            .ok()
+            .and_then(|n| Timestamp::from_nanosecond(n).ok())
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("key {id} has a last_used that is not a time"))
+            })?;
+        key.last_used_at = key.last_used_at.max(Some(at));
+    }
+    Ok(key)
+}
+
+/// How a time is kept in a key's `last_used` field: Unix nanoseconds in decimal, so
+/// that `scripts::TOUCH_KEYS` compares equal-length values as strings. `None` for a
+/// time before 1970, which no use of a key has.
+fn last_used_field(at: Timestamp) -> Option<String> {
+    let n = at.as_nanosecond();
+    (n >= 0).then(|| n.to_string())
+}
+
 /// The first element of a script's status reply.
 fn status(reply: &[Value]) -> Option<String> {
     match reply.first()? {
@@ -594,8 +622,8 @@ impl KeyStore for RedisStore {
             return Ok(None);
         };
         match reply.as_slice() {
-            [id, json, suspended] => {
-                let mut key: KeyRecord = decode(&format!("key {id}"), json)?;
+            [id, json, suspended, last_used] => {
+                let mut key = decode_key(id, json, last_used)?;
                 key.creator_suspended = suspended == "1";
                 // A stale index entry must never let a dropped secret back in.
                 if key.hashes().any(|h| h == *hash) {
@@ -616,14 +644,7 @@ impl KeyStore for RedisStore {
     }
 
     async fn key_by_id(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let json: Option<String> = self
-            .query(
-                redis::cmd("HGET")
-                    .arg(self.key(&format!("key:{id}")))
-                    .arg("json"),
-            )
-            .await?;
-        json.map(|j| decode(&format!("key {id}"), &j)).transpose()
+        Ok(self.stored_key_json(id).await?.map(|(_, key)| key))
     }
 
     async fn list_keys(
@@ -640,6 +661,7 @@ impl KeyStore for RedisStore {
             "",
             after,
             limit,
+            decode_key,
             |k: &KeyRecord| k.deleted_at.is_none(),
         )
         .await
@@ -690,8 +712,9 @@ impl KeyStore for RedisStore {
     async fn update_key(&self, key: &KeyRecord, expected: u64) -> Result<(), StoreError> {
         let hashes: Vec<String> = key.hashes().map(|h| h.to_hex()).collect();
         let expected_version = expected.to_string();
-        // `touch_keys` may move last_used_at between an admin's read and this write:
-        // keep the later time, and retry if only that changed under us (same version).
+        // Keep the later last_used_at in the JSON too, and retry if only that changed
+        // under us (same version): a keygate from before the `last_used` field still
+        // touches keys by swapping their JSON (`scripts::UPDATE_KEY`).
         for _ in 0..SWAP_ATTEMPTS {
             let stored = self.stored_key_json(&key.id).await?;
             let mut key = key.clone();
@@ -741,9 +764,9 @@ impl KeyStore for RedisStore {
         let flat: Vec<String> = self
             .invoke(&self.scripts.keys_created_by, &[principal_id])
             .await?;
-        pairs(&flat, "key", &format!("creator_keys:{principal_id}"))?
+        triples(&flat, "key", &format!("creator_keys:{principal_id}"))?
             .into_iter()
-            .map(|(id, json)| decode(&format!("key {id}"), json))
+            .map(|(id, json, last_used)| decode_key(id, json, last_used))
             .collect()
     }
 
@@ -940,6 +963,7 @@ impl KeyStore for RedisStore {
             "audit",
             after,
             limit,
+            |id, json, _| decode(&format!("audit event {id}"), json),
             |_: &AuditEvent| true,
         )
         .await
@@ -1023,24 +1047,21 @@ impl KeyStore for RedisStore {
     }
 
     async fn touch_keys(&self, seen: &[(String, Timestamp)]) -> Result<(), StoreError> {
-        // Several keys in flight on the multiplexed connection: a flush of many distinct
-        // keys takes its round trips a batch at a time, not one after another (with
-        // 100,000 keys used in a flush period, one at a time outlasted the period).
-        use futures_util::StreamExt;
-        let mut waiting = seen.iter();
-        let mut in_flight = futures_util::stream::FuturesUnordered::new();
-        loop {
-            while in_flight.len() < TOUCH_CONCURRENCY {
-                let Some((id, at)) = waiting.next() else {
-                    break;
-                };
-                in_flight.push(self.touch_key(id, *at));
+        // One field write per key inside a script (no read, decode and swap of the
+        // record), the calls pipelined on the multiplexed connection.
+        let calls = seen.chunks(TOUCH_KEYS_PER_CALL).map(|chunk| {
+            let args: Vec<String> = chunk
+                .iter()
+                .filter_map(|(id, at)| Some([id.clone(), last_used_field(*at)?]))
+                .flatten()
+                .collect();
+            async move {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                self.invoke::<i64>(&self.scripts.touch_keys, &args).await
             }
-            match in_flight.next().await {
-                Some(done) => done?,
-                None => return Ok(()),
-            }
-        }
+        });
+        futures_util::future::try_join_all(calls).await?;
+        Ok(())
     }
 }
 

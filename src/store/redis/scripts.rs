@@ -11,15 +11,16 @@
 //! return a status word rather than raising errors, so that the Rust side can turn each
 //! outcome into the right `StoreError`.
 
-/// `ARGV`: prefix, hash (hex). → nil | {id} (record missing) | {id, json, suspended}
-/// where `suspended` is '1' when the key's org has `key_policy: creator` and its
-/// creator is disabled, deleted or gone: derived in the same atomic read as the key, so
-/// no write can fall between the two.
+/// `ARGV`: prefix, hash (hex). → nil | {id} (record missing) |
+/// {id, json, suspended, last_used} where `suspended` is '1' when the key's org has
+/// `key_policy: creator` and its creator is disabled, deleted or gone: derived in the
+/// same atomic read as the key, so no write can fall between the two. `last_used` is
+/// the key's `last_used` field ('' if none; see [`TOUCH_KEYS`]).
 pub(super) const KEY_BY_HASH: &str = r#"
 local p = ARGV[1]
 local id = redis.call('HGET', p .. 'key_hashes', ARGV[2])
 if not id then return false end
-local k = redis.call('HMGET', p .. 'key:' .. id, 'json', 'org', 'creator')
+local k = redis.call('HMGET', p .. 'key:' .. id, 'json', 'org', 'creator', 'last_used')
 if not k[1] then return {id} end
 local suspended = '0'
 local org = k[2] and redis.call('HGET', p .. 'orgs', k[2])
@@ -34,12 +35,13 @@ if org and cjson.decode(org).key_policy == 'creator' then
     end
   end
 end
-return {id, k[1], suspended}
+return {id, k[1], suspended, k[4] or ''}
 "#;
 
 /// `ARGV`: prefix, index key suffix, record hash key (or '' for `key:<id>` hashes),
-/// after ('' = from the newest), count. → flat {id, json, id, json, …}, newest first;
-/// a json of '' means the record is missing.
+/// after ('' = from the newest), count. → flat {id, json, last_used, id, json,
+/// last_used, …}, newest first; a json of '' means the record is missing, and
+/// `last_used` is a key's `last_used` field ('' if none, and for other records).
 ///
 /// Index members all have score 0, so lexicographic order is id order, which is
 /// creation order for ULID ids.
@@ -50,26 +52,31 @@ if after ~= '' then max = '(' .. after end
 local ids = redis.call('ZREVRANGEBYLEX', p .. index, max, '-', 'LIMIT', 0, n)
 local out = {}
 for _, id in ipairs(ids) do
-  local json
+  local json, last_used
   if records == '' then
-    json = redis.call('HGET', p .. 'key:' .. id, 'json')
+    local k = redis.call('HMGET', p .. 'key:' .. id, 'json', 'last_used')
+    json, last_used = k[1], k[2]
   else
     json = redis.call('HGET', p .. records, id)
   end
   out[#out + 1] = id
   out[#out + 1] = json or ''
+  out[#out + 1] = last_used or ''
 end
 return out
 "#;
 
-/// `ARGV`: prefix, principal id. → flat {id, json, …} oldest first ('' = missing).
+/// `ARGV`: prefix, principal id. → flat {id, json, last_used, …} oldest first
+/// ('' = missing, or no `last_used` field).
 pub(super) const KEYS_CREATED_BY: &str = r#"
 local p = ARGV[1]
 local ids = redis.call('ZRANGE', p .. 'creator_keys:' .. ARGV[2], 0, -1)
 local out = {}
 for _, id in ipairs(ids) do
+  local k = redis.call('HMGET', p .. 'key:' .. id, 'json', 'last_used')
   out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', p .. 'key:' .. id, 'json') or ''
+  out[#out + 1] = k[1] or ''
+  out[#out + 1] = k[2] or ''
 end
 return out
 "#;
@@ -108,8 +115,9 @@ return {'created'}
 ///
 /// Compare-and-swap on the record's version (the `version` field, '0' for records
 /// written before versions). `changed`: the version is the expected one but the JSON is
-/// not the one the caller read (to carry its `last_used_at` over): only `touch_keys`
-/// wrote in between, and the caller reads again and retries.
+/// not the one the caller read (to carry its `last_used_at` over): a keygate from
+/// before the `last_used` field ([`TOUCH_KEYS`]) touched the key in between, as it
+/// may during a rolling upgrade, and the caller reads again and retries.
 ///
 /// Hashes the record no longer has are dropped from the index only if they point at
 /// this key, so a stale entry can never unindex another key's secret. The change is
@@ -276,20 +284,31 @@ redis.call('HSET', p .. 'meta', 'schema_version', ARGV[2])
 return ARGV[2]
 "#;
 
-/// `ARGV`: prefix, id, expected json, new json. → 1 replaced | 0 the record changed
-/// since it was read | -1 no such key.
+/// `ARGV`: prefix, then per key: id, time (Unix nanoseconds, decimal, no sign or
+/// leading zeros). → how many keys moved.
 ///
-/// `last_used_at` lives inside the record's JSON, which Lua cannot edit faithfully
-/// (cjson turns `[]` into `{}`), so `touch_keys` and `update_key` edit it in Rust and
-/// swap it in only if nobody wrote the record in between.
-pub(super) const SWAP_KEY_JSON: &str = r#"
-local p, id, expected, new = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local k = p .. 'key:' .. id
-local cur = redis.call('HGET', k, 'json')
-if not cur then return -1 end
-if cur ~= expected then return 0 end
-redis.call('HSET', k, 'json', new)
-return 1
+/// A key's `last_used_at` as the data plane sees it is kept in the `last_used` field of
+/// its `key:<id>` hash, beside the record's JSON, not in it: a touch is then one field
+/// write, which never changes the record, its version or its JSON, so it cannot race
+/// an admin write's compare-and-swap. Readers take the later of the field and the
+/// JSON's own `last_used_at` (written before the field existed). The field only moves
+/// forward (equal-length decimals compare as strings), and a key whose record is gone
+/// gets none.
+pub(super) const TOUCH_KEYS: &str = r#"
+local p = ARGV[1]
+local moved = 0
+for i = 2, #ARGV - 1, 2 do
+  local k = p .. 'key:' .. ARGV[i]
+  local at = ARGV[i + 1]
+  if redis.call('HEXISTS', k, 'json') == 1 then
+    local cur = redis.call('HGET', k, 'last_used')
+    if not cur or #cur < #at or (#cur == #at and cur < at) then
+      redis.call('HSET', k, 'last_used', at)
+      moved = moved + 1
+    end
+  end
+end
+return moved
 "#;
 
 /// `ARGV`: prefix, batch id, now (Unix seconds), resources kept per hour, then per row:

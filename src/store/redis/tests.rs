@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::store::conformance::{key, org, principal};
+use crate::store::conformance::{key, org, principal, ts};
 use crate::store::test_redis::RedisServer;
 use crate::store::{BusEvent, InvalidationBus};
 
@@ -162,6 +162,65 @@ async fn a_newer_layout_is_refused() {
     let e = s.ping().await.unwrap_err();
     assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
     assert!(e.to_string().contains("version 99"), "{e}");
+}
+
+#[tokio::test]
+async fn a_touch_writes_one_field_and_never_the_record() {
+    let server = RedisServer::start();
+    let s = open(&server.url(0), "keygate");
+    // As a keygate from before the `last_used` field left it: the time in the JSON.
+    let mut k = key(1, "acme", "s1");
+    let before = ts("2024-05-01T09:00:00Z");
+    k.last_used_at = Some(before);
+    s.create_key(&k, None).await.unwrap();
+    let hk = format!("keygate:key:{}", k.id);
+    let json = server.command(&["HGET", &hk, "json"]);
+    let version = server.command(&["HGET", &hk, "version"]);
+    let last_used = async || {
+        let by_hash = s.key_by_hash(&k.secret_hash).await.unwrap().unwrap();
+        let by_id = s.key_by_id(&k.id).await.unwrap().unwrap();
+        let listed = s.list_keys("acme", None, 10).await.unwrap().items;
+        let created = s.keys_created_by(&k.created_by).await.unwrap();
+        let all = [by_hash, by_id, listed[0].clone(), created[0].clone()];
+        assert!(all.iter().all(|r| r.last_used_at == all[0].last_used_at));
+        all[0].last_used_at
+    };
+
+    // An earlier use does not move the JSON's later time back.
+    s.touch_keys(&[(k.id.clone(), ts("2024-05-01T08:00:00Z"))])
+        .await
+        .unwrap();
+    assert_eq!(last_used().await, Some(before));
+    // A later one moves it, in every read, to the nanosecond.
+    let later = ts("2024-05-01T10:00:00.123456789Z");
+    s.touch_keys(&[(k.id.clone(), later), ("key_unknown".into(), later)])
+        .await
+        .unwrap();
+    assert_eq!(last_used().await, Some(later));
+    assert_eq!(
+        server.command(&["HGET", &hk, "last_used"]),
+        later.as_nanosecond().to_string()
+    );
+    // The record itself is untouched: an admin write read before the touch still lands.
+    assert_eq!(server.command(&["HGET", &hk, "json"]), json);
+    assert_eq!(server.command(&["HGET", &hk, "version"]), version);
+    assert_eq!(server.command(&["EXISTS", "keygate:key:key_unknown"]), "0");
+    // Only forward, also across a change of digit count in the field.
+    s.touch_keys(&[(k.id.clone(), ts("2001-09-09T01:46:39Z"))])
+        .await
+        .unwrap();
+    assert_eq!(last_used().await, Some(later));
+
+    // A field that is not a time fails closed and names the key, not the content.
+    server.command(&["HSET", &hk, "last_used", "soon"]);
+    let e = s.key_by_id(&k.id).await.unwrap_err();
+    assert!(matches!(e, StoreError::Corrupt(_)), "{e:?}");
+    assert!(e.to_string().contains(&k.id), "{e}");
+    assert!(!e.to_string().contains("soon"), "{e}");
+    // A record deleted from Redis gets no field back.
+    server.command(&["DEL", &hk]);
+    s.touch_keys(&[(k.id.clone(), later)]).await.unwrap();
+    assert_eq!(server.command(&["EXISTS", &hk]), "0");
 }
 
 #[tokio::test]
