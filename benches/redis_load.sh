@@ -5,7 +5,8 @@
 #   (`cache.max_entries` = CACHE) smaller than the working set, a miss-heavy load (every
 #   request a key drawn at random from all KEYS) against an all-hits load (a key drawn
 #   from HOT_KEYS that all fit in the cache), same wrk script, alternating rounds.
-#   The cache hit ratio, the store lookup latency and the CPU of keygate and of Redis are
+#   The cache hit ratio, the store lookup latency, the CPU of keygate and of Redis, and the
+#   commands Redis spent most time on (`INFO commandstats`, scripts' own calls included) are
 #   read for each run, so it shows whether misses wait on Redis (keygate's core idle) or
 #   cost CPU (keygate's core busy).
 # limits (issue "Rate limits, quotas and usage"): all-hits load with and without a rate
@@ -166,11 +167,16 @@ run() {
     m0=$(metric keygate_auth_cache_total 'result="miss"')
     ls0=$(metric keygate_store_latency_seconds_sum 'op="key_by_hash"')
     lc0=$(metric keygate_store_latency_seconds_count 'op="key_by_hash"')
+    redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
     r0=$(cpu_ticks "$REDIS_PID")
     t0=$(date +%s.%N)
     result=$(measure "http://127.0.0.1:$KG_PORT$REQ_PATH" "$KG_PID" -s "$REPO/benches/random_key.lua" -- "$tokens")
     t1=$(date +%s.%N)
     r1=$(cpu_ticks "$REDIS_PID")
+    # Where Redis spent its time (commands run inside scripts are counted too).
+    redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' |
+        awk -F'[:,=]' '/^cmdstat_/ { printf "%s calls=%d usec=%d per_call=%.2f\n", substr($1, 9), $3, $5, $7 }' |
+        sort -t= -k3 -nr | head -6 | sed "s/^/    redis $label: /" >&2
     h1=$(metric keygate_auth_cache_total 'result="hit"')
     m1=$(metric keygate_auth_cache_total 'result="miss"')
     ls1=$(metric keygate_store_latency_seconds_sum 'op="key_by_hash"')

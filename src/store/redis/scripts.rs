@@ -24,7 +24,8 @@ local k = redis.call('HMGET', p .. 'key:' .. id, 'json', 'org', 'creator', 'last
 if not k[1] then return {id} end
 local suspended = '0'
 local org = k[2] and redis.call('HGET', p .. 'orgs', k[2])
-if org and cjson.decode(org).key_policy == 'creator' then
+-- Decoded only if it can hold the policy: most orgs' JSON has no 'creator' at all.
+if org and string.find(org, 'creator', 1, true) and cjson.decode(org).key_policy == 'creator' then
   local pj = k[3] and redis.call('HGET', p .. 'principal:' .. k[3], 'json')
   if not pj then
     suspended = '1'
@@ -300,12 +301,16 @@ local moved = 0
 for i = 2, #ARGV - 1, 2 do
   local k = p .. 'key:' .. ARGV[i]
   local at = ARGV[i + 1]
-  if redis.call('HEXISTS', k, 'json') == 1 then
-    local cur = redis.call('HGET', k, 'last_used')
-    if not cur or #cur < #at or (#cur == #at and cur < at) then
-      redis.call('HSET', k, 'last_used', at)
-      moved = moved + 1
-    end
+  local cur = redis.call('HGET', k, 'last_used')
+  local later
+  if cur then
+    later = #cur < #at or (#cur == #at and cur < at)
+  else
+    later = redis.call('HEXISTS', k, 'json') == 1
+  end
+  if later then
+    redis.call('HSET', k, 'last_used', at)
+    moved = moved + 1
   end
 end
 return moved
@@ -317,7 +322,8 @@ return moved
 ///
 /// Each `usage:<key>:<hour>` hash holds the counters flat: `requests`, `successes`,
 /// `client_errors`, `upstream_errors`, `rate_limited`, `d:<code>`, `r:<route>`,
-/// `s:<resource>`. After a row is added, resources beyond the hour's top `cap` (most
+/// `s:<resource>`. A row's hour enters the indexes (`usage_hours:<key>`, `usage_all`)
+/// when its hash is created, not again on every later batch. After a row is added, resources beyond the hour's top `cap` (most
 /// requested first, ties by name) are folded into `s:other`, as
 /// `UsageCounts::cap_resources` does.
 pub(super) const ADD_USAGE: &str = r#"
@@ -328,6 +334,7 @@ local i = 5
 while i <= #ARGV do
   local key, hour, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local h = p .. 'usage:' .. key .. ':' .. hour
+  local fresh = redis.call('EXISTS', h) == 0
   local touched = false
   for j = 0, n - 1 do
     local f = ARGV[i + 3 + 2 * j]
@@ -335,8 +342,10 @@ while i <= #ARGV do
     if string.sub(f, 1, 2) == 's:' then touched = true end
   end
   i = i + 3 + 2 * n
-  redis.call('ZADD', p .. 'usage_hours:' .. key, hour, hour)
-  redis.call('ZADD', p .. 'usage_all', hour, hour .. ':' .. key)
+  if fresh then
+    redis.call('ZADD', p .. 'usage_hours:' .. key, hour, hour)
+    redis.call('ZADD', p .. 'usage_all', hour, hour .. ':' .. key)
+  end
   if touched then
     local flat = redis.call('HGETALL', h)
     local named = {}

@@ -224,6 +224,53 @@ async fn a_touch_writes_one_field_and_never_the_record() {
 }
 
 #[tokio::test]
+async fn a_large_usage_batch_goes_in_parts_each_applied_once() {
+    use crate::store::usage::{UsageBatch, UsageCounts, UsageRow};
+    let server = RedisServer::start();
+    let s = open(&server.url(0), "keygate");
+    let hour = ts("2024-05-01T10:00:00Z");
+    let rows: Vec<UsageRow> = (0..USAGE_ROWS_PER_CALL * 2 + 50)
+        .map(|n| UsageRow {
+            key_id: format!("key_{n:04}"),
+            hour,
+            counts: UsageCounts {
+                requests: 1,
+                ..Default::default()
+            },
+        })
+        .collect();
+    let batch = UsageBatch {
+        id: "usb_one".into(),
+        rows,
+    };
+    s.add_usage(&batch).await.unwrap();
+    assert_eq!(server.command(&["ZCARD", "keygate:usage_batches"]), "3");
+    // As if the last part's call never reached Redis: sent again, only it applies.
+    server.command(&["ZREM", "keygate:usage_batches", "usb_one.2"]);
+    s.add_usage(&batch).await.unwrap();
+    let requests = |n: usize| {
+        let k = format!("key_{n:04}");
+        server.command(&[
+            "HGET",
+            &format!("keygate:usage:{k}:{}", hour.as_second()),
+            "requests",
+        ])
+    };
+    assert_eq!(requests(0), "1");
+    assert_eq!(requests(USAGE_ROWS_PER_CALL * 2 - 1), "1");
+    assert_eq!(requests(USAGE_ROWS_PER_CALL * 2), "2");
+    // A row's hour is indexed once, however many batches add to it.
+    assert_eq!(
+        server.command(&["ZCARD", "keygate:usage_all"]),
+        (USAGE_ROWS_PER_CALL * 2 + 50).to_string()
+    );
+    assert_eq!(
+        server.command(&["ZCARD", "keygate:usage_hours:key_0000"]),
+        "1"
+    );
+}
+
+#[tokio::test]
 async fn a_dangling_index_entry_fails_closed() {
     let server = RedisServer::start();
     let s = open(&server.url(0), "keygate");
