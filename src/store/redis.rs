@@ -39,7 +39,9 @@
 //! | `org_audit:<org>` | sorted set | the org's event ids |
 //! | `usage:<key id>:<hour>` | hash | usage counters of a key in an hour (Unix seconds): `requests`…, `d:<code>`, `r:<route>`, `s:<resource>` |
 //! | `usage_hours:<key id>` | sorted set | the key's hours with usage (score = hour) |
-//! | `usage_all` | sorted set | `<hour>:<key id>` of every stored hour, for pruning |
+//! | `usage_keys:<hour>` | set | ids of the keys with usage in that hour, for pruning |
+//! | `usage_index_hours` | sorted set | hours that have a `usage_keys:<hour>` set (score = hour) |
+//! | `usage_all` | sorted set | `<hour>:<key id>`: the pruning index of keygates before December 2026, still read by pruning |
 //! | `usage_batches` | sorted set | ids of the usage batch parts applied (`<batch id>.<part>`), score = Unix seconds applied |
 //! | `rl:<key id>[:r:<route>]:<window>:<start>` | string | requests counted in a rate-limit window (expires at its end) |
 //! | `invalidations` | pub/sub channel | changes (published by the write scripts and by the writer) and heartbeats ([`RedisBus`]) |

@@ -322,8 +322,10 @@ return moved
 ///
 /// Each `usage:<key>:<hour>` hash holds the counters flat: `requests`, `successes`,
 /// `client_errors`, `upstream_errors`, `rate_limited`, `d:<code>`, `r:<route>`,
-/// `s:<resource>`. A row's hour enters the indexes (`usage_hours:<key>`, `usage_all`)
-/// when its hash is created, not again on every later batch. After a row is added, resources beyond the hour's top `cap` (most
+/// `s:<resource>`. A row enters the indexes (`usage_hours:<key>`, `usage_keys:<hour>`,
+/// `usage_index_hours`) when its hash is created, not again on every later batch. (The
+/// pruning index is a set per hour, not one sorted set of every key-hour: a sorted-set
+/// insert among millions of members cost ~5 µs, about a third of a new row.) After a row is added, resources beyond the hour's top `cap` (most
 /// requested first, ties by name) are folded into `s:other`, as
 /// `UsageCounts::cap_resources` does.
 pub(super) const ADD_USAGE: &str = r#"
@@ -344,7 +346,8 @@ while i <= #ARGV do
   i = i + 3 + 2 * n
   if fresh then
     redis.call('ZADD', p .. 'usage_hours:' .. key, hour, hour)
-    redis.call('ZADD', p .. 'usage_all', hour, hour .. ':' .. key)
+    redis.call('SADD', p .. 'usage_keys:' .. hour, key)
+    redis.call('ZADD', p .. 'usage_index_hours', hour, hour)
   end
   if touched then
     local flat = redis.call('HGETALL', h)
@@ -390,18 +393,30 @@ return out
 
 /// `ARGV`: prefix, before (Unix seconds, exclusive), forget batches before (Unix
 /// seconds). → the number of key-hours deleted.
+///
+/// Rows are found through the sets `usage_keys:<hour>`, and through `usage_all`, where
+/// keygates before December 2026 indexed them (`<hour>:<key id>`) and an older replica
+/// still may during a rolling upgrade; a row is counted once, when its hash is deleted.
 pub(super) const PRUNE_USAGE: &str = r#"
 local p, before, forget = ARGV[1], ARGV[2], ARGV[3]
-local old = redis.call('ZRANGEBYSCORE', p .. 'usage_all', '-inf', '(' .. before)
-for _, m in ipairs(old) do
-  local sep = string.find(m, ':', 1, true)
-  local hour, key = string.sub(m, 1, sep - 1), string.sub(m, sep + 1)
-  redis.call('DEL', p .. 'usage:' .. key .. ':' .. hour)
+local pruned = 0
+local function drop(key, hour)
+  pruned = pruned + redis.call('DEL', p .. 'usage:' .. key .. ':' .. hour)
   redis.call('ZREM', p .. 'usage_hours:' .. key, hour)
+end
+for _, hour in ipairs(redis.call('ZRANGEBYSCORE', p .. 'usage_index_hours', '-inf', '(' .. before)) do
+  local keys = p .. 'usage_keys:' .. hour
+  for _, key in ipairs(redis.call('SMEMBERS', keys)) do drop(key, hour) end
+  redis.call('DEL', keys)
+  redis.call('ZREM', p .. 'usage_index_hours', hour)
+end
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', p .. 'usage_all', '-inf', '(' .. before)) do
+  local sep = string.find(m, ':', 1, true)
+  drop(string.sub(m, sep + 1), string.sub(m, 1, sep - 1))
   redis.call('ZREM', p .. 'usage_all', m)
 end
 redis.call('ZREMRANGEBYSCORE', p .. 'usage_batches', '-inf', '(' .. forget)
-return #old
+return pruned
 "#;
 
 /// `ARGV`: prefix, then per window counter: name suffix, limit, expire at (Unix

@@ -260,14 +260,35 @@ async fn a_large_usage_batch_goes_in_parts_each_applied_once() {
     assert_eq!(requests(USAGE_ROWS_PER_CALL * 2 - 1), "1");
     assert_eq!(requests(USAGE_ROWS_PER_CALL * 2), "2");
     // A row's hour is indexed once, however many batches add to it.
+    let keys_of_hour = format!("keygate:usage_keys:{}", hour.as_second());
     assert_eq!(
-        server.command(&["ZCARD", "keygate:usage_all"]),
+        server.command(&["SCARD", &keys_of_hour]),
         (USAGE_ROWS_PER_CALL * 2 + 50).to_string()
     );
     assert_eq!(
         server.command(&["ZCARD", "keygate:usage_hours:key_0000"]),
         "1"
     );
+
+    // A row an older keygate also indexed in `usage_all` is pruned once, from both.
+    let old = format!("{}:key_0000", hour.as_second());
+    server.command(&[
+        "ZADD",
+        "keygate:usage_all",
+        &hour.as_second().to_string(),
+        &old,
+    ]);
+    let pruned = s.prune_usage(ts("2024-05-01T11:00:00Z")).await.unwrap();
+    assert_eq!(pruned, (USAGE_ROWS_PER_CALL * 2 + 50) as u64);
+    for index in ["usage_all", "usage_index_hours", "usage_hours:key_0000"] {
+        assert_eq!(
+            server.command(&["ZCARD", &format!("keygate:{index}")]),
+            "0",
+            "{index}"
+        );
+    }
+    assert_eq!(server.command(&["EXISTS", &keys_of_hour]), "0");
+    assert_eq!(requests(0), "");
 }
 
 #[tokio::test]
