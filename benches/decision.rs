@@ -27,7 +27,7 @@
 //! Run: `cargo bench --bench decision -- --quick` (or `--warm-up-time 1
 //! --measurement-time 3`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -39,11 +39,10 @@ use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{Criterion, Throughput};
 use http::header::{AUTHORIZATION, HOST};
 use http::{HeaderMap, HeaderValue, Method};
-use ipnet::IpNet;
 use jiff::Timestamp;
 
 use keygate::auth::{AuthFailureLimiter, KeyResolver, credential};
-use keygate::config::{CacheConfig, RouteConfig};
+use keygate::config::CacheConfig;
 use keygate::key::{
     AuditEvent, Environment, KeyFormat, KeyHash, KeyPolicy, KeyRecord, KeyView, Org, Principal,
     RateLimit, Shared,
@@ -51,6 +50,9 @@ use keygate::key::{
 use keygate::limits::{Arrival, LocalLimiter, OrgCache, RateLimits, SystemClock};
 use keygate::metrics::Metrics;
 use keygate::policy::{self, Access, RouteTable, ScopeSet, ip, path};
+use keygate::proxy::DataPlane;
+use keygate::proxy::forward::Upstream;
+use keygate::proxy::pipeline::{self, Mode, Question, Trace};
 use keygate::refusal::Refusal;
 use keygate::store::{CreateOutcome, KeyStore, LocalBus, Page, StoreError};
 use keygate::usage::{self, UsageRecorder};
@@ -163,20 +165,37 @@ impl KeyStore for BenchStore {
     }
 }
 
-/// What the data plane holds for the whole process (the parts of `DataPlane` the
-/// decision reads).
+/// The data plane the decision runs on, and the store's lookup count.
 struct Gate {
-    routes: RouteTable,
-    scopes: ScopeSet,
-    key_format: KeyFormat,
-    resolver: Arc<KeyResolver>,
-    failures: AuthFailureLimiter,
-    trusted_proxies: Vec<IpNet>,
-    rate_limits: RateLimits,
-    usage: UsageRecorder,
-    metrics: Arc<Metrics>,
+    dp: DataPlane,
     store_lookups: Arc<AtomicUsize>,
 }
+
+/// The data plane's settings: ten routes in the spirit of the SPEC §8 example
+/// (literals, params and a catch-all), a trusted load balancer's network, defaults for
+/// the rest. Parsed and validated by keygate's own config code.
+const CONFIG: &str = r#"
+listen: { address: "127.0.0.1:0", tls: none }
+admin: { address: "127.0.0.1:0" }
+store: { backend: embedded, path: unused.db }
+keys: { prefix: mtf }
+trusted_proxies: [10.0.0.0/8]
+upstreams:
+  feeds: { url: "http://127.0.0.1:9" }
+  flows: { url: "http://127.0.0.1:9" }
+  reports: { url: "http://127.0.0.1:9" }
+routes:
+  - { name: list-feeds,    methods: [GET],    path: /v1/feeds,                     upstream: feeds,   scope: read }
+  - { name: get-feed,      methods: [GET],    path: "/v1/feeds/{feed_id}",         upstream: feeds,   scope: read,  resource: "feed:{feed_id}" }
+  - { name: refresh-feed,  methods: [POST],   path: "/v1/feeds/{feed_id}/refresh", upstream: feeds,   scope: write, resource: "feed:{feed_id}" }
+  - { name: delete-feed,   methods: [DELETE], path: "/v1/feeds/{feed_id}",         upstream: feeds,   scope: write, resource: "feed:{feed_id}" }
+  - { name: list-flows,    methods: [GET],    path: /flows,                        upstream: flows,   scope: read }
+  - { name: execute-flow,  methods: [POST],   path: "/flows/{flow_id}/execute",    upstream: flows,   scope: write, resource: "flow:{flow_id}", query_key: true }
+  - { name: flow-runs,     methods: [GET],    path: "/flows/{flow_id}/executions", upstream: flows,   scope: read,  resource: "flow:{flow_id}", environments: [live] }
+  - { name: create-report, methods: [POST],   path: /v1/reports,                   upstream: reports, scope: write }
+  - { name: get-report,    methods: [GET],    path: "/v1/reports/{*rest}",         upstream: reports, scope: read }
+  - { name: status,        methods: [GET],    path: /v1/status,                    upstream: reports, scope: read }
+"#;
 
 /// One request as the pipeline sees it after hyper has parsed it.
 struct Req {
@@ -209,104 +228,6 @@ impl Case {
             view,
         }
     }
-}
-
-fn route(
-    name: &str,
-    method: Method,
-    path: &str,
-    upstream: &str,
-    scope: &str,
-    resource: Option<&str>,
-) -> RouteConfig {
-    RouteConfig {
-        name: name.into(),
-        methods: vec![method],
-        path: path.into(),
-        host: None,
-        upstream: upstream.into(),
-        scope: scope.into(),
-        resource: resource.map(Into::into),
-        query_key: false,
-        environments: None,
-        rate_limit: None,
-    }
-}
-
-/// Ten routes in the spirit of the SPEC §8 example: literals, params and a catch-all.
-fn routes() -> Vec<RouteConfig> {
-    let mut execute = route(
-        "execute-flow",
-        Method::POST,
-        "/flows/{flow_id}/execute",
-        "flows",
-        "write",
-        Some("flow:{flow_id}"),
-    );
-    execute.query_key = true;
-    let mut runs = route(
-        "flow-runs",
-        Method::GET,
-        "/flows/{flow_id}/executions",
-        "flows",
-        "read",
-        Some("flow:{flow_id}"),
-    );
-    runs.environments = Some(vec![Environment::Live]);
-    vec![
-        route(
-            "list-feeds",
-            Method::GET,
-            "/v1/feeds",
-            "feeds",
-            "read",
-            None,
-        ),
-        route(
-            "get-feed",
-            Method::GET,
-            "/v1/feeds/{feed_id}",
-            "feeds",
-            "read",
-            Some("feed:{feed_id}"),
-        ),
-        route(
-            "refresh-feed",
-            Method::POST,
-            "/v1/feeds/{feed_id}/refresh",
-            "feeds",
-            "write",
-            Some("feed:{feed_id}"),
-        ),
-        route(
-            "delete-feed",
-            Method::DELETE,
-            "/v1/feeds/{feed_id}",
-            "feeds",
-            "write",
-            Some("feed:{feed_id}"),
-        ),
-        route("list-flows", Method::GET, "/flows", "flows", "read", None),
-        execute,
-        runs,
-        route(
-            "create-report",
-            Method::POST,
-            "/v1/reports",
-            "reports",
-            "write",
-            None,
-        ),
-        route(
-            "get-report",
-            Method::GET,
-            "/v1/reports/{*rest}",
-            "reports",
-            "read",
-            None,
-        ),
-        route("status", Method::GET, "/v1/status", "reports", "read", None),
-    ]
 }
 
 fn record(token_hash: KeyHash) -> KeyRecord {
@@ -408,7 +329,8 @@ fn restricted_case(format: &KeyFormat) -> Case {
     )
 }
 
-fn gate(rt: &tokio::runtime::Runtime, cases: &[&Case], format: &KeyFormat) -> Gate {
+fn gate(rt: &tokio::runtime::Runtime, cases: &[&Case]) -> Gate {
+    let config = keygate::config::parse("decision-bench.yaml", CONFIG).expect("bench config");
     let metrics = Arc::new(Metrics::new());
     let store_lookups = Arc::new(AtomicUsize::new(0));
     let store = Arc::new(BenchStore {
@@ -443,90 +365,60 @@ fn gate(rt: &tokio::runtime::Runtime, cases: &[&Case], format: &KeyFormat) -> Ga
             assert!(found.is_some(), "warm-up lookup found the key");
         }
     });
-    let mut scopes = BTreeMap::new();
-    scopes.insert("read".to_string(), vec![]);
-    scopes.insert("write".to_string(), vec!["read".to_string()]);
-    Gate {
-        routes: RouteTable::new(&routes()).expect("bench routes are valid"),
-        scopes: ScopeSet::new(&scopes),
-        key_format: format.clone(),
+    // Built as `app` builds it, from the parsed config.
+    let _guard = rt.enter();
+    let dp = DataPlane {
+        routes: RouteTable::new(&config.routes).expect("bench routes are valid"),
+        scopes: ScopeSet::new(&config.scopes),
+        key_format: KeyFormat::new(&config.keys.prefix).expect("prefix"),
         resolver,
-        failures: AuthFailureLimiter::new(600),
-        trusted_proxies: vec!["10.0.0.0/8".parse().expect("net")],
+        failures: Arc::new(AuthFailureLimiter::new(config.limits.auth_failures_per_ip)),
+        upstreams: config
+            .upstreams
+            .iter()
+            .map(|(name, u)| (name.clone(), Upstream::new(u).expect("upstream")))
+            .collect(),
+        identity: config.identity_headers.clone(),
+        trusted_proxies: config.trusted_proxies.clone(),
+        limits: config.limits.clone(),
         rate_limits: RateLimits::new(
             Arc::new(LocalLimiter::new()),
-            RateLimit::default(),
+            config.rate_limit.clone(),
             Arc::new(OrgCache::new(store.clone(), cache.stale_if_error)),
             metrics.clone(),
         ),
-        usage: UsageRecorder::new(store, Arc::new(SystemClock)),
+        usage: Arc::new(UsageRecorder::new(store, Arc::new(SystemClock))),
         metrics,
-        store_lookups,
-    }
+        tls: false,
+    };
+    Gate { dp, store_lookups }
 }
 
-/// The decision, step for step as `proxy::pipeline::run` takes it up to forwarding.
-/// (The pipeline's private size-limit and Host checks are left out; they are a few
-/// comparisons.)
+/// The decision as the data plane takes it for a proxied request: the trace (the clock
+/// read once, the request id), the client address as `pipeline::run` derives it, then
+/// `pipeline::decide` (path → … → scope) and `pipeline::admit` (the rate limit).
 async fn decide(g: &Gate, r: &Req) -> Result<Arc<KeyView>, Refusal> {
-    // The clock, read once per request (`Trace::start`), as the pipeline does.
-    let at = Arrival::now();
-    path::check(r.path)?;
-    let m = g
-        .routes
-        .lookup(&r.method, Some(r.host), r.path)
-        .ok_or(Refusal::NoRoute)?;
-    let resource = match &m.route.resource {
-        Some(t) => Some(
-            t.render(|n| m.params.get(n))
-                .ok_or(Refusal::BadRequest("bad path parameter"))?,
-        ),
-        None => None,
-    };
-    let route = m.route.clone();
-
+    let dp = &g.dp;
+    let mut trace = Trace::start(Mode::Proxy, &r.method, &r.headers);
     let peer = ip::canonical(r.peer);
-    let client = ip::client_addr(peer, &r.headers, &g.trusted_proxies);
-    let limiter_ip = client.unwrap_or(peer);
-
-    let cred = credential::extract(&r.headers, r.query, route.query_key)?;
-    let env = g
-        .key_format
-        .check(&cred.token)
-        .map_err(|_| Refusal::InvalidApiKey("the API key is malformed"))?;
-    let hash = KeyHash::of(&cred.token);
-    if g.failures.blocked(limiter_ip).is_some() {
-        return Err(Refusal::TooManyAuthFailures {
-            retry_after: Duration::from_secs(1),
-        });
-    }
-    let key = g
-        .resolver
-        .resolve_at(&hash, at.instant)
-        .await
-        .map_err(|_| Refusal::AuthUnavailable {
-            retry_after: Duration::from_secs(1),
-        })?
-        .ok_or(Refusal::InvalidApiKey("the API key is not valid"))?;
-    if key.environment != env {
-        return Err(Refusal::InvalidApiKey("the API key is not valid"));
-    }
-    policy::check_key(&key, at.time)?;
-    policy::authorize(
-        &key,
-        &Access {
-            route: &route,
-            resource: resource.as_deref(),
+    let client = ip::client_addr(peer, &r.headers, &dp.trusted_proxies);
+    let decided = pipeline::decide(
+        dp,
+        &Question {
+            method: &r.method,
+            host: Some(r.host),
+            path: r.path,
+            query: r.query,
+            headers: &r.headers,
             client,
-            upstream_has_test: false,
+            failure_ip: Some(client.unwrap_or(peer)),
+            orgs: None,
         },
-        &g.scopes,
-    )?;
-    let mut quota = None;
-    g.rate_limits
-        .acquire(&key, Some(&route), &at, &mut quota)
-        .await?;
-    Ok(key)
+        &mut trace,
+    )
+    .await?;
+    pipeline::admit(dp, &decided, &mut trace).await?;
+    Ok(decided.key)
 }
 
 fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
@@ -537,7 +429,7 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
     let format = KeyFormat::new("mtf").expect("prefix");
     let plain = plain_case(&format);
     let restricted = restricted_case(&format);
-    let g = gate(&rt, &[&plain, &restricted], &format);
+    let g = gate(&rt, &[&plain, &restricted]);
     let warm_lookups = g.store_lookups.load(Ordering::Relaxed);
 
     // Every case must be allowed, or the bench would time a refusal.
@@ -568,7 +460,7 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
     for (name, case) in [("plain", &plain), ("restricted", &restricted)] {
         group.bench_function(format!("route_lookup/{name}"), |b| {
             b.iter(|| {
-                g.routes
+                g.dp.routes
                     .lookup(
                         black_box(&case.req.method),
                         Some(case.req.host),
@@ -581,9 +473,9 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
     group.bench_function("route_lookup_and_resource/restricted", |b| {
         let r = &restricted.req;
         b.iter(|| {
-            let m = g
-                .routes
-                .lookup(&r.method, Some(r.host), black_box(r.path))?;
+            let m =
+                g.dp.routes
+                    .lookup(&r.method, Some(r.host), black_box(r.path))?;
             m.route.resource.as_ref()?.render(|n| m.params.get(n))
         })
     });
@@ -593,7 +485,7 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
                 ip::client_addr(
                     black_box(case.req.peer),
                     &case.req.headers,
-                    &g.trusted_proxies,
+                    &g.dp.trusted_proxies,
                 )
             })
         });
@@ -604,31 +496,41 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
         })
     });
     group.bench_function("key_format_check", |b| {
-        b.iter(|| g.key_format.check(black_box(token)))
+        b.iter(|| g.dp.key_format.check(black_box(token)))
     });
     group.bench_function("sha256", |b| b.iter(|| KeyHash::of(black_box(token))));
     group.bench_function("failures_blocked", |b| {
-        b.iter(|| g.failures.blocked(black_box(plain.req.peer)))
+        b.iter(|| g.dp.failures.blocked(black_box(plain.req.peer)))
     });
     group.bench_function("resolve_warm", |b| {
         b.to_async(&rt)
-            .iter(|| async { g.resolver.resolve(black_box(&plain.hash)).await })
+            .iter(|| async { g.dp.resolver.resolve(black_box(&plain.hash)).await })
     });
     group.bench_function("timestamp_now", |b| b.iter(Timestamp::now));
+    // The clock read once and the request id (a ULID), as every request starts.
+    group.bench_function("trace_start", |b| {
+        b.iter(|| {
+            Trace::start(
+                Mode::Proxy,
+                &plain.req.method,
+                black_box(&plain.req.headers),
+            )
+        })
+    });
     group.bench_function("check_key", |b| {
         b.iter(|| policy::check_key(black_box(&plain.view), Timestamp::now()))
     });
     for (name, case) in [("plain", &plain), ("restricted", &restricted)] {
-        let m = g
-            .routes
-            .lookup(&case.req.method, Some(case.req.host), case.req.path)
-            .expect("route");
+        let m =
+            g.dp.routes
+                .lookup(&case.req.method, Some(case.req.host), case.req.path)
+                .expect("route");
         let resource = m
             .route
             .resource
             .as_ref()
             .and_then(|t| t.render(|n| m.params.get(n)));
-        let client = ip::client_addr(case.req.peer, &case.req.headers, &g.trusted_proxies);
+        let client = ip::client_addr(case.req.peer, &case.req.headers, &g.dp.trusted_proxies);
         let access = Access {
             route: m.route,
             resource: resource.as_deref(),
@@ -636,20 +538,20 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
             upstream_has_test: false,
         };
         group.bench_function(format!("authorize/{name}"), |b| {
-            b.iter(|| policy::authorize(black_box(&case.view), black_box(&access), &g.scopes))
+            b.iter(|| policy::authorize(black_box(&case.view), black_box(&access), &g.dp.scopes))
         });
     }
     for (name, case) in [("unlimited", &plain), ("minute_and_day", &restricted)] {
-        let route = g
-            .routes
-            .lookup(&case.req.method, Some(case.req.host), case.req.path)
-            .expect("route")
-            .route
-            .clone();
+        let route =
+            g.dp.routes
+                .lookup(&case.req.method, Some(case.req.host), case.req.path)
+                .expect("route")
+                .route
+                .clone();
         group.bench_function(format!("rate_limit/{name}"), |b| {
             b.to_async(&rt).iter(|| async {
                 let mut quota = None;
-                g.rate_limits
+                g.dp.rate_limits
                     .acquire(
                         black_box(&case.view),
                         Some(&route),
@@ -687,11 +589,11 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
     let mut group = c.benchmark_group("accounting");
     group.bench_function("request_metrics", |b| {
         b.iter(|| {
-            g.metrics
+            g.dp.metrics
                 .requests
                 .with_label_values(&["list-feeds", "GET", "200", "allowed"])
                 .inc();
-            g.metrics
+            g.dp.metrics
                 .request_duration
                 .with_label_values(&["list-feeds"])
                 .observe(black_box(0.000_3));
@@ -704,7 +606,7 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
             status: http::StatusCode::OK,
             refusal: None,
         };
-        b.iter(|| g.usage.record(black_box(&plain.record.id), &outcome))
+        b.iter(|| g.dp.usage.record(black_box(&plain.record.id), &outcome))
     });
     group.finish();
 }

@@ -281,7 +281,8 @@ impl RedisStore {
 
     /// One page of an `(owner, id)` sorted set, newest first, from the records in
     /// `records` (a hash; `""` for `key:<id>` hashes).
-    /// `decode` gets each record's id, JSON and `last_used` field (see `scripts::PAGE`).
+    /// `decode` gets each record's id, JSON and `last_used` field (see `scripts::PAGE`)
+    /// and says whether the page keeps it.
     async fn page<T>(
         &self,
         kind: &str,
@@ -289,8 +290,7 @@ impl RedisStore {
         records: &str,
         after: Option<&str>,
         limit: usize,
-        decode: impl Fn(&str, &str, &str) -> Result<T, StoreError>,
-        keep: impl Fn(&T) -> bool,
+        decode: impl Fn(&str, &str, &str) -> Result<Option<T>, StoreError>,
     ) -> Result<Page<T>, StoreError> {
         if limit == 0 {
             return Ok(Page {
@@ -308,8 +308,7 @@ impl RedisStore {
         let mut items = Vec::new();
         let mut ids = Vec::new();
         for (id, json, last_used) in triples(&flat, kind, index)? {
-            let item = decode(id, json, last_used)?;
-            if keep(&item) {
+            if let Some(item) = decode(id, json, last_used)? {
                 items.push(item);
                 ids.push(id);
             }
@@ -668,8 +667,9 @@ impl KeyStore for RedisStore {
             "",
             after,
             limit,
-            decode_key,
-            |k: &KeyRecord| k.deleted_at.is_none(),
+            |id, json, last_used| {
+                decode_key(id, json, last_used).map(|k| k.deleted_at.is_none().then_some(k))
+            },
         )
         .await
     }
@@ -970,8 +970,7 @@ impl KeyStore for RedisStore {
             "audit",
             after,
             limit,
-            |id, json, _| decode(&format!("audit event {id}"), json),
-            |_: &AuditEvent| true,
+            |id, json, _| decode(&format!("audit event {id}"), json).map(Some),
         )
         .await
     }
