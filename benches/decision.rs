@@ -507,6 +507,10 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
             .iter(|| async { g.dp.resolver.resolve(black_box(&plain.hash)).await })
     });
     group.bench_function("timestamp_now", |b| b.iter(Timestamp::now));
+    group.bench_function("arrival_now", |b| b.iter(Arrival::now));
+    group.bench_function("request_id", |b| {
+        b.iter(|| pipeline::request_id(black_box(&plain.req.headers), Timestamp::MIN))
+    });
     // The clock read once and the request id (a ULID), as every request starts.
     group.bench_function("trace_start", |b| {
         b.iter(|| {
