@@ -1,9 +1,10 @@
 //! The in-process cost of deciding one data-plane request for a key that is already in
-//! the positive cache: everything `proxy::pipeline::run` does before it forwards, with
-//! no socket, no HTTP parsing and no upstream.
+//! the positive cache: the pipeline's own `decide` and `admit`, as `proxy::pipeline::run`
+//! calls them after `Trace::start`, with no socket, no HTTP parsing and no upstream
+//! (`run`'s size and Host checks and the header rewrite are left out).
 //!
 //! Groups:
-//! - `decision`: the whole decision as one function, in the pipeline's order (path
+//! - `decision`: the whole decision, in the pipeline's order (trace → path
 //!   rules → route → client address → credential → token shape and checksum → SHA-256
 //!   → failed-auth limiter → cache → key status → IP, environment, endpoint, resource,
 //!   scope → rate limit). `plain` is the request `benches/load.sh` sends (GET, read
