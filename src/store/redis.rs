@@ -42,7 +42,7 @@
 //! | `usage_keys:<hour>` | set | ids of the keys with usage in that hour, for pruning |
 //! | `usage_index_hours` | sorted set | hours that have a `usage_keys:<hour>` set (score = hour) |
 //! | `usage_all` | sorted set | `<hour>:<key id>`: the pruning index of keygates before December 2026, still read by pruning |
-//! | `usage_batches` | sorted set | ids of the usage batch parts applied (`<batch id>.<part>`), score = Unix seconds applied |
+//! | `usage_batches` | sorted set | usage batch ids applied, and `<batch id>.<part>` for the parts of a batch not yet wholly applied; score = Unix seconds applied |
 //! | `rl:<key id>[:r:<route>]:<window>:<start>` | string | requests counted in a rate-limit window (expires at its end) |
 //! | `invalidations` | pub/sub channel | changes (published by the write scripts and by the writer) and heartbeats ([`RedisBus`]) |
 //!
@@ -365,8 +365,8 @@ const BATCH_MEMORY_SECS: i64 = 86_400;
 
 /// Usage rows per `scripts::ADD_USAGE` call: a call holds Redis for every client for
 /// about 15 µs a row (a new row's counters and index entries), so a batch of 1,000
-/// rows goes as parts of 200 (~3 ms each) rather than one call of ~15 ms.
-const USAGE_ROWS_PER_CALL: usize = 200;
+/// rows goes as parts of 100 (~1.5 ms each) rather than one call of ~15 ms.
+const USAGE_ROWS_PER_CALL: usize = 100;
 
 /// Keys per `scripts::TOUCH_KEYS` call: one call stalls other Redis clients for about
 /// a microsecond per key, so a flush's thousands of keys go as several calls, sent
@@ -995,10 +995,16 @@ impl KeyStore for RedisStore {
         let cap = RESOURCES_PER_HOUR.to_string();
         // One script per USAGE_ROWS_PER_CALL rows, one after another: a script holds
         // Redis for every client (other replicas' key lookups too) while it runs. Each
-        // part is applied at most once under its own id, derived from the batch's, so
-        // a batch sent again after a failure half-way applies only the parts missing.
+        // part is applied at most once (`scripts::ADD_USAGE`), so a batch sent again
+        // after a failure half-way applies only the parts missing.
+        let parts = batch.rows.len().div_ceil(USAGE_ROWS_PER_CALL).max(1);
         for (part, rows) in batch.rows.chunks(USAGE_ROWS_PER_CALL).enumerate() {
-            let id = format!("{}.{part}", batch.id);
+            let number = part.to_string();
+            let last = if part + 1 == parts {
+                parts.to_string()
+            } else {
+                "0".to_string()
+            };
             let mut owned: Vec<String> = Vec::new();
             for row in rows {
                 let fields = usage_fields(&row.counts);
@@ -1010,7 +1016,13 @@ impl KeyStore for RedisStore {
                     owned.push(n.to_string());
                 }
             }
-            let mut args = vec![id.as_str(), now.as_str(), cap.as_str()];
+            let mut args = vec![
+                batch.id.as_str(),
+                number.as_str(),
+                last.as_str(),
+                now.as_str(),
+                cap.as_str(),
+            ];
             args.extend(owned.iter().map(String::as_str));
             let _applied: i64 = self.invoke(&self.scripts.add_usage, &args).await?;
         }

@@ -316,23 +316,32 @@ end
 return moved
 "#;
 
-/// `ARGV`: prefix, batch id, now (Unix seconds), resources kept per hour, then per row:
-/// key id, hour (Unix seconds), field count n, n × (field, increment). → 1 applied |
-/// 0 the batch was applied before.
+/// `ARGV`: prefix, batch id, part number, parts in the batch (on its last part; '0'
+/// on the others), now (Unix seconds), resources kept per hour, then per row: key id,
+/// hour (Unix seconds), field count n, n × (field, increment). → 1 applied | 0 the part
+/// was applied before.
+///
+/// A batch is applied in parts, each at most once: a part is marked applied in
+/// `usage_batches` as `<batch id>.<part>`, and the last part replaces those marks with
+/// the batch id alone, so a batch leaves one mark however many parts it had.
 ///
 /// Each `usage:<key>:<hour>` hash holds the counters flat: `requests`, `successes`,
 /// `client_errors`, `upstream_errors`, `rate_limited`, `d:<code>`, `r:<route>`,
 /// `s:<resource>`. A row enters the indexes (`usage_hours:<key>`, `usage_keys:<hour>`,
 /// `usage_index_hours`) when its hash is created, not again on every later batch. (The
 /// pruning index is a set per hour, not one sorted set of every key-hour: a sorted-set
-/// insert among millions of members cost ~5 µs, about a third of a new row.) After a row is added, resources beyond the hour's top `cap` (most
-/// requested first, ties by name) are folded into `s:other`, as
-/// `UsageCounts::cap_resources` does.
+/// insert among millions of members cost ~5 µs, about a third of a new row.) After a
+/// row is added, resources beyond the hour's top `cap` (most requested first, ties by
+/// name) are folded into `s:other`, as `UsageCounts::cap_resources` does.
 pub(super) const ADD_USAGE: &str = r#"
-local p, batch, now, cap = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-if redis.call('ZSCORE', p .. 'usage_batches', batch) then return 0 end
+local p, batch, part, parts = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local now, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
+local marks = p .. 'usage_batches'
+if redis.call('ZSCORE', marks, batch) or redis.call('ZSCORE', marks, batch .. '.' .. part) then
+  return 0
+end
 local other = 's:other'
-local i = 5
+local i = 7
 while i <= #ARGV do
   local key, hour, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local h = p .. 'usage:' .. key .. ':' .. hour
@@ -372,7 +381,12 @@ while i <= #ARGV do
     end
   end
 end
-redis.call('ZADD', p .. 'usage_batches', now, batch)
+if parts > 0 then
+  for j = 0, parts - 1 do redis.call('ZREM', marks, batch .. '.' .. j) end
+  redis.call('ZADD', marks, now, batch)
+else
+  redis.call('ZADD', marks, now, batch .. '.' .. part)
+end
 return 1
 "#;
 

@@ -244,9 +244,23 @@ async fn a_large_usage_batch_goes_in_parts_each_applied_once() {
         rows,
     };
     s.add_usage(&batch).await.unwrap();
-    assert_eq!(server.command(&["ZCARD", "keygate:usage_batches"]), "3");
-    // As if the last part's call never reached Redis: sent again, only it applies.
-    server.command(&["ZREM", "keygate:usage_batches", "usb_one.2"]);
+    // Applied whole: one mark, whatever the number of parts.
+    let marks = || server.command(&["ZRANGE", "keygate:usage_batches", "0", "-1"]);
+    assert_eq!(marks(), "usb_one");
+    // As if the last part's call had never reached Redis (the marks the first two
+    // parts leave): sent again, only the last part applies.
+    server.command(&["DEL", "keygate:usage_batches"]);
+    server.command(&[
+        "ZADD",
+        "keygate:usage_batches",
+        "1",
+        "usb_one.0",
+        "1",
+        "usb_one.1",
+    ]);
+    s.add_usage(&batch).await.unwrap();
+    assert_eq!(marks(), "usb_one");
+    // And once more: nothing applies.
     s.add_usage(&batch).await.unwrap();
     let requests = |n: usize| {
         let k = format!("key_{n:04}");
