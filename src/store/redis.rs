@@ -307,7 +307,7 @@ impl RedisStore {
             .await?;
         let mut items = Vec::new();
         let mut ids = Vec::new();
-        for (id, json, last_used) in triples(&flat, kind, index)? {
+        for [id, json, last_used] in listing::<3>(&flat, kind, index)? {
             if let Some(item) = decode(id, json, last_used)? {
                 items.push(item);
                 ids.push(id);
@@ -466,38 +466,19 @@ fn decode<T: DeserializeOwned>(what: &str, json: &str) -> Result<T, StoreError> 
     })
 }
 
-/// `{id, json, id, json…}` from a listing script; an empty json is a dangling index entry.
-fn pairs<'a>(
+/// The records of a listing script's flat reply, `N` values each: `{id, json, …}` (key
+/// listings add the `last_used` field); an empty json is a dangling index entry.
+fn listing<'a, const N: usize>(
     flat: &'a [String],
     kind: &str,
     index: &str,
-) -> Result<Vec<(&'a str, &'a str)>, StoreError> {
-    flat.chunks(2)
+) -> Result<Vec<[&'a str; N]>, StoreError> {
+    flat.chunks(N)
         .map(|c| match c {
-            [id, json] if !json.is_empty() => Ok((id.as_str(), json.as_str())),
-            [id, _] => Err(StoreError::Corrupt(format!(
-                "the index {index} names {kind} {id}, which does not exist"
-            ))),
-            _ => Err(StoreError::Corrupt(format!(
-                "a listing of {index} came back malformed"
-            ))),
-        })
-        .collect()
-}
-
-/// `{id, json, extra, …}` from a listing script that also returns a field beside each
-/// record; an empty json is a dangling index entry.
-fn triples<'a>(
-    flat: &'a [String],
-    kind: &str,
-    index: &str,
-) -> Result<Vec<(&'a str, &'a str, &'a str)>, StoreError> {
-    flat.chunks(3)
-        .map(|c| match c {
-            [id, json, extra] if !json.is_empty() => {
-                Ok((id.as_str(), json.as_str(), extra.as_str()))
+            [id, json, ..] if c.len() == N && !json.is_empty() => {
+                Ok(std::array::from_fn(|i| c[i].as_str()))
             }
-            [id, _, _] => Err(StoreError::Corrupt(format!(
+            [id, ..] if c.len() == N => Err(StoreError::Corrupt(format!(
                 "the index {index} names {kind} {id}, which does not exist"
             ))),
             _ => Err(StoreError::Corrupt(format!(
@@ -771,9 +752,9 @@ impl KeyStore for RedisStore {
         let flat: Vec<String> = self
             .invoke(&self.scripts.keys_created_by, &[principal_id])
             .await?;
-        triples(&flat, "key", &format!("creator_keys:{principal_id}"))?
+        listing::<3>(&flat, "key", &format!("creator_keys:{principal_id}"))?
             .into_iter()
-            .map(|(id, json, last_used)| decode_key(id, json, last_used))
+            .map(|[id, json, last_used]| decode_key(id, json, last_used))
             .collect()
     }
 
@@ -936,9 +917,9 @@ impl KeyStore for RedisStore {
 
     async fn list_principals(&self) -> Result<Vec<Principal>, StoreError> {
         let flat: Vec<String> = self.invoke(&self.scripts.list_principals, &[]).await?;
-        pairs(&flat, "principal", "principals")?
+        listing::<2>(&flat, "principal", "principals")?
             .into_iter()
-            .map(|(id, json)| decode(&format!("principal {id}"), json))
+            .map(|[id, json]| decode(&format!("principal {id}"), json))
             .collect()
     }
 
