@@ -195,9 +195,56 @@ const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelim
 /// Sets `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`, replacing any
 /// the upstream sent.
 pub fn set_headers(headers: &mut HeaderMap, quota: &Quota) {
-    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(quota.limit));
-    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(quota.remaining));
-    headers.insert(RATELIMIT_RESET, HeaderValue::from(quota.reset.as_secs()));
+    headers.insert(RATELIMIT_LIMIT, number_value(quota.limit));
+    headers.insert(RATELIMIT_REMAINING, number_value(quota.remaining));
+    headers.insert(RATELIMIT_RESET, number_value(quota.reset.as_secs()));
+}
+
+/// Numbers below this are header values made once (`Reset` is at most a few seconds
+/// for a per-second or per-minute limit; small limits and what remains of them).
+const SMALL_NUMBERS: u64 = 1024;
+
+/// `n` as a header value: a shared static one for a small number (no allocation per
+/// response), else a new one; a thread's last large limit is kept, since a limit
+/// repeats from one response to the next.
+fn number_value(n: u64) -> HeaderValue {
+    use std::fmt::Write;
+    // The small numbers' text, one after the other: static, so a value made from it
+    // is cloned without touching a shared reference count.
+    static TEXT: std::sync::LazyLock<(String, Vec<usize>)> = std::sync::LazyLock::new(|| {
+        let (mut text, mut ends) = (String::new(), Vec::new());
+        for i in 0..SMALL_NUMBERS {
+            let _ = write!(text, "{i}");
+            ends.push(text.len());
+        }
+        (text, ends)
+    });
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
+        let (text, ends): &'static (String, Vec<usize>) = &TEXT;
+        let starts = std::iter::once(0).chain(ends.iter().copied());
+        starts
+            .zip(ends)
+            .map(|(a, &b)| HeaderValue::from_static(&text[a..b]))
+            .collect()
+    });
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(u64, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    if let Some(v) = usize::try_from(n).ok().and_then(|i| SMALL.get(i)) {
+        return v.clone();
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((m, v)) if *m == n => v.clone(),
+            _ => {
+                let v = HeaderValue::from(n);
+                *last = Some((n, v.clone()));
+                v
+            }
+        }
+    })
 }
 
 /// Adds the `RateLimit-*` headers to a response, if its request's key authenticated
@@ -229,6 +276,34 @@ pub async fn annotate<B>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn numbers_are_header_values_of_their_decimal_text() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            59,
+            60,
+            999,
+            1023,
+            1024,
+            1025,
+            86_400,
+            1_000_000_000,
+            u64::MAX,
+        ] {
+            // Twice: the second may come from the thread's last value.
+            for _ in 0..2 {
+                assert_eq!(
+                    super::number_value(n).to_str().unwrap(),
+                    n.to_string(),
+                    "{n}"
+                );
+            }
+        }
+    }
+
     use std::time::Duration;
 
     use super::*;

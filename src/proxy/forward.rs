@@ -272,10 +272,15 @@ const HOP_LENGTHS: u64 = {
 };
 
 /// Method-override headers: removed so that the scope checked is the scope used.
+const METHOD_OVERRIDE_NAMES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 static METHOD_OVERRIDES: [HeaderName; 3] = [
-    HeaderName::from_static("x-http-method-override"),
-    HeaderName::from_static("x-http-method"),
-    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static(METHOD_OVERRIDE_NAMES[0]),
+    HeaderName::from_static(METHOD_OVERRIDE_NAMES[1]),
+    HeaderName::from_static(METHOD_OVERRIDE_NAMES[2]),
 ];
 
 // Names keygate sets on every forwarded request, parsed once.
@@ -351,6 +356,26 @@ const CLIENT_ADDRESS: [&str; 6] = [
     "true-client-ip",
 ];
 
+/// A bit for a name's length in a mask of lengths; names of 63 bytes or more share
+/// the last bit.
+const fn length_bit(len: usize) -> u64 {
+    1 << if len < 63 { len } else { 63 }
+}
+
+/// The bits of a list of names' lengths.
+const fn lengths_of(names: &[&str]) -> u64 {
+    let mut bits = 0;
+    let mut i = 0;
+    while i < names.len() {
+        bits |= length_bit(names[i].len());
+        i += 1;
+    }
+    bits
+}
+
+const CLIENT_ADDRESS_LENGTHS: u64 = lengths_of(&CLIENT_ADDRESS);
+const METHOD_OVERRIDE_LENGTHS: u64 = lengths_of(&METHOD_OVERRIDE_NAMES);
+
 /// Whether header `name` is `target` as upstreams may read it: the same ignoring case
 /// and treating `_` as `-` (CGI, PHP and others map both to one variable).
 fn same_header(name: &[u8], target: &[u8]) -> bool {
@@ -400,12 +425,26 @@ pub struct Forwarding<'a> {
 pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<(), Refusal> {
     // One pass over the names: spoofed identity and client-address headers, and
     // method overrides, are collected (empty in the common case: no allocation).
+    // A name of none of their lengths is none of them: one bit test for most names.
+    let mut lengths = METHOD_OVERRIDE_LENGTHS;
+    if !f.peer_trusted {
+        lengths |= CLIENT_ADDRESS_LENGTHS;
+    }
+    for id in [
+        &f.identity.org,
+        &f.identity.key_id,
+        &f.identity.scopes,
+        &f.identity.environment,
+    ] {
+        lengths |= length_bit(id.as_str().len());
+    }
     let removed: Vec<HeaderName> = h
         .keys()
         .filter(|n| {
-            spoofs(n, f.identity)
-                || (!f.peer_trusted && names_client_address(n))
-                || METHOD_OVERRIDES.contains(n)
+            lengths & length_bit(n.as_str().len()) != 0
+                && (spoofs(n, f.identity)
+                    || (!f.peer_trusted && names_client_address(n))
+                    || METHOD_OVERRIDES.contains(n))
         })
         .cloned()
         .collect();
@@ -417,7 +456,7 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<
     // Room for what is added below, made once.
     h.reserve(8);
 
-    let peer = HeaderValue::from(PeerIp(f.peer));
+    let peer = peer_value(f.peer);
     if f.peer_trusted {
         let mut joined = Vec::new();
         for v in h.get_all(&X_FORWARDED_FOR) {
@@ -510,6 +549,26 @@ fn identity_values(k: &KeyView) -> Result<[HeaderValue; 3], Refusal> {
         HeaderValue::from_str(s).map_err(|_| Refusal::BadRequest("identity not representable"))
     };
     Ok([value(&k.org)?, value(&k.id)?, value(&k.scopes.join(","))?])
+}
+
+/// The peer's address as a header value; a thread keeps its last one, since a
+/// connection's requests (and a load balancer's connections) share their peer.
+fn peer_value(peer: std::net::IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: RefCell<Option<(std::net::IpAddr, HeaderValue)>> =
+            const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((ip, v)) if *ip == peer => v.clone(),
+            _ => {
+                let v = HeaderValue::from(PeerIp(peer));
+                *last = Some((peer, v.clone()));
+                v
+            }
+        }
+    })
 }
 
 struct PeerIp(std::net::IpAddr);
@@ -770,6 +829,52 @@ mod properties {
                     prop_assert_eq!(h.get_all(name).iter().count(), 1);
                     prop_assert_eq!(v.as_deref(), Some(ours));
                 }
+            }
+        }
+    }
+
+    /// The peer's value is the peer's, whichever peer came before on the thread.
+    #[test]
+    fn peer_values_follow_the_peer() {
+        for ip in [
+            "10.0.0.1",
+            "10.0.0.1",
+            "::1",
+            "10.0.0.2",
+            "2001:db8::7",
+            "10.0.0.1",
+        ] {
+            let v = peer_value(ip.parse().unwrap());
+            assert_eq!(v.to_str().unwrap(), ip);
+        }
+    }
+
+    /// Method-override headers go in any case, whatever the peer.
+    #[test]
+    fn method_overrides_go() {
+        for trusted in [false, true] {
+            let mut h = HeaderMap::new();
+            for n in METHOD_OVERRIDE_NAMES {
+                h.insert(
+                    HeaderName::from_bytes(n.to_ascii_uppercase().as_bytes()).unwrap(),
+                    HeaderValue::from_static("DELETE"),
+                );
+            }
+            let (id, k) = (identity(), Arc::new(key()));
+            let rid = HeaderValue::from_static("req-1");
+            let f = Forwarding {
+                key: &k,
+                identity: &id,
+                peer: "10.0.0.1".parse().unwrap(),
+                peer_trusted: trusted,
+                client_host: None,
+                tls: false,
+                request_id: &rid,
+                preserve_host: false,
+            };
+            rewrite_request_headers(&mut h, &f).unwrap();
+            for n in METHOD_OVERRIDE_NAMES {
+                assert!(!h.contains_key(n), "{n} survived (trusted: {trusted})");
             }
         }
     }
