@@ -286,3 +286,123 @@ async fn an_http10_upstream_does_not_change_the_clients_protocol() {
     reply.assert_status(200);
     assert_eq!(reply.version, http::Version::HTTP_2);
 }
+
+/// A scripted HTTP/1.1 upstream on a free loopback port: each request (a head
+/// without a body) gets the next of `replies` as raw bytes, on connections kept open
+/// unless a reply says to close after it. Returns its URL and its count of
+/// connections. Serves at most `replies.len()` requests, each within a bounded time.
+fn scripted_upstream(
+    replies: Vec<(&'static [u8], bool)>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let count = connections.clone();
+    let max = replies.len();
+    let replies = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+        replies,
+    )));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(max) {
+            let Ok(mut s) = stream else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            let replies = replies.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && head.len() < 64 * 1024 {
+                        match s.read(&mut byte) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => head.push(byte[0]),
+                        }
+                    }
+                    let Some((reply, close)) = replies.lock().expect("replies").pop_front() else {
+                        return;
+                    };
+                    if s.write_all(reply).is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, connections)
+}
+
+/// keygate's own upstream client (a request without a body to a plain-HTTP upstream)
+/// reads what hyper's would: informational heads skipped, chunked bodies with
+/// extensions and trailers, `HEAD` without a body, a body that ends with the
+/// connection; it keeps a connection whose response ended cleanly, and answers 502
+/// to a malformed response.
+#[tokio::test]
+async fn the_upstream_client_follows_every_response_framing() {
+    let (upstream, connections) = scripted_upstream(vec![
+        (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
+              HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Up: 1\r\n\r\n\
+              3;ext=1\r\nabc\r\n4\r\ndefg\r\n0\r\nTrailer-A: x\r\n\r\n",
+            false,
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
+        (
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+            false,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+            true,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+            true,
+        ),
+    ]);
+    let env = Env::start_with(|b| {
+        b.plain()
+            .upstream("scripted", json!({ "url": upstream, "timeout": "5s" }))
+            .route(
+                json!({ "name": "scripted", "methods": ["GET", "HEAD"], "path": "/s",
+                           "upstream": "scripted", "scope": "read" }),
+            )
+    })
+    .await;
+    let key = env.read_key().await;
+    let get = |method: &'static str| {
+        env.gw
+            .send(env.gw.request(method, "/s").bearer_auth(&key.secret))
+    };
+
+    let r = get("GET").await;
+    r.assert_status(200);
+    assert_eq!(r.body, b"abcdefg");
+    assert_eq!(r.header("x-up").as_deref(), Some("1"));
+    assert!(r.header("trailer-a").is_none(), "{r:?}");
+
+    let r = get("GET").await;
+    r.assert_status(200);
+    assert_eq!(r.body, b"hello");
+
+    let r = get("HEAD").await;
+    r.assert_status(200);
+    assert_eq!(r.header("content-length").as_deref(), Some("5"));
+    assert!(r.body.is_empty());
+
+    let r = get("GET").await;
+    r.assert_status(404);
+    assert!(r.body.is_empty());
+    // Four responses that ended cleanly: one upstream connection.
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let r = get("GET").await;
+    r.assert_status(200);
+    assert_eq!(r.body, b"until the end");
+
+    get("GET").await.assert_refusal(502, "upstream_unavailable");
+    // The body that ended with its connection took that connection with it.
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

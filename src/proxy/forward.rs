@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
+use http_body::Body as _;
 use http_body_util::combinators::MapErr;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -28,7 +29,7 @@ use crate::key::{Environment, KeyView};
 use crate::memo::Memo;
 use crate::proxy::workers::{self, Workers};
 use crate::proxy::{Body, BoxError};
-use crate::proxy::{deadline, pool};
+use crate::proxy::{client, deadline, pool};
 use crate::refusal::Refusal;
 use crate::tls;
 
@@ -57,6 +58,8 @@ fn mark_client_error(e: BoxError) -> BoxError {
 pub struct Origin {
     /// `scheme://authority`, what the connector dials.
     base: Uri,
+    /// For an `http://` origin, where keygate's own client dials.
+    address: Option<client::Address>,
     /// The `Host` the upstream gets unless `preserve_host`.
     host: HeaderValue,
     /// Which idle list of a worker: 0 live, 1 test.
@@ -72,6 +75,10 @@ pub struct Upstream {
     /// a request and its upstream connection stay on one thread
     /// ([`workers`](crate::proxy::workers)).
     idle: Vec<[Arc<pool::Idle<UpstreamBody>>; 2]>,
+    /// The same for keygate's own client's connections.
+    own_idle: Vec<[Arc<client::Idle>; 2]>,
+    /// Time allowed to connect (keygate's own client; the connector has its own).
+    connect_timeout: Duration,
     /// Time allowed until response headers.
     timeout: Duration,
     pub preserve_host: bool,
@@ -88,7 +95,11 @@ impl Upstream {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let idle = (0..Workers::default_count().max(1))
+        let workers = Workers::default_count().max(1);
+        let idle = (0..workers)
+            .map(|_| [Arc::default(), Arc::default()])
+            .collect();
+        let own_idle = (0..workers)
             .map(|_| [Arc::default(), Arc::default()])
             .collect();
         Ok(Upstream {
@@ -102,6 +113,8 @@ impl Upstream {
                 .with_context(|| format!("upstreams.{}.test_url", cfg.name))?,
             connector,
             idle,
+            own_idle,
+            connect_timeout: cfg.connect_timeout,
             timeout: cfg.timeout,
             preserve_host: cfg.preserve_host,
         })
@@ -119,20 +132,87 @@ impl Upstream {
         }
     }
 
-    /// Sends the request to `origin` and waits for response headers, at most
-    /// `timeout` (connecting included).
+    /// Sends the request (`parts` with the upstream's `target`, and `body`) to
+    /// `origin` and waits for response headers, at most `timeout` (connecting
+    /// included); the response is the client's ([`client_response`]).
     pub async fn send(
+        &self,
+        origin: &Origin,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        target: Uri,
+        max_body: u64,
+    ) -> Result<(Response<Body>, Duration), Refusal> {
+        let started = Instant::now();
+        // HTTP/1.1 to an origin server: the target is origin-form (`upstream_target`);
+        // the upstream's own Host unless the client's is kept (`preserve_host`).
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, origin.host.clone());
+        }
+        // The common case, a request without a body to a plain-HTTP upstream, goes
+        // through keygate's own client.
+        if let Some(address) = &origin.address
+            && body.is_end_stream()
+            && parts.method != http::Method::CONNECT
+        {
+            return self
+                .send_own(origin, address, &parts, &target, started)
+                .await;
+        }
+        let req = upstream_request(parts, body, target, max_body);
+        let (resp, took) = self.send_hyper(origin, req, max_body, started).await?;
+        Ok((client_response(resp), took))
+    }
+
+    /// [`send`](Self::send) for a request without a body, through keygate's own client.
+    async fn send_own(
+        &self,
+        origin: &Origin,
+        address: &client::Address,
+        parts: &http::request::Parts,
+        target: &Uri,
+        started: Instant,
+    ) -> Result<(Response<Body>, Duration), Refusal> {
+        let worker = workers::current() % self.own_idle.len().max(1);
+        let Some(idle) = self.own_idle.get(worker).map(|w| w[origin.slot].clone()) else {
+            return Err(Refusal::UpstreamUnavailable);
+        };
+        let target = target.path_and_query().map_or("/", |pq| pq.as_str());
+        let exchange = async {
+            let mut conn = match idle.checkout() {
+                Some(conn) => conn,
+                // Boxed: connecting is needed only without an idle connection.
+                None => Box::pin(client::Conn::connect(address, self.connect_timeout)).await?,
+            };
+            let head = conn.exchange(&parts.method, target, &parts.headers).await?;
+            Ok::<_, client::Error>((conn, head))
+        };
+        match deadline::within(self.timeout, exchange).await {
+            Err(_) => Err(Refusal::UpstreamTimeout),
+            Ok(Ok((conn, head))) => {
+                let body = client::ResponseBody::new(conn, &head, idle);
+                let mut resp = Response::new(body.map_err(BoxError::from).boxed_unsync());
+                *resp.status_mut() = head.status;
+                *resp.headers_mut() = head.headers;
+                strip_hop_by_hop(resp.headers_mut());
+                Ok((resp, started.elapsed()))
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %self.name, error = %e, "upstream request failed");
+                Err(Refusal::UpstreamUnavailable)
+            }
+        }
+    }
+
+    /// [`send`](Self::send) through hyper's client: a request with a body, an HTTPS
+    /// upstream, `CONNECT`.
+    async fn send_hyper(
         &self,
         origin: &Origin,
         mut req: Request<UpstreamBody>,
         max_body: u64,
+        started: Instant,
     ) -> Result<(Response<UpstreamResponseBody>, Duration), Refusal> {
-        let started = Instant::now();
-        // HTTP/1.1 to an origin server: the target is origin-form (`upstream_target`);
-        // the upstream's own Host unless the client's is kept (`preserve_host`).
-        if !req.headers().contains_key(header::HOST) {
-            req.headers_mut().insert(header::HOST, origin.host.clone());
-        }
         let worker = workers::current() % self.idle.len().max(1);
         let Some(idle) = self.idle.get(worker).map(|w| w[origin.slot].clone()) else {
             return Err(Refusal::UpstreamUnavailable);
@@ -198,7 +278,12 @@ fn origin(uri: &Uri, slot: usize) -> anyhow::Result<Origin> {
         .build()
         .context("the upstream URL")?;
     let host = HeaderValue::from_str(authority.as_str()).context("the upstream host")?;
-    Ok(Origin { base, host, slot })
+    Ok(Origin {
+        address: client::Address::of(&base),
+        base,
+        host,
+        slot,
+    })
 }
 
 fn client_tls(cfg: &UpstreamConfig) -> anyhow::Result<rustls::ClientConfig> {

@@ -10,9 +10,10 @@
 //! - `framing`: the HTTP/1.1 framing guard below hyper (`Content-Length` with
 //!   `Transfer-Encoding`).
 //! - `pipeline`: one request's checks, in SPEC §3 order, top to bottom.
-//! - `forward`: the upstream call and the header rewrite; `pool`: upstream
-//!   connections kept per worker; `deadline`: the upstream timeout, swept per thread
-//!   instead of a timer per request.
+//! - `forward`: the upstream call and the header rewrite; `client`: keygate's own
+//!   HTTP/1.1 client for a request without a body to a plain-HTTP upstream; `pool`:
+//!   hyper's client connections for the rest, kept per worker like `client`'s;
+//!   `deadline`: the upstream timeout, swept per thread instead of a timer per request.
 //! - `respond`: the one refusal → response mapping.
 //! - `workers`: one single-threaded runtime per core for the data port's and the authz
 //!   listener's connections.
@@ -37,6 +38,7 @@ use crate::usage::UsageRecorder;
 
 pub mod acceptor;
 pub mod access_log;
+pub mod client;
 pub mod deadline;
 pub mod forward;
 pub mod framing;

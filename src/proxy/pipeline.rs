@@ -316,16 +316,15 @@ async fn run(
     // [limits] Last, after every check that can refuse: refused requests consume nothing.
     admit(dp, &decided, trace).await?;
     let upstream = decided.upstream;
-    let req = forward::upstream_request(parts, body, uri, dp.limits.max_body_bytes);
     let (resp, took) = upstream
-        .send(decided.origin, req, dp.limits.max_body_bytes)
+        .send(decided.origin, parts, body, uri, dp.limits.max_body_bytes)
         .await?;
     trace.upstream_time = Some(took);
     dp.metrics
         .upstream_duration
         .with_label_values(&[upstream.name.as_str()])
         .observe(took.as_secs_f64());
-    Ok(forward::client_response(resp))
+    Ok(resp)
 }
 
 /// The decision of every mode, in SPEC §3 order: path rules → route → credential →
