@@ -120,13 +120,14 @@ impl Conn {
         }
     }
 
-    /// Sends a request without a body (its target in origin form) and reads the
+    /// Sends a request without a body (its target in origin form; `headers` writes
+    /// its header lines, CRLF-terminated, without `Transfer-Encoding`) and reads the
     /// response head.
     pub async fn exchange(
         &mut self,
         method: &Method,
         target: &str,
-        headers: &HeaderMap,
+        headers: impl FnOnce(&mut Vec<u8>),
     ) -> Result<Head, Error> {
         let out = &mut self.out;
         out.clear();
@@ -134,16 +135,7 @@ impl Conn {
         out.push(b' ');
         out.extend_from_slice(target.as_bytes());
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in headers {
-            // A request without a body is framed by having none.
-            if name == header::TRANSFER_ENCODING {
-                continue;
-            }
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
+        headers(out);
         out.extend_from_slice(b"\r\n");
         self.io.write_all(out).await?;
         let no_body = method == Method::HEAD;

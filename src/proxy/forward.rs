@@ -139,25 +139,28 @@ impl Upstream {
         &self,
         origin: &Origin,
         mut parts: http::request::Parts,
+        rewrite: Rewrite,
         body: Incoming,
         target: Uri,
         max_body: u64,
     ) -> Result<(Response<Body>, Duration), Refusal> {
         let started = Instant::now();
-        // HTTP/1.1 to an origin server: the target is origin-form (`upstream_target`);
-        // the upstream's own Host unless the client's is kept (`preserve_host`).
-        if !parts.headers.contains_key(header::HOST) {
-            parts.headers.insert(header::HOST, origin.host.clone());
-        }
         // The common case, a request without a body to a plain-HTTP upstream, goes
-        // through keygate's own client.
+        // through keygate's own client, which writes the rewritten headers as it
+        // writes the head.
         if let Some(address) = &origin.address
             && body.is_end_stream()
             && parts.method != http::Method::CONNECT
         {
             return self
-                .send_own(origin, address, &parts, &target, started)
+                .send_own(origin, address, &parts, &rewrite, &target, started)
                 .await;
+        }
+        rewrite.apply(&mut parts.headers);
+        // HTTP/1.1 to an origin server: the target is origin-form (`upstream_target`);
+        // the upstream's own Host unless the client's is kept (`preserve_host`).
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, origin.host.clone());
         }
         let req = upstream_request(parts, body, target, max_body);
         let (resp, took) = self.send_hyper(origin, req, max_body, started).await?;
@@ -170,6 +173,7 @@ impl Upstream {
         origin: &Origin,
         address: &client::Address,
         parts: &http::request::Parts,
+        rewrite: &Rewrite,
         target: &Uri,
         started: Instant,
     ) -> Result<(Response<Body>, Duration), Refusal> {
@@ -184,7 +188,8 @@ impl Upstream {
                 // Boxed: connecting is needed only without an idle connection.
                 None => Box::pin(client::Conn::connect(address, self.connect_timeout)).await?,
             };
-            let head = conn.exchange(&parts.method, target, &parts.headers).await?;
+            let headers = |out: &mut Vec<u8>| rewrite.write(&parts.headers, &origin.host, out);
+            let head = conn.exchange(&parts.method, target, headers).await?;
             Ok::<_, client::Error>((conn, head))
         };
         match deadline::within(self.timeout, exchange).await {
@@ -386,46 +391,78 @@ fn hop_index(name: &[u8]) -> Option<usize> {
 
 /// Drops hop-by-hop headers, `Upgrade`, and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the names marks which hop-by-hop headers are present; most
-    // requests have none, most responses only `Connection`.
-    let mut present = 0u32;
-    for n in headers.keys() {
-        // Most names have no hop-by-hop name's length: one bit test excludes them.
-        // Parsed names are lowercase: `HeaderName` equality (an enum compare for the
-        // standard ones) is enough here; `hop_index` is for `Connection`'s tokens.
-        let len = n.as_str().len();
-        if len < 64
+    HopByHop::of(headers).remove_from(headers);
+}
+
+/// The hop-by-hop headers of a message: the standard ones present and the others its
+/// `Connection` names.
+#[derive(Default)]
+struct HopByHop {
+    /// A bit per [`HOP_BY_HOP`] name present.
+    present: u32,
+    /// Other headers `Connection` names (allocated for only when one is present).
+    named: Vec<HeaderName>,
+}
+
+impl HopByHop {
+    fn of(headers: &HeaderMap) -> HopByHop {
+        // One pass over the names marks which hop-by-hop headers are present; most
+        // requests have none, most responses only `Connection`.
+        let mut present = 0u32;
+        for n in headers.keys() {
+            // Most names have no hop-by-hop name's length: one bit test excludes them.
+            // Parsed names are lowercase: `HeaderName` equality (an enum compare for
+            // the standard ones) is enough here; `hop_index` is for `Connection`'s
+            // tokens.
+            let len = n.as_str().len();
+            if len < 64
+                && HOP_LENGTHS & (1 << len) != 0
+                && let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == n)
+            {
+                present |= 1 << i;
+            }
+        }
+        let mut named: Vec<HeaderName> = Vec::new();
+        if present == 0 {
+            return HopByHop { present, named };
+        }
+        for token in headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        {
+            // Hop-by-hop names are covered by `present`, named or not.
+            let token = token.trim_ascii();
+            if hop_index(token).is_none()
+                && let Ok(n) = HeaderName::from_bytes(token)
+                && headers.contains_key(&n)
+            {
+                named.push(n);
+            }
+        }
+        HopByHop { present, named }
+    }
+
+    /// Whether header `name` is one of them.
+    fn covers(&self, name: &HeaderName) -> bool {
+        if self.present == 0 {
+            return false;
+        }
+        let len = name.as_str().len();
+        (len < 64
             && HOP_LENGTHS & (1 << len) != 0
-            && let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == n)
-        {
-            present |= 1 << i;
-        }
+            && HOP_BY_HOP.iter().position(|hop| hop == name).is_some())
+            || self.named.contains(name)
     }
-    if present == 0 {
-        return;
-    }
-    // Other headers `Connection` names: allocated for only when one is present.
-    let mut named: Vec<HeaderName> = Vec::new();
-    for token in headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-    {
-        // Hop-by-hop names are removed below whenever present, named or not.
-        let token = token.trim_ascii();
-        if hop_index(token).is_none()
-            && let Ok(n) = HeaderName::from_bytes(token)
-            && headers.contains_key(&n)
-        {
-            named.push(n);
-        }
-    }
-    for n in named {
-        headers.remove(n);
-    }
-    for (i, n) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 {
+
+    fn remove_from(self, headers: &mut HeaderMap) {
+        for n in self.named {
             headers.remove(n);
+        }
+        for (i, n) in HOP_BY_HOP.iter().enumerate() {
+            if self.present & (1 << i) != 0 {
+                headers.remove(n);
+            }
         }
     }
 }
@@ -503,13 +540,36 @@ pub struct Forwarding<'a> {
     pub preserve_host: bool,
 }
 
-/// Rewrites client headers into upstream headers (SPEC §3 "Headers"), in order:
-/// spoofed identity headers out (and, from an untrusted peer, every client-address
-/// header: `Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `True-Client-IP`), hop-by-hop
-/// out, then keygate's own in.
+/// Rewrites client headers into upstream headers (SPEC §3 "Headers"): [`plan`]
+/// applied to the map.
 pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<(), Refusal> {
-    // One pass over the names: spoofed identity and client-address headers, and
-    // method overrides, are collected (empty in the common case: no allocation).
+    plan(h, f)?.apply(h);
+    Ok(())
+}
+
+/// Most headers keygate sets on a forwarded request: `X-Forwarded-For`, `-Proto`,
+/// `-Host`, `Host`, `X-Request-Id` and the four identity headers.
+const MAX_SET: usize = 9;
+
+/// The header rewrite of SPEC §3 "Headers" for one request, decided once and
+/// carried out either on the request's `HeaderMap` (hyper's client) or while writing
+/// the upstream request head (keygate's own client, [`Rewrite::write`]): which of
+/// the client's headers go, and what keygate sets in their place.
+pub struct Rewrite {
+    /// Spoofed identity headers, client-address headers from an untrusted peer, and
+    /// method overrides, in the spellings sent (usually none: no allocation).
+    removed: Vec<HeaderName>,
+    hop_by_hop: HopByHop,
+    /// What keygate sets, replacing any header of the same name.
+    set: [Option<(HeaderName, HeaderValue)>; MAX_SET],
+}
+
+/// Plans the rewrite of client headers `h` into upstream headers, in order: spoofed
+/// identity headers out (and, from an untrusted peer, every client-address header:
+/// `Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `True-Client-IP`), hop-by-hop and
+/// `Authorization` out, then keygate's own in; `Host` is the client's with
+/// `preserve_host`, else the upstream's (set by the sender).
+pub fn plan(h: &HeaderMap, f: &Forwarding<'_>) -> Result<Rewrite, Refusal> {
     // A name of none of their lengths is none of them: one bit test for most names.
     let mut lengths = METHOD_OVERRIDE_LENGTHS;
     if !f.peer_trusted {
@@ -523,6 +583,8 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<
     ] {
         lengths |= length_bit(id.as_str().len());
     }
+    // One pass over the names: spoofed identity and client-address headers, and
+    // method overrides, are collected (empty in the common case: no allocation).
     let removed: Vec<HeaderName> = h
         .keys()
         .filter(|n| {
@@ -533,13 +595,14 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<
         })
         .cloned()
         .collect();
-    for n in removed {
-        h.remove(n);
-    }
-    strip_hop_by_hop(h);
-    h.remove(header::AUTHORIZATION);
-    // Room for what is added below, made once.
-    h.reserve(8);
+    let hop_by_hop = HopByHop::of(h);
+    let mut set: [Option<(HeaderName, HeaderValue)>; MAX_SET] = Default::default();
+    let mut slots = set.iter_mut();
+    let mut put = |name: HeaderName, value: HeaderValue| {
+        if let Some(slot) = slots.next() {
+            *slot = Some((name, value));
+        }
+    };
 
     let peer = peer_value(f.peer);
     if f.peer_trusted {
@@ -550,41 +613,99 @@ pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<
             }
             joined.extend_from_slice(v.as_bytes());
         }
-        if !joined.is_empty() {
+        if joined.is_empty() {
+            put(X_FORWARDED_FOR, peer);
+        } else {
             joined.extend_from_slice(b", ");
+            joined.extend_from_slice(peer.as_bytes());
+            let v = HeaderValue::from_bytes(&joined)
+                .map_err(|_| Refusal::BadRequest("malformed X-Forwarded-For header"))?;
+            put(X_FORWARDED_FOR, v);
         }
-        joined.extend_from_slice(peer.as_bytes());
-        let v = HeaderValue::from_bytes(&joined)
-            .map_err(|_| Refusal::BadRequest("malformed X-Forwarded-For header"))?;
-        h.insert(X_FORWARDED_FOR, v);
     } else {
         // The client-address headers went with the spoofed ones above.
-        h.insert(X_FORWARDED_FOR, peer);
+        put(X_FORWARDED_FOR, peer);
     }
-    // From an untrusted peer the client-address headers are gone already.
+    // From an untrusted peer the client-address headers go.
     if !f.peer_trusted || !h.contains_key(&X_FORWARDED_PROTO) {
         let proto = if f.tls { "https" } else { "http" };
-        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        put(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if (!f.peer_trusted || !h.contains_key(&X_FORWARDED_HOST))
         && let Some(host) = f.client_host
     {
-        h.insert(X_FORWARDED_HOST, host.clone());
+        put(X_FORWARDED_HOST, host.clone());
     }
-    if f.preserve_host {
-        if let Some(host) = f.client_host {
-            h.insert(header::HOST, host.clone());
-        }
-    } else {
-        // The client fills in the upstream's own host from the URI.
-        h.remove(header::HOST);
+    if f.preserve_host
+        && let Some(host) = f.client_host
+    {
+        put(header::HOST, host.clone());
     }
-    h.insert(X_REQUEST_ID, f.request_id.clone());
-
+    put(X_REQUEST_ID, f.request_id.clone());
     for (name, value) in identity_headers(f.identity, f.key)? {
-        h.insert(name, value);
+        put(name, value);
     }
-    Ok(())
+    Ok(Rewrite {
+        removed,
+        hop_by_hop,
+        set,
+    })
+}
+
+impl Rewrite {
+    fn set(&self) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
+        self.set.iter().flatten()
+    }
+
+    /// Whether the client's header `name` goes (`Host` always: the client's is kept
+    /// only through `set`).
+    fn drops(&self, name: &HeaderName) -> bool {
+        name == header::AUTHORIZATION
+            || name == header::HOST
+            || self.removed.contains(name)
+            || self.hop_by_hop.covers(name)
+            || self.set().any(|(n, _)| n == name)
+    }
+
+    /// Carries the rewrite out on the request's headers.
+    pub fn apply(self, h: &mut HeaderMap) {
+        for n in &self.removed {
+            h.remove(n);
+        }
+        self.hop_by_hop.remove_from(h);
+        h.remove(header::AUTHORIZATION);
+        // The client fills in the upstream's own host from the URI, unless `set`
+        // keeps the client's.
+        h.remove(header::HOST);
+        // Room for what is added below, made once.
+        h.reserve(MAX_SET);
+        for (name, value) in self.set.into_iter().flatten() {
+            h.insert(name, value);
+        }
+    }
+
+    /// Writes the upstream request's header lines: the client's headers that stay,
+    /// in their order, then keygate's; `host` when `set` has no `Host`.
+    pub fn write(&self, client: &HeaderMap, host: &HeaderValue, out: &mut Vec<u8>) {
+        let mut line = |name: &HeaderName, value: &HeaderValue| {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        };
+        // A request without a body is framed by having none.
+        for (name, value) in client {
+            if name != header::TRANSFER_ENCODING && !self.drops(name) {
+                line(name, value);
+            }
+        }
+        if !self.set().any(|(n, _)| n == header::HOST) {
+            line(&header::HOST, host);
+        }
+        for (name, value) in self.set() {
+            line(name, value);
+        }
+    }
 }
 
 /// Records whose identity values a thread keeps at most; emptied when full.
@@ -915,6 +1036,84 @@ mod properties {
                     prop_assert_eq!(v.as_deref(), Some(ours));
                 }
             }
+        }
+    }
+
+    proptest! {
+        /// The rewrite carried out on the map (hyper's client) and written into the
+        /// head (keygate's own client) gives the upstream the same headers.
+        #[test]
+        fn the_rewrite_applied_and_written_agree(
+            sent in proptest::collection::vec((spelling(), "[a-z0-9., =;]{0,20}"), 0..12),
+            others in proptest::collection::vec(
+                (prop_oneof![
+                    Just("connection".to_string()),
+                    Just("keep-alive".to_string()),
+                    Just("host".to_string()),
+                    Just("authorization".to_string()),
+                    Just("te".to_string()),
+                    Just("x-http-method-override".to_string()),
+                    "x-[a-z_-]{1,12}",
+                ], "[a-z0-9,-]{0,8}"),
+                0..6,
+            ),
+            trusted in any::<bool>(),
+            preserve_host in any::<bool>(),
+            tls in any::<bool>(),
+        ) {
+            let mut h = HeaderMap::new();
+            for ((_, name), value) in &sent {
+                h.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            for (name, value) in &others {
+                h.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            let id = identity();
+            let k = Arc::new(key());
+            let rid = HeaderValue::from_static("req-1");
+            let client_host = HeaderValue::from_static("api.example.com");
+            let f = Forwarding {
+                key: &k,
+                identity: &id,
+                peer: "10.0.0.1".parse().unwrap(),
+                peer_trusted: trusted,
+                client_host: Some(&client_host),
+                tls,
+                request_id: &rid,
+                preserve_host,
+            };
+            let Ok(rewrite) = plan(&h, &f) else {
+                return Ok(());
+            };
+            let upstream_host = HeaderValue::from_static("feeds.internal:8080");
+            let mut written = Vec::new();
+            rewrite.write(&h, &upstream_host, &mut written);
+            let mut applied = h.clone();
+            plan(&h, &f).unwrap().apply(&mut applied);
+            if !applied.contains_key(header::HOST) {
+                applied.insert(header::HOST, upstream_host.clone());
+            }
+            let mut from_map: Vec<(String, String)> = applied
+                .iter()
+                .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap().to_string()))
+                .collect();
+            let text = String::from_utf8(written).unwrap();
+            let mut from_head: Vec<(String, String)> = text
+                .split_terminator("\r\n")
+                .map(|line| {
+                    let (n, v) = line.split_once(": ").unwrap();
+                    (n.to_string(), v.to_string())
+                })
+                .collect();
+            from_map.sort();
+            from_head.sort();
+            prop_assert_eq!(from_map, from_head);
         }
     }
 

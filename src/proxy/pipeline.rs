@@ -268,7 +268,7 @@ async fn run(
     req: Request<Incoming>,
     trace: &mut Trace,
 ) -> Result<Response<Body>, Refusal> {
-    let (mut parts, body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     check_limits(dp, &parts, &[])?;
     let client_host = client_host(&parts)?;
     // Checked to be UTF-8 by `client_host`.
@@ -300,8 +300,8 @@ async fn run(
         _ => None,
     };
     let uri = forward::upstream_target(&parts.uri, stripped.as_ref().map(|q| q.as_deref()))?;
-    forward::rewrite_request_headers(
-        &mut parts.headers,
+    let rewrite = forward::plan(
+        &parts.headers,
         &Forwarding {
             key: &decided.key,
             identity: &dp.identity,
@@ -317,7 +317,14 @@ async fn run(
     admit(dp, &decided, trace).await?;
     let upstream = decided.upstream;
     let (resp, took) = upstream
-        .send(decided.origin, parts, body, uri, dp.limits.max_body_bytes)
+        .send(
+            decided.origin,
+            parts,
+            rewrite,
+            body,
+            uri,
+            dp.limits.max_body_bytes,
+        )
         .await?;
     trace.upstream_time = Some(took);
     dp.metrics
