@@ -29,6 +29,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::config::HOP_BY_HOP_HEADERS;
 use crate::proxy::pool::{IDLE_TIMEOUT, MAX_IDLE};
 
 /// Most header lines a response head may have (hyper's client: 100).
@@ -232,9 +233,30 @@ fn parse_head(buf: &[u8], no_body: bool) -> Result<Option<(usize, Option<Head>)>
     let mut length = None::<u64>;
     let mut encoded = None::<bool>;
     let mut headers = HeaderMap::with_capacity(r.headers.len() + ADDED_HEADERS);
+    // Other headers `Connection` names: hop-by-hop too (allocated for only when one is).
+    let mut named = Vec::new();
     for line in r.headers.iter() {
-        let name = HeaderName::from_bytes(line.name.as_bytes())
-            .map_err(|_| Error::Malformed("bad header name"))?;
+        let raw = line.name.as_bytes();
+        // Hop-by-hop headers never reach the map: what framing needs is read here.
+        if is_hop_by_hop(raw) {
+            if raw.eq_ignore_ascii_case(b"transfer-encoding") {
+                // Chunked if it is the last coding of the last value.
+                encoded = Some(ends_with_chunked(line.value));
+            } else if raw.eq_ignore_ascii_case(b"connection") {
+                for token in line.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        keep_alive = false;
+                    } else if !token.is_empty()
+                        && !is_hop_by_hop(token)
+                        && let Ok(n) = HeaderName::from_bytes(token)
+                    {
+                        named.push(n);
+                    }
+                }
+            }
+            continue;
+        }
+        let name = HeaderName::from_bytes(raw).map_err(|_| Error::Malformed("bad header name"))?;
         let value = HeaderValue::from_bytes(line.value)
             .map_err(|_| Error::Malformed("bad header value"))?;
         if name == header::CONTENT_LENGTH {
@@ -243,13 +265,11 @@ fn parse_head(buf: &[u8], no_body: bool) -> Result<Option<(usize, Option<Head>)>
                 return Err(Error::Malformed("conflicting Content-Length values"));
             }
             length = Some(n);
-        } else if name == header::TRANSFER_ENCODING {
-            // Chunked if it is the last coding of the last value.
-            encoded = Some(ends_with_chunked(line.value));
-        } else if name == header::CONNECTION && has_token(line.value, b"close") {
-            keep_alive = false;
         }
         headers.append(name, value);
+    }
+    for n in named {
+        headers.remove(n);
     }
     let no_body = no_body || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = match (encoded, length) {
@@ -297,9 +317,11 @@ fn ends_with_chunked(v: &[u8]) -> bool {
     last.trim_ascii().eq_ignore_ascii_case(b"chunked")
 }
 
-fn has_token(v: &[u8], token: &[u8]) -> bool {
-    v.split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+/// Whether a header name is hop-by-hop (SPEC §3 "Headers"), in any case.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP_HEADERS
+        .iter()
+        .any(|h| h.len() == name.len() && h.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// One worker's idle connections to one origin.
@@ -599,6 +621,22 @@ mod tests {
             false,
         );
         assert!(!h.unwrap().headers.contains_key(header::CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_stay_out() {
+        let (_, h) = head(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Internal, Upgrade\r\n\
+              Keep-Alive: timeout=5\r\nX-Internal: secret\r\nUPGRADE: x\r\n\
+              Proxy-Authenticate: Basic\r\nTrailer: T\r\nX-Kept: 1\r\n\
+              Content-Length: 2\r\n\r\n",
+            false,
+        );
+        let h = h.unwrap();
+        let mut names: Vec<_> = h.headers.keys().map(|n| n.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["content-length", "x-kept"]);
+        assert!(h.keep_alive);
     }
 
     #[test]

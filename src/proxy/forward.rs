@@ -198,8 +198,8 @@ impl Upstream {
                 let body = client::ResponseBody::new(conn, &head, idle);
                 let mut resp = Response::new(body.map_err(BoxError::from).boxed_unsync());
                 *resp.status_mut() = head.status;
+                // Without hop-by-hop headers: `parse_head` left them out.
                 *resp.headers_mut() = head.headers;
-                strip_hop_by_hop(resp.headers_mut());
                 Ok((resp, started.elapsed()))
             }
             Ok(Err(e)) => {
