@@ -239,11 +239,31 @@ fn number_value(n: u64) -> HeaderValue {
         match &*last {
             Some((m, v)) if *m == n => v.clone(),
             _ => {
-                let v = HeaderValue::from(n);
+                let v = shared_number(n);
                 *last = Some((n, v.clone()));
                 v
             }
         }
+    })
+}
+
+/// `n` as a header value in a slice of a buffer the thread shares between values, as
+/// hyper does for the heads it parses: no allocation per value (`Remaining` changes
+/// with every response).
+fn shared_number(n: u64) -> HeaderValue {
+    thread_local! {
+        static BUF: std::cell::RefCell<bytes::BytesMut> =
+            std::cell::RefCell::new(bytes::BytesMut::new());
+    }
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let mut text = itoa::Buffer::new();
+        if buf.capacity() < 20 {
+            buf.reserve(4096);
+        }
+        buf.extend_from_slice(text.format(n).as_bytes());
+        HeaderValue::from_maybe_shared(buf.split().freeze())
+            .unwrap_or_else(|_| HeaderValue::from(n))
     })
 }
 
@@ -301,6 +321,14 @@ mod tests {
                     "{n}"
                 );
             }
+        }
+        // Many in a row, kept alive together: each keeps its own text across the
+        // thread's buffer refills.
+        let values: Vec<_> = (0..2_000u64)
+            .map(|i| (i * 7_919 + 1_025, super::number_value(i * 7_919 + 1_025)))
+            .collect();
+        for (n, v) in values {
+            assert_eq!(v.to_str().unwrap(), n.to_string());
         }
     }
 

@@ -112,6 +112,17 @@ fn format(
 }
 
 /// `,"name":"value"`, JSON-escaped; nothing for `None`.
+/// The bytes a JSON string escapes: `"`, `\\`, control characters and DEL.
+static ESCAPED: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = b < 0x20 || b == 0x7f || b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    table
+};
+
 fn string(buf: &mut Vec<u8>, name: &str, value: Option<&str>) {
     let Some(v) = value else { return };
     buf.extend_from_slice(b",\"");
@@ -119,10 +130,7 @@ fn string(buf: &mut Vec<u8>, name: &str, value: Option<&str>) {
     buf.extend_from_slice(b"\":\"");
     let bytes = v.as_bytes();
     // Ids, names and codes never need escaping: copy them whole.
-    if !bytes
-        .iter()
-        .any(|&b| b == b'"' || b == b'\\' || b < 0x20 || b == 0x7f)
-    {
+    if !bytes.iter().any(|&b| ESCAPED[usize::from(b)]) {
         buf.extend_from_slice(bytes);
         buf.push(b'"');
         return;
