@@ -392,6 +392,15 @@ impl ResponseBody {
     }
 }
 
+impl ResponseBody {
+    /// The body cannot go on: the connection goes with it (its state is unknown).
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        self.conn = None;
+        self.framing = Framing::Done;
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
 impl HttpBody for ResponseBody {
     type Data = Bytes;
     type Error = Error;
@@ -414,8 +423,7 @@ impl HttpBody for ResponseBody {
                 Framing::Length(n) | Framing::ChunkData(n) => {
                     if conn.buf.is_empty() {
                         if let Err(e) = ready!(conn.poll_read(cx)) {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(e)));
+                            return this.fail(e);
                         }
                         continue;
                     }
@@ -446,10 +454,7 @@ impl HttpBody for ResponseBody {
                             this.framing = Framing::Done;
                             return Poll::Ready(None);
                         }
-                        Err(e) => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(e)));
-                        }
+                        Err(e) => return this.fail(e),
                     }
                 }
                 Framing::ChunkSize => match httparse::parse_chunk_size(&conn.buf) {
@@ -462,26 +467,22 @@ impl HttpBody for ResponseBody {
                     }
                     Ok(httparse::Status::Partial) if conn.buf.len() <= MAX_CHUNK_LINE => {
                         if let Err(e) = ready!(conn.poll_read(cx)) {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(e)));
+                            return this.fail(e);
                         }
                     }
                     _ => {
-                        this.conn = None;
-                        return Poll::Ready(Some(Err(Error::Malformed("bad chunk size"))));
+                        return this.fail(Error::Malformed("bad chunk size"));
                     }
                 },
                 Framing::ChunkEnd => {
                     if conn.buf.len() < 2 {
                         if let Err(e) = ready!(conn.poll_read(cx)) {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(e)));
+                            return this.fail(e);
                         }
                         continue;
                     }
                     if &conn.buf[..2] != b"\r\n" {
-                        this.conn = None;
-                        return Poll::Ready(Some(Err(Error::Malformed("no CRLF after a chunk"))));
+                        return this.fail(Error::Malformed("no CRLF after a chunk"));
                     }
                     conn.buf.advance(2);
                     this.framing = Framing::ChunkSize;
@@ -500,15 +501,11 @@ impl HttpBody for ResponseBody {
                             return Poll::Ready(None);
                         }
                         None if conn.buf.len() > MAX_HEAD => {
-                            this.conn = None;
-                            return Poll::Ready(Some(Err(Error::Malformed(
-                                "the trailer section is too large",
-                            ))));
+                            return this.fail(Error::Malformed("the trailer section is too large"));
                         }
                         None => {
                             if let Err(e) = ready!(conn.poll_read(cx)) {
-                                this.conn = None;
-                                return Poll::Ready(Some(Err(e)));
+                                return this.fail(e);
                             }
                         }
                     }

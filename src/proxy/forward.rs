@@ -968,6 +968,22 @@ mod properties {
         })
     }
 
+    /// A client's headers: sensitive names in some spelling, then others.
+    fn headers_of(sent: &[((usize, String), String)], others: &[(String, String)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let all = sent
+            .iter()
+            .map(|((_, n), v)| (n, v))
+            .chain(others.iter().map(|(n, v)| (n, v)));
+        for (name, value) in all {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        h
+    }
+
     fn normalized(name: &str) -> String {
         name.to_ascii_lowercase().replace('_', "-")
     }
@@ -979,19 +995,7 @@ mod properties {
             others in proptest::collection::vec(("x-[a-z_-]{1,12}", "[a-z0-9]{0,8}"), 0..4),
             trusted in any::<bool>(),
         ) {
-            let mut h = HeaderMap::new();
-            for ((_, name), value) in &sent {
-                h.append(
-                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                    HeaderValue::from_str(value).unwrap(),
-                );
-            }
-            for (name, value) in &others {
-                h.append(
-                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                    HeaderValue::from_str(value).unwrap(),
-                );
-            }
+            let mut h = headers_of(&sent, &others);
             let id = identity();
             let k = Arc::new(key());
             let rid = HeaderValue::from_static("req-1");
@@ -1061,19 +1065,7 @@ mod properties {
             preserve_host in any::<bool>(),
             tls in any::<bool>(),
         ) {
-            let mut h = HeaderMap::new();
-            for ((_, name), value) in &sent {
-                h.append(
-                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                    HeaderValue::from_str(value).unwrap(),
-                );
-            }
-            for (name, value) in &others {
-                h.append(
-                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                    HeaderValue::from_str(value).unwrap(),
-                );
-            }
+            let h = headers_of(&sent, &others);
             let id = identity();
             let k = Arc::new(key());
             let rid = HeaderValue::from_static("req-1");
