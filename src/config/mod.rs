@@ -138,6 +138,15 @@ pub enum StoreBackend {
 
 /// Headers that belong to one connection (RFC 9110 §7.6.1), and `Upgrade`: keygate
 /// never forwards them (`proxy::forward`), so none may be an identity header.
+/// The index in [`HOP_BY_HOP_HEADERS`] of the header named `name` (raw bytes, e.g. a
+/// `Connection` token or a name as read off the wire), in any case.
+pub fn hop_by_hop_index(name: &[u8]) -> Option<usize> {
+    HOP_BY_HOP_HEADERS.iter().position(|hop| {
+        // Lengths first: most names are excluded without comparing a byte.
+        hop.len() == name.len() && hop.as_bytes().eq_ignore_ascii_case(name)
+    })
+}
+
 pub const HOP_BY_HOP_HEADERS: [&str; 9] = [
     "connection",
     "keep-alive",

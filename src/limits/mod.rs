@@ -200,57 +200,9 @@ pub fn set_headers(headers: &mut HeaderMap, quota: &Quota) {
     headers.insert(RATELIMIT_RESET, number_value(quota.reset.as_secs()));
 }
 
-/// Numbers below this are header values made once (`Reset` is at most a few seconds
-/// for a per-second or per-minute limit; small limits and what remains of them).
-const SMALL_NUMBERS: u64 = 1024;
-
-/// `n` as a header value: a shared static one for a small number (no allocation per
-/// response), else a new one; a thread's last large limit is kept, since a limit
-/// repeats from one response to the next.
+/// `n` as a header value, in a slice of a buffer the thread shares between values (as
+/// hyper does for the heads it parses): no allocation per value.
 fn number_value(n: u64) -> HeaderValue {
-    use std::fmt::Write;
-    // The small numbers' text, one after the other: static, so a value made from it
-    // is cloned without touching a shared reference count.
-    static TEXT: std::sync::LazyLock<(String, Vec<usize>)> = std::sync::LazyLock::new(|| {
-        let (mut text, mut ends) = (String::new(), Vec::new());
-        for i in 0..SMALL_NUMBERS {
-            let _ = write!(text, "{i}");
-            ends.push(text.len());
-        }
-        (text, ends)
-    });
-    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
-        let (text, ends): &'static (String, Vec<usize>) = &TEXT;
-        let starts = std::iter::once(0).chain(ends.iter().copied());
-        starts
-            .zip(ends)
-            .map(|(a, &b)| HeaderValue::from_static(&text[a..b]))
-            .collect()
-    });
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<(u64, HeaderValue)>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    if let Some(v) = usize::try_from(n).ok().and_then(|i| SMALL.get(i)) {
-        return v.clone();
-    }
-    LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        match &*last {
-            Some((m, v)) if *m == n => v.clone(),
-            _ => {
-                let v = shared_number(n);
-                *last = Some((n, v.clone()));
-                v
-            }
-        }
-    })
-}
-
-/// `n` as a header value in a slice of a buffer the thread shares between values, as
-/// hyper does for the heads it parses: no allocation per value (`Remaining` changes
-/// with every response).
-fn shared_number(n: u64) -> HeaderValue {
     thread_local! {
         static BUF: std::cell::RefCell<bytes::BytesMut> =
             std::cell::RefCell::new(bytes::BytesMut::new());
@@ -258,6 +210,7 @@ fn shared_number(n: u64) -> HeaderValue {
     BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
         let mut text = itoa::Buffer::new();
+        // Room for the longest u64; a new block once the shared one is used up.
         if buf.capacity() < 20 {
             buf.reserve(4096);
         }
@@ -313,7 +266,7 @@ mod tests {
             1_000_000_000,
             u64::MAX,
         ] {
-            // Twice: the second may come from the thread's last value.
+            // Twice: the second from the same shared block.
             for _ in 0..2 {
                 assert_eq!(
                     super::number_value(n).to_str().unwrap(),

@@ -29,7 +29,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::config::HOP_BY_HOP_HEADERS;
+use crate::config::hop_by_hop_index;
+use crate::proxy::framing::{ends_with_chunked, parse_length};
 use crate::proxy::pool::{IDLE_TIMEOUT, MAX_IDLE};
 
 /// Most header lines a response head may have (hyper's client: 100).
@@ -238,7 +239,7 @@ fn parse_head(buf: &[u8], no_body: bool) -> Result<Option<(usize, Option<Head>)>
     for line in r.headers.iter() {
         let raw = line.name.as_bytes();
         // Hop-by-hop headers never reach the map: what framing needs is read here.
-        if is_hop_by_hop(raw) {
+        if hop_by_hop_index(raw).is_some() {
             if raw.eq_ignore_ascii_case(b"transfer-encoding") {
                 // Chunked if it is the last coding of the last value.
                 encoded = Some(ends_with_chunked(line.value));
@@ -247,7 +248,7 @@ fn parse_head(buf: &[u8], no_body: bool) -> Result<Option<(usize, Option<Head>)>
                     if token.eq_ignore_ascii_case(b"close") {
                         keep_alive = false;
                     } else if !token.is_empty()
-                        && !is_hop_by_hop(token)
+                        && hop_by_hop_index(token).is_none()
                         && let Ok(n) = HeaderName::from_bytes(token)
                     {
                         named.push(n);
@@ -302,26 +303,6 @@ fn parse_head(buf: &[u8], no_body: bool) -> Result<Option<(usize, Option<Head>)>
             keep_alive,
         }),
     )))
-}
-
-fn parse_length(v: &[u8]) -> Option<u64> {
-    let v = v.trim_ascii();
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
-fn ends_with_chunked(v: &[u8]) -> bool {
-    let last = v.rsplit(|&b| b == b',').next().unwrap_or(v);
-    last.trim_ascii().eq_ignore_ascii_case(b"chunked")
-}
-
-/// Whether a header name is hop-by-hop (SPEC §3 "Headers"), in any case.
-fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP_HEADERS
-        .iter()
-        .any(|h| h.len() == name.len() && h.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// One worker's idle connections to one origin.

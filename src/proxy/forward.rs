@@ -24,7 +24,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{HOP_BY_HOP_HEADERS, IdentityHeaders, UpstreamConfig};
+use crate::config::{HOP_BY_HOP_HEADERS, IdentityHeaders, UpstreamConfig, hop_by_hop_index};
 use crate::key::{Environment, KeyView};
 use crate::memo::Memo;
 use crate::proxy::workers::{self, Workers};
@@ -351,15 +351,7 @@ static HOP_BY_HOP: [HeaderName; 9] = {
 };
 
 /// A bit for each length of a [`HOP_BY_HOP`] name.
-const HOP_LENGTHS: u64 = {
-    let mut bits = 0u64;
-    let mut i = 0;
-    while i < HOP_BY_HOP_HEADERS.len() {
-        bits |= 1 << HOP_BY_HOP_HEADERS[i].len();
-        i += 1;
-    }
-    bits
-};
+const HOP_LENGTHS: u64 = lengths_of(&HOP_BY_HOP_HEADERS);
 
 /// Method-override headers: removed so that the scope checked is the scope used.
 const METHOD_OVERRIDE_NAMES: [&str; 3] = [
@@ -379,14 +371,14 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The index in [`HOP_BY_HOP`] of the header named `name` (a `Connection` token), in
-/// any case.
-fn hop_index(name: &[u8]) -> Option<usize> {
-    HOP_BY_HOP.iter().position(|hop| {
-        let hop = hop.as_str().as_bytes();
-        // Lengths first: most names are excluded without comparing a byte.
-        hop.len() == name.len() && hop.eq_ignore_ascii_case(name)
-    })
+/// The index in [`HOP_BY_HOP`] of a parsed (lowercase) header name: one bit test
+/// excludes most names, and `HeaderName` equality is an enum compare for the standard
+/// ones.
+fn standard_hop(name: &HeaderName) -> Option<usize> {
+    if HOP_LENGTHS & length_bit(name.as_str().len()) == 0 {
+        return None;
+    }
+    HOP_BY_HOP.iter().position(|hop| hop == name)
 }
 
 /// Drops hop-by-hop headers, `Upgrade`, and every header named in `Connection`.
@@ -409,18 +401,8 @@ impl HopByHop {
         // One pass over the names marks which hop-by-hop headers are present; most
         // requests have none, most responses only `Connection`.
         let mut present = 0u32;
-        for n in headers.keys() {
-            // Most names have no hop-by-hop name's length: one bit test excludes them.
-            // Parsed names are lowercase: `HeaderName` equality (an enum compare for
-            // the standard ones) is enough here; `hop_index` is for `Connection`'s
-            // tokens.
-            let len = n.as_str().len();
-            if len < 64
-                && HOP_LENGTHS & (1 << len) != 0
-                && let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == n)
-            {
-                present |= 1 << i;
-            }
+        for i in headers.keys().filter_map(standard_hop) {
+            present |= 1 << i;
         }
         let mut named: Vec<HeaderName> = Vec::new();
         if present == 0 {
@@ -433,7 +415,7 @@ impl HopByHop {
         {
             // Hop-by-hop names are covered by `present`, named or not.
             let token = token.trim_ascii();
-            if hop_index(token).is_none()
+            if hop_by_hop_index(token).is_none()
                 && let Ok(n) = HeaderName::from_bytes(token)
                 && headers.contains_key(&n)
             {
@@ -448,11 +430,7 @@ impl HopByHop {
         if self.present == 0 {
             return false;
         }
-        let len = name.as_str().len();
-        (len < 64
-            && HOP_LENGTHS & (1 << len) != 0
-            && HOP_BY_HOP.iter().position(|hop| hop == name).is_some())
-            || self.named.contains(name)
+        standard_hop(name).is_some() || self.named.contains(name)
     }
 
     fn remove_from(self, headers: &mut HeaderMap) {
@@ -538,13 +516,6 @@ pub struct Forwarding<'a> {
     pub tls: bool,
     pub request_id: &'a HeaderValue,
     pub preserve_host: bool,
-}
-
-/// Rewrites client headers into upstream headers (SPEC §3 "Headers"): [`plan`]
-/// applied to the map.
-pub fn rewrite_request_headers(h: &mut HeaderMap, f: &Forwarding<'_>) -> Result<(), Refusal> {
-    plan(h, f)?.apply(h);
-    Ok(())
 }
 
 /// Most headers keygate sets on a forwarded request: `X-Forwarded-For`, `-Proto`,
@@ -887,12 +858,15 @@ mod tests {
     #[test]
     fn hop_by_hop_names_in_any_case_and_spelling() {
         for (i, n) in HOP_BY_HOP.iter().enumerate() {
-            assert_eq!(hop_index(n.as_str().as_bytes()), Some(i));
-            assert_eq!(hop_index(n.as_str().to_uppercase().as_bytes()), Some(i));
+            assert_eq!(hop_by_hop_index(n.as_str().as_bytes()), Some(i));
+            assert_eq!(
+                hop_by_hop_index(n.as_str().to_uppercase().as_bytes()),
+                Some(i)
+            );
         }
-        assert_eq!(hop_index(b"Upgrade"), Some(8));
+        assert_eq!(hop_by_hop_index(b"Upgrade"), Some(8));
         for n in ["x-kept", "connections", "t", "tea", "keep_alive", ""] {
-            assert_eq!(hop_index(n.as_bytes()), None, "{n}");
+            assert_eq!(hop_by_hop_index(n.as_bytes()), None, "{n}");
         }
         // A response with only `Connection: Keep-Alive, Upgrade` and its named headers.
         let mut h = HeaderMap::new();
@@ -1010,9 +984,10 @@ mod properties {
                 preserve_host: false,
             };
             // A trusted proxy's malformed X-Forwarded-For is a 400, not a leak.
-            if rewrite_request_headers(&mut h, &f).is_err() {
+            let Ok(rewrite) = plan(&h, &f) else {
                 return Ok(());
-            }
+            };
+            rewrite.apply(&mut h);
             for (i, expected) in [(0, "acme"), (1, "key_1"), (2, "read"), (3, "live")] {
                 let name = SENSITIVE[i];
                 let values: Vec<_> = h.get_all(name).iter().collect();
@@ -1148,7 +1123,7 @@ mod properties {
                 request_id: &rid,
                 preserve_host: false,
             };
-            rewrite_request_headers(&mut h, &f).unwrap();
+            plan(&h, &f).unwrap().apply(&mut h);
             for n in METHOD_OVERRIDE_NAMES {
                 assert!(!h.contains_key(n), "{n} survived (trusted: {trusted})");
             }

@@ -240,12 +240,13 @@ impl FramingGuard {
 }
 
 /// Whether `chunked` is the last transfer coding (as hyper decides).
-fn ends_with_chunked(v: &[u8]) -> bool {
+pub(crate) fn ends_with_chunked(v: &[u8]) -> bool {
     let last = v.rsplit(|&b| b == b',').next().unwrap_or(v);
     last.trim_ascii().eq_ignore_ascii_case(b"chunked")
 }
 
-fn parse_length(v: &[u8]) -> Option<u64> {
+/// A `Content-Length` value: digits only, around optional whitespace.
+pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
     let v = v.trim_ascii();
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return None;
