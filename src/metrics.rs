@@ -3,10 +3,14 @@
 //! Label values come from route names, upstream names and fixed sets, never from raw
 //! paths, hosts or keys, so the number of series stays bounded.
 
+use std::cell::RefCell;
+use std::time::Duration;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use thread_local::ThreadLocal;
 
 /// Route label for requests that matched no route.
 pub const NO_ROUTE: &str = "none";
@@ -39,7 +43,35 @@ pub struct Metrics {
     pub tls_certificate_expiry: IntGaugeVec,
     /// `mode` (`http` | `grpc` | `verify`), `outcome` (`allowed` or the error code).
     pub authz_requests: IntCounterVec,
+    /// Each thread's handles of the request series it counted recently, so a request
+    /// is counted without a label lookup ([`Metrics::served`]).
+    hot: ThreadLocal<RefCell<Vec<HotRoute>>>,
 }
+
+/// One request as [`Metrics::served`] counts it.
+pub struct Served<'a> {
+    pub route: &'a str,
+    pub method: &'static str,
+    pub status: http::StatusCode,
+    pub outcome: &'static str,
+    pub duration: Duration,
+    /// The upstream's name and how long it took to answer, if it was called.
+    pub upstream: Option<(&'a str, Duration)>,
+}
+
+/// A thread's handles of one route's request series.
+struct HotRoute {
+    route: Box<str>,
+    duration: Histogram,
+    upstream: Option<(Box<str>, Histogram)>,
+    /// `requests_total` by method, status and outcome.
+    requests: Vec<(&'static str, http::StatusCode, &'static str, IntCounter)>,
+}
+
+/// Routes, and series per route, whose handles a thread keeps at most; past them
+/// the label lookup is made each time.
+const HOT_ROUTES: usize = 64;
+const HOT_SERIES: usize = 16;
 
 impl Metrics {
     pub fn new() -> Self {
@@ -176,6 +208,76 @@ impl Metrics {
             build_info,
             tls_certificate_expiry,
             authz_requests,
+            hot: ThreadLocal::new(),
+        }
+    }
+
+    /// Counts a served request in `keygate_requests_total`, its duration in
+    /// `keygate_request_duration_seconds` and its upstream's in
+    /// `keygate_upstream_duration_seconds`, through the thread's kept handles.
+    pub fn served(&self, r: &Served<'_>) {
+        let mut hot = self.hot.get_or(Default::default).borrow_mut();
+        let i = match hot.iter().position(|h| *h.route == *r.route) {
+            Some(i) => i,
+            None if hot.len() < HOT_ROUTES => {
+                hot.push(HotRoute {
+                    route: r.route.into(),
+                    duration: self.request_duration.with_label_values(&[r.route]),
+                    upstream: None,
+                    requests: Vec::new(),
+                });
+                hot.len() - 1
+            }
+            None => {
+                drop(hot);
+                return self.served_uncached(r);
+            }
+        };
+        let h = &mut hot[i];
+        let series = (r.method, r.status, r.outcome);
+        match h
+            .requests
+            .iter()
+            .find(|(m, s, o, _)| (*m, *s, *o) == series)
+        {
+            Some((.., c)) => c.inc(),
+            None => {
+                let c = self.requests.with_label_values(&[
+                    r.route,
+                    r.method,
+                    r.status.as_str(),
+                    r.outcome,
+                ]);
+                c.inc();
+                if h.requests.len() < HOT_SERIES {
+                    h.requests.push((r.method, r.status, r.outcome, c));
+                }
+            }
+        }
+        h.duration.observe(r.duration.as_secs_f64());
+        if let Some((name, took)) = r.upstream {
+            match &h.upstream {
+                Some((n, u)) if **n == *name => u.observe(took.as_secs_f64()),
+                _ => {
+                    let u = self.upstream_duration.with_label_values(&[name]);
+                    u.observe(took.as_secs_f64());
+                    h.upstream = Some((name.into(), u));
+                }
+            }
+        }
+    }
+
+    fn served_uncached(&self, r: &Served<'_>) {
+        self.requests
+            .with_label_values(&[r.route, r.method, r.status.as_str(), r.outcome])
+            .inc();
+        self.request_duration
+            .with_label_values(&[r.route])
+            .observe(r.duration.as_secs_f64());
+        if let Some((name, took)) = r.upstream {
+            self.upstream_duration
+                .with_label_values(&[name])
+                .observe(took.as_secs_f64());
         }
     }
 
@@ -207,5 +309,51 @@ pub fn method_label(m: &http::Method) -> &'static str {
         http::Method::CONNECT => "CONNECT",
         http::Method::TRACE => "TRACE",
         _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_counts_every_series_whether_its_handles_are_kept_or_not() {
+        let m = Metrics::new();
+        let routes: Vec<String> = (0..HOT_ROUTES + 3).map(|i| format!("r{i}")).collect();
+        let statuses =
+            (0..HOT_SERIES as u16 + 3).map(|i| http::StatusCode::from_u16(200 + i).unwrap());
+        let statuses: Vec<_> = statuses.collect();
+        // Twice over every route and series: past the kept handles too.
+        for _ in 0..2 {
+            for route in &routes {
+                for status in &statuses {
+                    m.served(&Served {
+                        route,
+                        method: "GET",
+                        status: *status,
+                        outcome: "allowed",
+                        duration: Duration::from_millis(1),
+                        upstream: Some(("up", Duration::from_millis(1))),
+                    });
+                }
+            }
+        }
+        for route in &routes {
+            for status in &statuses {
+                let c = m
+                    .requests
+                    .with_label_values(&[route, "GET", status.as_str(), "allowed"]);
+                assert_eq!(c.get(), 2, "{route} {status}");
+            }
+            let d = m.request_duration.with_label_values(&[route]);
+            assert_eq!(d.get_sample_count(), 2 * statuses.len() as u64, "{route}");
+        }
+        let total = 2 * (routes.len() * statuses.len()) as u64;
+        assert_eq!(
+            m.upstream_duration
+                .with_label_values(&["up"])
+                .get_sample_count(),
+            total
+        );
     }
 }

@@ -142,7 +142,10 @@ impl Conn {
         self.io.write_all(out).await?;
         let no_body = method == Method::HEAD;
         loop {
-            if let Some((used, head)) = parse_head(&self.buf, no_body)? {
+            // (Nothing to parse until the upstream has answered.)
+            if !self.buf.is_empty()
+                && let Some((used, head)) = parse_head(&self.buf, no_body)?
+            {
                 self.buf.advance(used);
                 match head {
                     Some(head) => return Ok(head),
@@ -209,9 +212,12 @@ const ADDED_HEADERS: usize = 4;
 /// Parses a response head at the start of `buf`: `None` if incomplete; else the bytes
 /// it took and the head, `None` for an informational response (skipped).
 fn parse_head(buf: &[u8], no_body: bool) -> Result<Option<(usize, Option<Head>)>, Error> {
-    let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut r = httparse::Response::new(&mut lines);
-    let used = match r.parse(buf) {
+    // Left uninitialised: httparse writes the lines it finds.
+    let mut lines = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut r = httparse::Response::new(&mut []);
+    let used = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut r, buf, &mut lines)
+    {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {

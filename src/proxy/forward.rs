@@ -138,10 +138,10 @@ impl Upstream {
     pub async fn send(
         &self,
         origin: &Origin,
-        mut parts: http::request::Parts,
-        rewrite: Rewrite,
+        parts: &mut http::request::Parts,
+        rewrite: &Rewrite,
         body: Incoming,
-        target: Uri,
+        target: &Uri,
         max_body: u64,
     ) -> Result<(Response<Body>, Duration), Refusal> {
         let started = Instant::now();
@@ -153,17 +153,19 @@ impl Upstream {
             && parts.method != http::Method::CONNECT
         {
             return self
-                .send_own(origin, address, &parts, &rewrite, &target, started)
+                .send_own(origin, address, parts, rewrite, target, started)
                 .await;
         }
+        let mut parts = std::mem::replace(parts, Request::new(()).into_parts().0);
         rewrite.apply(&mut parts.headers);
         // HTTP/1.1 to an origin server: the target is origin-form (`upstream_target`);
         // the upstream's own Host unless the client's is kept (`preserve_host`).
         if !parts.headers.contains_key(header::HOST) {
             parts.headers.insert(header::HOST, origin.host.clone());
         }
-        let req = upstream_request(parts, body, target, max_body);
-        let (resp, took) = self.send_hyper(origin, req, max_body, started).await?;
+        let req = upstream_request(parts, body, target.clone(), max_body);
+        // Boxed: hyper's exchange is a large future, and the common case needs none.
+        let (resp, took) = Box::pin(self.send_hyper(origin, req, max_body, started)).await?;
         Ok((client_response(resp), took))
     }
 
@@ -433,8 +435,8 @@ impl HopByHop {
         standard_hop(name).is_some() || self.named.contains(name)
     }
 
-    fn remove_from(self, headers: &mut HeaderMap) {
-        for n in self.named {
+    fn remove_from(&self, headers: &mut HeaderMap) {
+        for n in &self.named {
             headers.remove(n);
         }
         for (i, n) in HOP_BY_HOP.iter().enumerate() {
@@ -639,7 +641,7 @@ impl Rewrite {
     }
 
     /// Carries the rewrite out on the request's headers.
-    pub fn apply(self, h: &mut HeaderMap) {
+    pub fn apply(&self, h: &mut HeaderMap) {
         for n in &self.removed {
             h.remove(n);
         }
@@ -650,8 +652,8 @@ impl Rewrite {
         h.remove(header::HOST);
         // Room for what is added below, made once.
         h.reserve(MAX_SET);
-        for (name, value) in self.set.into_iter().flatten() {
-            h.insert(name, value);
+        for (name, value) in self.set() {
+            h.insert(name.clone(), value.clone());
         }
     }
 

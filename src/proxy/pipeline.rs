@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use crate::auth::credential;
 use crate::key::{KeyHash, KeyView};
 use crate::limits;
-use crate::metrics::{NO_ROUTE, method_label};
+use crate::metrics::{NO_ROUTE, Served, method_label};
 use crate::policy::{self, Access, Route, ip, path};
 use crate::proxy::forward::{self, Forwarding};
 use crate::proxy::{Body, DataPlane, access_log, respond};
@@ -154,19 +154,25 @@ pub struct Decided<'d> {
 }
 
 /// Serves one data-plane request; never fails (every failure is a response).
-pub async fn handle(
+///
+/// Not an `async fn`: the request's parts, body and trace are captured once by the
+/// future returned, where an `async fn` would keep its arguments and its locals made
+/// from them side by side (the caller boxes this future, and every byte of it is
+/// copied into the box).
+pub fn handle(
     dp: Arc<DataPlane>,
     conn: ConnInfo,
     req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> impl Future<Output = Result<Response<Body>, Infallible>> {
     let mut trace = Trace::start(Mode::Proxy, req.method(), req.headers());
-    // (The caller boxes this future: hyper keeps one slot per connection sized to the
-    // service's future for as long as the connection lives.)
-    let (resp, outcome) = match run(&dp, conn, req, &mut trace).await {
-        Ok(r) => (r, "allowed"),
-        Err(refusal) => (respond::refusal(&refusal), refusal.code()),
-    };
-    Ok(finish(&dp, trace, resp, outcome, conn.peer.ip()).await.0)
+    let (mut parts, body) = req.into_parts();
+    async move {
+        let (resp, outcome) = match run(&dp, conn, &mut parts, body, &mut trace).await {
+            Ok(r) => (r, "allowed"),
+            Err(refusal) => (respond::refusal(&refusal), refusal.code()),
+        };
+        Ok(finish(&dp, trace, resp, outcome, conn.peer.ip()).await.0)
+    }
 }
 
 /// The end of every request, whatever its mode: `X-Request-Id`, `RateLimit-*`, usage,
@@ -208,21 +214,26 @@ pub async fn finish<B>(
 
     let route = trace.route.as_ref().map_or(NO_ROUTE, |r| r.name.as_str());
     let status = resp.status();
-    dp.metrics
-        .requests
-        .with_label_values(&[route, method_label(&trace.method), status.as_str(), outcome])
-        .inc();
+    let elapsed = trace.arrived.instant.elapsed();
+    dp.metrics.served(&Served {
+        route,
+        method: method_label(&trace.method),
+        status,
+        outcome,
+        duration: elapsed,
+        // (A route's upstream is named by the route.)
+        upstream: trace
+            .route
+            .as_ref()
+            .zip(trace.upstream_time)
+            .map(|(r, took)| (r.upstream.as_str(), took)),
+    });
     if trace.mode != Mode::Proxy {
         dp.metrics
             .authz_requests
             .with_label_values(&[trace.mode.as_str(), outcome])
             .inc();
     }
-    let elapsed = trace.arrived.instant.elapsed();
-    dp.metrics
-        .request_duration
-        .with_label_values(&[route])
-        .observe(elapsed.as_secs_f64());
     access_log::write(&access_log::Line {
         request_id: trace.request_id.to_str().unwrap_or(""),
         mode: (trace.mode != Mode::Proxy).then_some(trace.mode.as_str()),
@@ -265,12 +276,12 @@ pub fn request_id(headers: &HeaderMap, at: jiff::Timestamp) -> HeaderValue {
 async fn run(
     dp: &DataPlane,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    parts: &mut http::request::Parts,
+    body: Incoming,
     trace: &mut Trace,
 ) -> Result<Response<Body>, Refusal> {
-    let (parts, body) = req.into_parts();
-    check_limits(dp, &parts, &[])?;
-    let client_host = client_host(&parts)?;
+    check_limits(dp, parts, &[])?;
+    let client_host = client_host(parts)?;
     // Checked to be UTF-8 by `client_host`.
     let host = client_host.as_ref().and_then(|h| h.to_str().ok());
     let peer_ip = ip::canonical(conn.peer.ip());
@@ -320,17 +331,13 @@ async fn run(
         .send(
             decided.origin,
             parts,
-            rewrite,
+            &rewrite,
             body,
-            uri,
+            &uri,
             dp.limits.max_body_bytes,
         )
         .await?;
     trace.upstream_time = Some(took);
-    dp.metrics
-        .upstream_duration
-        .with_label_values(&[upstream.name.as_str()])
-        .observe(took.as_secs_f64());
     Ok(resp)
 }
 
