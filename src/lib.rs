@@ -29,6 +29,7 @@
 //! - [`usage`]: per-key usage counters and `last_used_at`, written in batches.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`memo`]: the bounded per-thread map kept in front of the shared caches.
+//! - [`header_text`]: header values made per request without an allocation each.
 //! - [`app`]: wiring only: builds everything from a `Config` and runs it.
 //! - [`cli`]: `keygate keys …`, a client of the admin API over HTTP (imports no other
 //!   keygate module).
@@ -40,6 +41,7 @@ pub mod auth;
 pub mod authz;
 pub mod cli;
 pub mod config;
+pub mod header_text;
 pub mod key;
 pub mod limits;
 pub mod logbuf;

@@ -178,8 +178,9 @@ async fn decide(
 ) -> Result<HeaderMap, Refusal> {
     let identity = |key: &Arc<KeyView>| -> Result<HeaderMap, Refusal> {
         let mut headers = HeaderMap::with_capacity(8);
-        for (name, value) in forward::identity_headers(&dp.identity, key)? {
-            headers.insert(name, value);
+        let id = forward::identity(&dp.identity, key)?;
+        for (name, value) in id.names.iter().zip(&id.values) {
+            headers.insert(name.clone(), value.clone());
         }
         Ok(headers)
     };

@@ -31,7 +31,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::HeaderMap;
-use http::header::HeaderValue;
 use jiff::Timestamp;
 
 use crate::key::{KeyView, RateLimit};
@@ -195,29 +194,15 @@ const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelim
 /// Sets `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`, replacing any
 /// the upstream sent.
 pub fn set_headers(headers: &mut HeaderMap, quota: &Quota) {
-    headers.insert(RATELIMIT_LIMIT, number_value(quota.limit));
-    headers.insert(RATELIMIT_REMAINING, number_value(quota.remaining));
-    headers.insert(RATELIMIT_RESET, number_value(quota.reset.as_secs()));
-}
-
-/// `n` as a header value, in a slice of a buffer the thread shares between values (as
-/// hyper does for the heads it parses): no allocation per value.
-fn number_value(n: u64) -> HeaderValue {
-    thread_local! {
-        static BUF: std::cell::RefCell<bytes::BytesMut> =
-            std::cell::RefCell::new(bytes::BytesMut::new());
-    }
-    BUF.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let mut text = itoa::Buffer::new();
-        // Room for the longest u64; a new block once the shared one is used up.
-        if buf.capacity() < 20 {
-            buf.reserve(4096);
-        }
-        buf.extend_from_slice(text.format(n).as_bytes());
-        HeaderValue::from_maybe_shared(buf.split().freeze())
-            .unwrap_or_else(|_| HeaderValue::from(n))
-    })
+    headers.insert(RATELIMIT_LIMIT, crate::header_text::number(quota.limit));
+    headers.insert(
+        RATELIMIT_REMAINING,
+        crate::header_text::number(quota.remaining),
+    );
+    headers.insert(
+        RATELIMIT_RESET,
+        crate::header_text::number(quota.reset.as_secs()),
+    );
 }
 
 /// Adds the `RateLimit-*` headers to a response, if its request's key authenticated
@@ -249,42 +234,6 @@ pub async fn annotate<B>(
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn numbers_are_header_values_of_their_decimal_text() {
-        for n in [
-            0,
-            1,
-            9,
-            10,
-            59,
-            60,
-            999,
-            1023,
-            1024,
-            1025,
-            86_400,
-            1_000_000_000,
-            u64::MAX,
-        ] {
-            // Twice: the second from the same shared block.
-            for _ in 0..2 {
-                assert_eq!(
-                    super::number_value(n).to_str().unwrap(),
-                    n.to_string(),
-                    "{n}"
-                );
-            }
-        }
-        // Many in a row, kept alive together: each keeps its own text across the
-        // thread's buffer refills.
-        let values: Vec<_> = (0..2_000u64)
-            .map(|i| (i * 7_919 + 1_025, super::number_value(i * 7_919 + 1_025)))
-            .collect();
-        for (n, v) in values {
-            assert_eq!(v.to_str().unwrap(), n.to_string());
-        }
-    }
-
     use std::time::Duration;
 
     use super::*;
@@ -413,7 +362,7 @@ mod tests {
     #[test]
     fn headers_replace_the_upstreams() {
         let mut h = HeaderMap::new();
-        h.insert("ratelimit-limit", HeaderValue::from_static("999"));
+        h.insert("ratelimit-limit", http::HeaderValue::from_static("999"));
         set_headers(
             &mut h,
             &Quota {

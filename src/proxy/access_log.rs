@@ -15,6 +15,13 @@ use std::time::Duration;
 /// The target of access-log lines (for `RUST_LOG`, e.g. `keygate::access=off`).
 pub const TARGET: &str = "keygate::access";
 
+/// `,"name":"`, the start of a string field, as one constant.
+macro_rules! key {
+    ($name:literal) => {
+        concat!(",\"", $name, "\":\"").as_bytes()
+    };
+}
+
 /// One request's line.
 pub struct Line<'a> {
     pub request_id: &'a str,
@@ -92,26 +99,25 @@ fn format(
     buf.push(b'.');
     padded(buf, u32::try_from(now.subsec_microsecond()).unwrap_or(0), 6);
     buf.extend_from_slice(b"Z\",\"level\":\"INFO\"");
-    string(buf, "request_id", Some(l.request_id));
-    string(buf, "mode", l.mode);
-    string(buf, "org", l.org);
-    string(buf, "key_id", l.key_id);
-    string(buf, "route", Some(l.route));
-    string(buf, "method", Some(l.method));
+    string(buf, key!("request_id"), Some(l.request_id));
+    string(buf, key!("mode"), l.mode);
+    string(buf, key!("org"), l.org);
+    string(buf, key!("key_id"), l.key_id);
+    string(buf, key!("route"), Some(l.route));
+    string(buf, key!("method"), Some(l.method));
     buf.extend_from_slice(b",\"status\":");
     buf.extend_from_slice(itoa::Buffer::new().format(l.status).as_bytes());
-    string(buf, "code", Some(l.code));
+    string(buf, key!("code"), Some(l.code));
     buf.extend_from_slice(b",\"client\":\"");
     buf.extend_from_slice(crate::policy::ip::render(l.client, &mut [0; 45]));
     buf.push(b'"');
-    number(buf, "duration_ms", Some(l.duration));
-    number(buf, "upstream_ms", l.upstream);
+    number(buf, b",\"duration_ms\":", Some(l.duration));
+    number(buf, b",\"upstream_ms\":", l.upstream);
     buf.extend_from_slice(b",\"target\":\"");
     buf.extend_from_slice(TARGET.as_bytes());
     buf.extend_from_slice(b"\"}\n");
 }
 
-/// `,"name":"value"`, JSON-escaped; nothing for `None`.
 /// The bytes a JSON string escapes: `"`, `\\`, control characters and DEL.
 static ESCAPED: [bool; 256] = {
     let mut table = [false; 256];
@@ -123,11 +129,11 @@ static ESCAPED: [bool; 256] = {
     table
 };
 
-fn string(buf: &mut Vec<u8>, name: &str, value: Option<&str>) {
+/// `key` (from [`key!`]) then the value, JSON-escaped, and its closing quote; nothing
+/// for `None`.
+fn string(buf: &mut Vec<u8>, key: &[u8], value: Option<&str>) {
     let Some(v) = value else { return };
-    buf.extend_from_slice(b",\"");
-    buf.extend_from_slice(name.as_bytes());
-    buf.extend_from_slice(b"\":\"");
+    buf.extend_from_slice(key);
     let bytes = v.as_bytes();
     // Ids, names and codes never need escaping: copy them whole.
     if !bytes.iter().any(|&b| ESCAPED[usize::from(b)]) {
@@ -148,14 +154,13 @@ fn string(buf: &mut Vec<u8>, name: &str, value: Option<&str>) {
     buf.push(b'"');
 }
 
-/// `,"name":1.234`: milliseconds with three decimals (microseconds); nothing for `None`.
-fn number(buf: &mut Vec<u8>, name: &str, value: Option<Duration>) {
+/// `key` (`,"name":`) then milliseconds with three decimals (microseconds); nothing
+/// for `None`.
+fn number(buf: &mut Vec<u8>, key: &[u8], value: Option<Duration>) {
     let Some(d) = value else {
         return;
     };
-    buf.extend_from_slice(b",\"");
-    buf.extend_from_slice(name.as_bytes());
-    buf.extend_from_slice(b"\":");
+    buf.extend_from_slice(key);
     let micros = d.as_micros();
     buf.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
     buf.push(b'.');
@@ -225,18 +230,18 @@ mod tests {
             (Duration::ZERO, ",\"d\":0.000"),
         ] {
             let mut buf = Vec::new();
-            number(&mut buf, "d", Some(d));
+            number(&mut buf, b",\"d\":", Some(d));
             assert_eq!(String::from_utf8(buf).unwrap(), text);
         }
         let mut buf = Vec::new();
-        number(&mut buf, "d", None);
+        number(&mut buf, b",\"d\":", None);
         assert!(buf.is_empty());
     }
 
     #[test]
     fn strings_are_escaped() {
         let mut buf = Vec::new();
-        string(&mut buf, "m", Some("a\"b\\c\u{1}"));
+        string(&mut buf, key!("m"), Some("a\"b\\c\u{1}"));
         let v: serde_json::Value =
             serde_json::from_slice(&[b"{\"x\":0", buf.as_slice(), b"}"].concat()).unwrap();
         assert_eq!(v["m"], "a\"b\\c\u{1}");

@@ -533,8 +533,16 @@ pub struct Rewrite {
     /// method overrides, in the spellings sent (usually none: no allocation).
     removed: Vec<HeaderName>,
     hop_by_hop: HopByHop,
-    /// What keygate sets, replacing any header of the same name.
-    set: [Option<(HeaderName, HeaderValue)>; MAX_SET],
+    /// `X-Forwarded-For`: the peer, after a trusted peer's list.
+    forwarded_for: HeaderValue,
+    /// `X-Forwarded-Proto`, unless a trusted peer's is kept.
+    proto: Option<HeaderValue>,
+    /// `X-Forwarded-Host`, unless a trusted peer's is kept.
+    forwarded_host: Option<HeaderValue>,
+    /// `Host`: the client's, with `preserve_host`; else the upstream's.
+    host: Option<HeaderValue>,
+    request_id: HeaderValue,
+    identity: Arc<Identity>,
 }
 
 /// Plans the rewrite of client headers `h` into upstream headers, in order: spoofed
@@ -569,16 +577,9 @@ pub fn plan(h: &HeaderMap, f: &Forwarding<'_>) -> Result<Rewrite, Refusal> {
         .cloned()
         .collect();
     let hop_by_hop = HopByHop::of(h);
-    let mut set: [Option<(HeaderName, HeaderValue)>; MAX_SET] = Default::default();
-    let mut slots = set.iter_mut();
-    let mut put = |name: HeaderName, value: HeaderValue| {
-        if let Some(slot) = slots.next() {
-            *slot = Some((name, value));
-        }
-    };
 
     let peer = peer_value(f.peer);
-    if f.peer_trusted {
+    let forwarded_for = if f.peer_trusted {
         let mut joined = Vec::new();
         for v in h.get_all(&X_FORWARDED_FOR) {
             if !joined.is_empty() {
@@ -587,47 +588,51 @@ pub fn plan(h: &HeaderMap, f: &Forwarding<'_>) -> Result<Rewrite, Refusal> {
             joined.extend_from_slice(v.as_bytes());
         }
         if joined.is_empty() {
-            put(X_FORWARDED_FOR, peer);
+            peer
         } else {
             joined.extend_from_slice(b", ");
             joined.extend_from_slice(peer.as_bytes());
-            let v = HeaderValue::from_bytes(&joined)
-                .map_err(|_| Refusal::BadRequest("malformed X-Forwarded-For header"))?;
-            put(X_FORWARDED_FOR, v);
+            HeaderValue::from_bytes(&joined)
+                .map_err(|_| Refusal::BadRequest("malformed X-Forwarded-For header"))?
         }
     } else {
         // The client-address headers went with the spoofed ones above.
-        put(X_FORWARDED_FOR, peer);
-    }
+        peer
+    };
     // From an untrusted peer the client-address headers go.
-    if !f.peer_trusted || !h.contains_key(&X_FORWARDED_PROTO) {
-        let proto = if f.tls { "https" } else { "http" };
-        put(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    }
-    if (!f.peer_trusted || !h.contains_key(&X_FORWARDED_HOST))
-        && let Some(host) = f.client_host
-    {
-        put(X_FORWARDED_HOST, host.clone());
-    }
-    if f.preserve_host
-        && let Some(host) = f.client_host
-    {
-        put(header::HOST, host.clone());
-    }
-    put(X_REQUEST_ID, f.request_id.clone());
-    for (name, value) in identity_headers(f.identity, f.key)? {
-        put(name, value);
-    }
+    let proto = (!f.peer_trusted || !h.contains_key(&X_FORWARDED_PROTO))
+        .then(|| HeaderValue::from_static(if f.tls { "https" } else { "http" }));
+    let forwarded_host = if !f.peer_trusted || !h.contains_key(&X_FORWARDED_HOST) {
+        f.client_host.cloned()
+    } else {
+        None
+    };
     Ok(Rewrite {
         removed,
         hop_by_hop,
-        set,
+        forwarded_for,
+        proto,
+        forwarded_host,
+        host: f.client_host.filter(|_| f.preserve_host).cloned(),
+        request_id: f.request_id.clone(),
+        identity: identity(f.identity, f.key)?,
     })
 }
 
 impl Rewrite {
-    fn set(&self) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
-        self.set.iter().flatten()
+    /// What keygate sets, in order (`Host` only when the client's is kept).
+    fn set(&self) -> impl Iterator<Item = (HeaderName, &HeaderValue)> {
+        let id = &self.identity;
+        [
+            Some((X_FORWARDED_FOR, &self.forwarded_for)),
+            self.proto.as_ref().map(|v| (X_FORWARDED_PROTO, v)),
+            self.forwarded_host.as_ref().map(|v| (X_FORWARDED_HOST, v)),
+            self.host.as_ref().map(|v| (header::HOST, v)),
+            Some((X_REQUEST_ID, &self.request_id)),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(id.names.iter().cloned().zip(&id.values))
     }
 
     /// Whether the client's header `name` goes (`Host` always: the client's is kept
@@ -637,7 +642,11 @@ impl Rewrite {
             || name == header::HOST
             || self.removed.contains(name)
             || self.hop_by_hop.covers(name)
-            || self.set().any(|(n, _)| n == name)
+            || name == X_FORWARDED_FOR
+            || name == X_REQUEST_ID
+            || (self.proto.is_some() && name == X_FORWARDED_PROTO)
+            || (self.forwarded_host.is_some() && name == X_FORWARDED_HOST)
+            || self.identity.names.contains(name)
     }
 
     /// Carries the rewrite out on the request's headers.
@@ -653,81 +662,102 @@ impl Rewrite {
         // Room for what is added below, made once.
         h.reserve(MAX_SET);
         for (name, value) in self.set() {
-            h.insert(name.clone(), value.clone());
+            h.insert(name, value.clone());
         }
     }
 
     /// Writes the upstream request's header lines: the client's headers that stay,
-    /// in their order, then keygate's; `host` when `set` has no `Host`.
+    /// in their order, then keygate's; `host` unless the client's is kept.
     pub fn write(&self, client: &HeaderMap, host: &HeaderValue, out: &mut Vec<u8>) {
-        let mut line = |name: &HeaderName, value: &HeaderValue| {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        };
         // A request without a body is framed by having none.
         for (name, value) in client {
             if name != header::TRANSFER_ENCODING && !self.drops(name) {
-                line(name, value);
+                line(out, name, value.as_bytes());
             }
         }
-        if !self.set().any(|(n, _)| n == header::HOST) {
-            line(&header::HOST, host);
+        if self.host.is_none() {
+            line(out, &header::HOST, host.as_bytes());
         }
-        for (name, value) in self.set() {
-            line(name, value);
+        line(out, &X_FORWARDED_FOR, self.forwarded_for.as_bytes());
+        if let Some(proto) = &self.proto {
+            line(out, &X_FORWARDED_PROTO, proto.as_bytes());
         }
+        if let Some(v) = &self.forwarded_host {
+            line(out, &X_FORWARDED_HOST, v.as_bytes());
+        }
+        if let Some(v) = &self.host {
+            line(out, &header::HOST, v.as_bytes());
+        }
+        line(out, &X_REQUEST_ID, self.request_id.as_bytes());
+        // The identity headers, written once per key view.
+        out.extend_from_slice(&self.identity.lines);
     }
 }
 
-/// Records whose identity values a thread keeps at most; emptied when full.
+/// Appends one header line.
+fn line(out: &mut Vec<u8>, name: &HeaderName, value: &[u8]) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Records whose identity headers a thread keeps at most; emptied when full.
 const IDENTITY_MEMO_MAX: usize = 4096;
 
-/// A key view and its org, key id and scopes as header values.
-type IdentityValues = (Arc<KeyView>, [HeaderValue; 3]);
+/// A key view's identity headers (SPEC §3): org, key id, scopes, environment, under
+/// the names the config gives them, as values and as the header lines written.
+pub struct Identity {
+    /// Held so that no other view takes its address while this is kept.
+    key: Arc<KeyView>,
+    pub names: [HeaderName; 4],
+    pub values: [HeaderValue; 4],
+    lines: Box<[u8]>,
+}
 
 thread_local! {
-    /// The identity header values of the key views this thread sent recently, by view
+    /// The identity headers of the key views this thread sent recently, by view
     /// address: made once per cached view, not once per request. Each entry holds its
     /// view, so no address is reused while it is a key here; a changed key is a new
-    /// view (the resolver never changes one in place).
-    static IDENTITY_VALUES: RefCell<Memo<usize, IdentityValues>> =
+    /// view (the resolver never changes one in place). An entry made under other
+    /// header names (a reloaded config) is made again.
+    static IDENTITIES: RefCell<Memo<usize, Arc<Identity>>> =
         RefCell::new(Memo::new(IDENTITY_MEMO_MAX));
 }
 
-/// The identity headers of SPEC §3 for `key`: org, key id, scopes, environment.
-pub fn identity_headers(
-    identity: &IdentityHeaders,
-    k: &Arc<KeyView>,
-) -> Result<[(HeaderName, HeaderValue); 4], Refusal> {
-    let [org, id, scopes] = IDENTITY_VALUES.with(|memo| {
+/// The identity headers of SPEC §3 for `key`, under the names `names`.
+pub fn identity(names: &IdentityHeaders, k: &Arc<KeyView>) -> Result<Arc<Identity>, Refusal> {
+    let names = [&names.org, &names.key_id, &names.scopes, &names.environment];
+    IDENTITIES.with(|memo| {
         let address = Arc::as_ptr(k) as usize;
-        if let Some((_, values)) = memo.borrow().get(&address) {
-            return Ok(values.clone());
+        if let Some(id) = memo.borrow().get(&address)
+            && id.names.iter().eq(names)
+        {
+            debug_assert!(Arc::ptr_eq(&id.key, k));
+            return Ok(id.clone());
         }
-        let values = identity_values(k)?;
-        memo.borrow_mut()
-            .insert(address, (k.clone(), values.clone()));
-        Ok(values)
-    })?;
-    Ok([
-        (identity.org.clone(), org),
-        (identity.key_id.clone(), id),
-        (identity.scopes.clone(), scopes),
-        (
-            identity.environment.clone(),
+        let value = |s: &str| {
+            HeaderValue::from_str(s).map_err(|_| Refusal::BadRequest("identity not representable"))
+        };
+        let values = [
+            value(&k.org)?,
+            value(&k.id)?,
+            value(&k.scopes.join(","))?,
             HeaderValue::from_static(k.environment.as_str()),
-        ),
-    ])
-}
-
-/// The org, key id and scopes of `k` as header values.
-fn identity_values(k: &KeyView) -> Result<[HeaderValue; 3], Refusal> {
-    let value = |s: &str| {
-        HeaderValue::from_str(s).map_err(|_| Refusal::BadRequest("identity not representable"))
-    };
-    Ok([value(&k.org)?, value(&k.id)?, value(&k.scopes.join(","))?])
+        ];
+        let mut lines = Vec::new();
+        for (name, value) in names.iter().zip(&values) {
+            line(&mut lines, name, value.as_bytes());
+        }
+        let id = Arc::new(Identity {
+            key: k.clone(),
+            names: names.map(HeaderName::clone),
+            values,
+            lines: lines.into(),
+        });
+        memo.borrow_mut().insert(address, id.clone());
+        Ok(id)
+    })
 }
 
 /// The peer's address as a header value; a thread keeps its last one, since a
@@ -1139,8 +1169,7 @@ mod properties {
         let id = identity();
         let old = Arc::new(key());
         let value = |k: &Arc<KeyView>, i: usize| {
-            identity_headers(&id, k).unwrap()[i]
-                .1
+            super::identity(&id, k).unwrap().values[i]
                 .to_str()
                 .unwrap()
                 .to_string()

@@ -268,7 +268,7 @@ pub fn request_id(headers: &HeaderMap, at: jiff::Timestamp) -> HeaderValue {
     let ms = u64::try_from(at.as_millisecond()).unwrap_or(0);
     let mut buf = [0; ulid::ULID_LEN];
     let id = ulid::Ulid::from_parts(ms, fastrand::u128(..)).array_to_str(&mut buf);
-    HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("unknown"))
+    crate::header_text::value(id.as_bytes()).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 /// Proxy mode: the request's own limits and host, [`decide`], the header rewrite, the
