@@ -1183,6 +1183,17 @@ mod properties {
         assert_eq!(value(&changed, 2), "read,write");
         assert_eq!(value(&changed, 0), "other");
         assert_eq!(value(&old, 0), "acme");
+        // The same view under a reloaded config's names: the lines follow the names.
+        let renamed = IdentityHeaders {
+            org: HeaderName::from_static("x-tenant"),
+            ..identity()
+        };
+        let written = |names: &IdentityHeaders| {
+            String::from_utf8(super::identity(names, &old).unwrap().lines.to_vec()).unwrap()
+        };
+        assert!(written(&id).starts_with("x-org-id: acme\r\n"));
+        assert!(written(&renamed).starts_with("x-tenant: acme\r\n"));
+        assert!(written(&id).starts_with("x-org-id: acme\r\n"));
         // A view the memo no longer holds (dropped, its address free) is not mistaken
         // for another at that address: entries hold their views.
         drop(changed);
