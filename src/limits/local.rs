@@ -236,7 +236,7 @@ impl LocalLimiter {
             .as_ref()
             .map(|(name, limits)| (route_slots(routes, name), limits));
 
-        let mut counts = Vec::with_capacity(10);
+        let mut counts = Counts::new();
         collect(&mut counts, key, &plan.key, &spans);
         if let Some((slots, limits)) = &route {
             collect(&mut counts, slots, limits, &spans);
@@ -271,7 +271,7 @@ impl LocalLimiter {
         let shard = self.shard(key_id);
         let counters = shard.keys.get(key_id);
         let empty = Slots::default();
-        let mut counts = Vec::with_capacity(10);
+        let mut counts = Counts::new();
         collect(
             &mut counts,
             counters.map_or(&empty, |c| &c.key),
@@ -300,7 +300,10 @@ fn route_slots<'a>(routes: &'a mut Vec<(Box<str>, Slots)>, name: &str) -> &'a mu
     &mut routes[i].1
 }
 
-fn collect(out: &mut Vec<Count>, slots: &Slots, limits: &Limits, spans: &[Span; 5]) {
+/// The limited windows of a key and route (five each at most): on the stack.
+type Counts = smallvec::SmallVec<[Count; 10]>;
+
+fn collect(out: &mut Counts, slots: &Slots, limits: &Limits, spans: &[Span; 5]) {
     for (i, window) in Window::ALL.iter().enumerate() {
         if let Some(limit) = limits[i] {
             out.push(Count {

@@ -40,8 +40,11 @@ pub const MAX_HEADERS: usize = 100;
 pub const MAX_HEAD: usize = 400 * 1024;
 /// Longest chunk-size line.
 const MAX_CHUNK_LINE: usize = 4096;
-/// Room made in the read buffer before each read.
+/// Room made in the read buffer when it runs low.
 const READ_ROOM: usize = 8 * 1024;
+/// Less room than this left in the read buffer is made `READ_ROOM` before a head is
+/// read.
+const MIN_READ_ROOM: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -161,11 +164,22 @@ impl Conn {
     }
 
     async fn read(&mut self) -> Result<(), Error> {
-        std::future::poll_fn(|cx| self.poll_read(cx)).await
+        std::future::poll_fn(|cx| self.poll_read_into(cx, MIN_READ_ROOM)).await
     }
 
+    /// Reads a body's bytes, with `READ_ROOM` to read into.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.buf.reserve(READ_ROOM);
+        self.poll_read_into(cx, READ_ROOM)
+    }
+
+    /// Reads into the room left in the buffer, made `READ_ROOM` first if less than
+    /// `min` is left. A response head (and the small body with it) is read with a small
+    /// `min`: into the room left, without a `reserve` (which reclaims the space of
+    /// bytes already handed out, or allocates) before every response.
+    fn poll_read_into(&mut self, cx: &mut Context<'_>, min: usize) -> Poll<Result<(), Error>> {
+        if self.buf.capacity() - self.buf.len() < min {
+            self.buf.reserve(READ_ROOM);
+        }
         match ready!(tokio_util::io::poll_read_buf(
             Pin::new(&mut self.io),
             cx,
