@@ -36,6 +36,9 @@ pub struct Line<'a> {
     pub client: IpAddr,
     pub duration: Duration,
     pub upstream: Option<Duration>,
+    /// When the line is written (the request's arrival plus its duration: no second
+    /// clock read).
+    pub at: jiff::Timestamp,
 }
 
 thread_local! {
@@ -69,7 +72,7 @@ pub fn write(line: &Line<'_>) {
         let mut s = s.borrow_mut();
         let (buf, second, date) = &mut *s;
         buf.clear();
-        format(buf, second, date, jiff::Timestamp::now(), line);
+        format(buf, second, date, line);
         let _ = out.write(buf);
     });
 }
@@ -80,13 +83,8 @@ fn ms(d: Duration) -> f64 {
 
 /// Formats one line (with its newline) into `buf`. `second` and `date` cache the date
 /// and time of the last whole second formatted.
-fn format(
-    buf: &mut Vec<u8>,
-    second: &mut i64,
-    date: &mut String,
-    now: jiff::Timestamp,
-    l: &Line<'_>,
-) {
+fn format(buf: &mut Vec<u8>, second: &mut i64, date: &mut String, l: &Line<'_>) {
+    let now = l.at;
     let secs = now.as_second();
     if *second != secs {
         *second = secs;
@@ -161,7 +159,8 @@ fn number(buf: &mut Vec<u8>, key: &[u8], value: Option<Duration>) {
         return;
     };
     buf.extend_from_slice(key);
-    let micros = d.as_micros();
+    // (In u64: a u128 division is a library call.)
+    let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
     buf.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
     buf.push(b'.');
     padded(buf, (micros % 1000) as u32, 3);
@@ -196,10 +195,10 @@ mod tests {
             client: "2001:db8::1".parse().unwrap(),
             duration: Duration::from_micros(1234),
             upstream: None,
+            at: "2026-12-06T22:34:09.596063Z".parse().unwrap(),
         };
         let (mut buf, mut second, mut date) = (Vec::new(), i64::MIN, String::new());
-        let now: jiff::Timestamp = "2026-12-06T22:34:09.596063Z".parse().unwrap();
-        format(&mut buf, &mut second, &mut date, now, &line);
+        format(&mut buf, &mut second, &mut date, &line);
         assert_eq!(buf.last(), Some(&b'\n'));
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["timestamp"], "2026-12-06T22:34:09.596063Z");
@@ -215,8 +214,11 @@ mod tests {
         assert_eq!(v["target"], "keygate::access");
         // The cached date is reused within the second, replaced after it.
         buf.clear();
-        let later: jiff::Timestamp = "2026-12-06T22:34:10.000001Z".parse().unwrap();
-        format(&mut buf, &mut second, &mut date, later, &line);
+        let later = Line {
+            at: "2026-12-06T22:34:10.000001Z".parse().unwrap(),
+            ..line
+        };
+        format(&mut buf, &mut second, &mut date, &later);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["timestamp"], "2026-12-06T22:34:10.000001Z");
     }

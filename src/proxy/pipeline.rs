@@ -246,6 +246,11 @@ pub async fn finish<B>(
         client: trace.client.unwrap_or(peer),
         duration: elapsed,
         upstream: trace.upstream_time,
+        at: trace
+            .arrived
+            .time
+            .checked_add(elapsed)
+            .unwrap_or(trace.arrived.time),
     });
     (resp, quota)
 }
