@@ -611,7 +611,11 @@ fn benches<M: Measurement + 'static>(c: &mut Criterion<M>) {
             status: http::StatusCode::OK,
             refusal: None,
         };
-        b.iter(|| g.dp.usage.record(black_box(&plain.record.id), &outcome))
+        let now = jiff::Timestamp::now();
+        b.iter(|| {
+            g.dp.usage
+                .record(black_box(&plain.record.id), &outcome, now)
+        })
     });
     group.finish();
 }

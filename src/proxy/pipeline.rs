@@ -209,6 +209,7 @@ pub async fn finish<B>(
                 status: resp.status(),
                 refusal,
             },
+            trace.arrived.time,
         );
     }
 

@@ -206,9 +206,9 @@ impl UsageRecorder {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Counts one request of the key `key_id`; no IO.
-    pub fn record(&self, key_id: &str, outcome: &Outcome<'_>) {
-        let now = self.clock.now();
+    /// Counts one request of the key `key_id`, made at `now` (the data plane passes
+    /// the request's arrival: the clock is read once per request); no IO.
+    pub fn record(&self, key_id: &str, outcome: &Outcome<'_>, now: Timestamp) {
         let hour = hour_of(now).as_second();
         let mut shard = self.shard(key_id);
         // The key's entry, made (and its id copied) only on its first request. Room
@@ -482,10 +482,10 @@ mod tests {
             resource: Some("flow:a"),
             ..outcome(200, None)
         };
-        rec.record("key_a", &ok);
-        rec.record("key_a", &outcome(401, Some("revoked_api_key")));
+        rec.record("key_a", &ok, clock.now());
+        rec.record("key_a", &outcome(401, Some("revoked_api_key")), clock.now());
         clock.advance(Duration::from_secs(2));
-        rec.record("key_a", &ok);
+        rec.record("key_a", &ok, clock.now());
         rec.flush().await;
         rec.flush().await;
         let rows = store
@@ -514,7 +514,7 @@ mod tests {
         let rec = UsageRecorder::new(store.clone(), clock.clone());
         let keys = 2 * MAX_BATCH_ROWS + 7;
         for i in 0..keys {
-            rec.record(&format!("key_{i}"), &outcome(200, None));
+            rec.record(&format!("key_{i}"), &outcome(200, None), clock.now());
         }
         store.down.store(true, Ordering::SeqCst);
         rec.flush().await;
@@ -527,7 +527,7 @@ mod tests {
             .collect();
         assert_eq!(kept.len(), 3, "every row kept, as batches");
         assert!(store.usage_batches().is_empty());
-        rec.record("key_late", &outcome(404, None));
+        rec.record("key_late", &outcome(404, None), clock.now());
         store.down.store(false, Ordering::SeqCst);
         rec.flush().await;
         let written = store.usage_batches();
@@ -565,7 +565,7 @@ mod tests {
         let rec = UsageRecorder::new(store.clone(), clock.clone());
         let keys = 2 * MAX_BATCH_ROWS + 7;
         for i in 0..keys {
-            rec.record(&format!("key_{i}"), &outcome(200, None));
+            rec.record(&format!("key_{i}"), &outcome(200, None), clock.now());
         }
         rec.flush().await;
         assert!(rec.unsent.lock().await.is_empty());
