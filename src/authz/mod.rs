@@ -178,8 +178,7 @@ async fn decide(
 ) -> Result<HeaderMap, Refusal> {
     let identity = |key: &Arc<KeyView>| -> Result<HeaderMap, Refusal> {
         let mut headers = HeaderMap::with_capacity(8);
-        let id = forward::identity(&dp.identity, key)?;
-        for (name, value) in id.names.iter().zip(&id.values) {
+        for (name, value) in forward::identity(&dp.identity, key)?.headers() {
             headers.insert(name.clone(), value.clone());
         }
         Ok(headers)
