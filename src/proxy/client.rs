@@ -332,10 +332,9 @@ pub struct Idle {
 }
 
 impl Idle {
-    /// A usable connection, newest first; expired and closed ones are dropped.
-    pub fn checkout(&self) -> Option<Conn> {
+    /// A usable connection at `now`, newest first; expired and closed ones are dropped.
+    pub fn checkout(&self, now: Instant) -> Option<Conn> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
         if conns
             .first()
             .is_some_and(|(_, since)| now.duration_since(*since) >= IDLE_TIMEOUT)
@@ -350,10 +349,11 @@ impl Idle {
         None
     }
 
-    fn give_back(&self, conn: Conn) {
+    /// Keeps `conn`, idle since `since`.
+    fn give_back(&self, conn: Conn, since: Instant) {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         if conns.len() < MAX_IDLE {
-            conns.push((conn, Instant::now()));
+            conns.push((conn, since));
         }
     }
 }
@@ -365,15 +365,20 @@ pub struct ResponseBody {
     framing: Framing,
     keep_alive: bool,
     idle: Arc<Idle>,
+    /// When the head arrived, while the body has not had to wait for the upstream:
+    /// a body that ends before it waits ends then, and the clock is not read again.
+    head_at: Option<Instant>,
 }
 
 impl ResponseBody {
-    pub fn new(conn: Conn, head: &Head, idle: Arc<Idle>) -> Self {
+    /// The body after `head`, which arrived at `head_at`.
+    pub fn new(conn: Conn, head: &Head, idle: Arc<Idle>, head_at: Instant) -> Self {
         let mut body = ResponseBody {
             conn: Some(conn),
             framing: head.framing,
             keep_alive: head.keep_alive,
             idle,
+            head_at: Some(head_at),
         };
         if matches!(body.framing, Framing::Done | Framing::Length(0)) {
             body.end();
@@ -388,7 +393,8 @@ impl ResponseBody {
             && self.keep_alive
             && conn.buf.is_empty()
         {
-            self.idle.give_back(conn);
+            let since = self.head_at.unwrap_or_else(Instant::now);
+            self.idle.give_back(conn, since);
         }
     }
 }
@@ -411,6 +417,31 @@ impl HttpBody for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = self.get_mut();
+        let polled = this.poll_body(cx);
+        if polled.is_pending() {
+            // It waited: it will end later than its head arrived.
+            this.head_at = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl ResponseBody {
+    /// [`HttpBody::poll_frame`], but for noting whether the body waited.
+    fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = self;
         loop {
             let framing = this.framing;
             let Some(conn) = this.conn.as_mut() else {
@@ -512,18 +543,6 @@ impl HttpBody for ResponseBody {
                     }
                 }
             }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.framing == Framing::Done
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Done => SizeHint::with_exact(0),
-            Framing::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
         }
     }
 }

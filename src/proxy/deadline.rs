@@ -146,9 +146,15 @@ pin_project_lite::pin_project! {
 
 /// Runs `fut` for at most `limit` (and at most [`TICK`] more): `Err(Elapsed)` after.
 pub fn within<F: Future>(limit: Duration, fut: F) -> Within<F> {
+    until(Instant::now() + limit, fut)
+}
+
+/// Runs `fut` until `at` (and at most [`TICK`] more): `Err(Elapsed)` after. For a
+/// caller that has just read the clock.
+pub fn until<F: Future>(at: Instant, fut: F) -> Within<F> {
     Within {
         fut,
-        at: Instant::now() + limit,
+        at,
         slot: None,
     }
 }

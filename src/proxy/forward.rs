@@ -10,7 +10,7 @@
 use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -23,6 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::time::Instant;
 
 use crate::config::{HOP_BY_HOP_HEADERS, IdentityHeaders, UpstreamConfig, hop_by_hop_index};
 use crate::key::{Environment, KeyView};
@@ -144,6 +145,7 @@ impl Upstream {
         target: &Uri,
         max_body: u64,
     ) -> Result<(Response<Body>, Duration), Refusal> {
+        // tokio's clock, which the deadline is kept on (and tests can pause).
         let started = Instant::now();
         // The common case, a request without a body to a plain-HTTP upstream, goes
         // through keygate's own client, which writes the rewritten headers as it
@@ -185,7 +187,7 @@ impl Upstream {
         };
         let target = target.path_and_query().map_or("/", |pq| pq.as_str());
         let exchange = async {
-            let mut conn = match idle.checkout() {
+            let mut conn = match idle.checkout(started.into_std()) {
                 Some(conn) => conn,
                 // Boxed: connecting is needed only without an idle connection.
                 None => Box::pin(client::Conn::connect(address, self.connect_timeout)).await?,
@@ -194,15 +196,16 @@ impl Upstream {
             let head = conn.exchange(&parts.method, target, headers).await?;
             Ok::<_, client::Error>((conn, head))
         };
-        match deadline::within(self.timeout, exchange).await {
+        match deadline::until(started + self.timeout, exchange).await {
             Err(_) => Err(Refusal::UpstreamTimeout),
             Ok(Ok((conn, head))) => {
-                let body = client::ResponseBody::new(conn, &head, idle);
+                let now = Instant::now();
+                let body = client::ResponseBody::new(conn, &head, idle, now.into_std());
                 let mut resp = Response::new(body.map_err(BoxError::from).boxed_unsync());
                 *resp.status_mut() = head.status;
                 // Without hop-by-hop headers: `parse_head` left them out.
                 *resp.headers_mut() = head.headers;
-                Ok((resp, started.elapsed()))
+                Ok((resp, now.duration_since(started)))
             }
             Ok(Err(e)) => {
                 tracing::warn!(upstream = %self.name, error = %e, "upstream request failed");
@@ -225,7 +228,7 @@ impl Upstream {
             return Err(Refusal::UpstreamUnavailable);
         };
         let exchange = async {
-            if let Some(mut sender) = idle.checkout() {
+            if let Some(mut sender) = idle.checkout(started.into_std()) {
                 match sender.try_send_request(req).await {
                     Ok(resp) => return Ok((resp, sender)),
                     Err(mut e) => match e.take_message() {
@@ -241,7 +244,7 @@ impl Upstream {
             let resp = sender.send_request(req).await?;
             Ok((resp, sender))
         };
-        match deadline::within(self.timeout, exchange).await {
+        match deadline::until(started + self.timeout, exchange).await {
             Err(_) => Err(Refusal::UpstreamTimeout),
             Ok(Ok((resp, sender))) => Ok((
                 resp.map(|body| pool::Returning::new(body, sender, idle)),

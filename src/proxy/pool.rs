@@ -46,12 +46,11 @@ impl<B> Default for Idle<B> {
 }
 
 impl<B> Idle<B> {
-    /// A connection ready for a request, newest first. Closed and expired ones go:
+    /// A connection ready for a request at `now`, newest first. Closed and expired ones go:
     /// the whole list is swept only when its oldest entry is one of them, so a
     /// checkout usually looks at the newest entries alone.
-    pub fn checkout(&self) -> Option<SendRequest<B>> {
+    pub fn checkout(&self, now: Instant) -> Option<SendRequest<B>> {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
         let usable = |(s, since): &(SendRequest<B>, Instant)| {
             !s.is_closed() && now.duration_since(*since) < IDLE_TIMEOUT
         };
