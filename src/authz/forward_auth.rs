@@ -124,7 +124,7 @@ fn one_of<'h>(h: &'h HeaderMap, names: &[&'static str]) -> Result<Option<&'h str
 
 /// The right-most `X-Forwarded-For` entry: the address the asking proxy saw.
 fn last_forwarded_for(h: &HeaderMap) -> Result<Option<IpAddr>, Refusal> {
-    let Some(last) = h.get_all("x-forwarded-for").iter().next_back() else {
+    let Some(last) = h.get_all(&ip::X_FORWARDED_FOR).iter().next_back() else {
         return Ok(None);
     };
     let entry = last

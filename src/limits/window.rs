@@ -82,21 +82,40 @@ impl Window {
             Window::Minute => fixed(60),
             Window::Hour => fixed(3_600),
             Window::Day => fixed(86_400),
-            Window::Month => {
-                let date = Offset::UTC.to_datetime(now).date().first_of_month();
-                // jiff's range (years -9999..=9999) is the only way these fail; a
-                // month that cannot be computed is treated as ending a second later,
-                // which never admits more than a day window would.
-                let start = month_start(date).unwrap_or(now.as_second());
-                let end = date
-                    .checked_add(1.month())
-                    .ok()
-                    .and_then(month_start)
-                    .unwrap_or(start + 1);
-                Span { start, end }
-            }
+            // The calendar is asked once a month per thread: every request of a
+            // limited key takes all five spans.
+            Window::Month => MONTH.with(|month| {
+                let second = now.as_second();
+                let last = month.get();
+                if (last.start..last.end).contains(&second) {
+                    return last;
+                }
+                let span = month_span(now);
+                month.set(span);
+                span
+            }),
         }
     }
+}
+
+thread_local! {
+    /// The month [`Window::span`] gave last on this thread (none at first).
+    static MONTH: std::cell::Cell<Span> = const { std::cell::Cell::new(Span { start: 0, end: 0 }) };
+}
+
+/// The UTC calendar month containing `now`.
+fn month_span(now: Timestamp) -> Span {
+    let date = Offset::UTC.to_datetime(now).date().first_of_month();
+    // jiff's range (years -9999..=9999) is the only way these fail; a month that
+    // cannot be computed is treated as ending a second later, which never admits
+    // more than a day window would.
+    let start = month_start(date).unwrap_or(now.as_second());
+    let end = date
+        .checked_add(1.month())
+        .ok()
+        .and_then(month_start)
+        .unwrap_or(start + 1);
+    Span { start, end }
 }
 
 fn month_start(first_day: Date) -> Option<i64> {
@@ -284,6 +303,24 @@ mod tests {
         }
         let feb = Window::Month.span(ts("2024-02-10T00:00:00Z"));
         assert_eq!(feb.end - feb.start, 29 * 86_400);
+    }
+
+    #[test]
+    fn the_month_kept_per_thread_is_the_calendar_s() {
+        // In this order on one thread: the kept month must end exactly at its end,
+        // and a clock that goes back gets its own month again.
+        for now in [
+            "2024-02-29T23:59:59.999Z",
+            "2024-03-01T00:00:00Z",
+            "2024-02-29T23:59:59.999Z",
+            "2024-02-01T00:00:00Z",
+            "2024-01-31T23:59:59.999Z",
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2024-02-10T00:00:00Z",
+        ] {
+            assert_eq!(Window::Month.span(ts(now)), month_span(ts(now)), "{now}");
+        }
     }
 
     #[test]

@@ -9,7 +9,11 @@
 use std::net::IpAddr;
 
 use http::HeaderMap;
+use http::header::HeaderName;
 use ipnet::IpNet;
+use smallvec::SmallVec;
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// `::ffff:a.b.c.d` → `a.b.c.d`; other addresses unchanged.
 pub fn canonical(ip: IpAddr) -> IpAddr {
@@ -63,8 +67,10 @@ pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Opti
     if !is_trusted(peer, trusted) {
         return Some(peer);
     }
-    let mut hops = Vec::new();
-    for line in headers.get_all("x-forwarded-for") {
+    // (On the stack for up to eight hops: every request through a load balancer
+    // comes this way.)
+    let mut hops = SmallVec::<[IpAddr; 8]>::new();
+    for line in headers.get_all(&X_FORWARDED_FOR) {
         let line = line.to_str().ok()?;
         for part in line.split(',') {
             let ip: IpAddr = part.trim().parse().ok()?;

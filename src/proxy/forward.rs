@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use crate::config::{HOP_BY_HOP_HEADERS, IdentityHeaders, UpstreamConfig, hop_by_hop_index};
 use crate::key::{Environment, KeyView};
 use crate::memo::Memo;
+use crate::policy::ip::X_FORWARDED_FOR;
 use crate::proxy::workers::{self, Workers};
 use crate::proxy::{Body, BoxError};
 use crate::proxy::{client, deadline, pool};
@@ -371,7 +372,6 @@ static METHOD_OVERRIDES: [HeaderName; 3] = [
 ];
 
 // Names keygate sets on every forwarded request, parsed once.
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
