@@ -127,7 +127,7 @@ impl Drop for Stopped {
 }
 
 pin_project_lite::pin_project! {
-    /// `fut`, given until `at` (see [`within`]).
+    /// `fut`, given until `at` (see [`until`]).
     pub struct Within<F> {
         #[pin]
         fut: F,
@@ -144,13 +144,8 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// Runs `fut` for at most `limit` (and at most [`TICK`] more): `Err(Elapsed)` after.
-pub fn within<F: Future>(limit: Duration, fut: F) -> Within<F> {
-    until(Instant::now() + limit, fut)
-}
-
-/// Runs `fut` until `at` (and at most [`TICK`] more): `Err(Elapsed)` after. For a
-/// caller that has just read the clock.
+/// Runs `fut` until `at` (and at most [`TICK`] more): `Err(Elapsed)` after. The
+/// caller passes the deadline from a clock reading it already has.
 pub fn until<F: Future>(at: Instant, fut: F) -> Within<F> {
     Within {
         fut,
@@ -196,6 +191,11 @@ mod tests {
 
     fn list() -> Arc<Deadlines> {
         LOCAL.with(Arc::clone)
+    }
+
+    /// `fut` for at most `limit` from now.
+    fn within<F: Future>(limit: Duration, fut: F) -> Within<F> {
+        until(Instant::now() + limit, fut)
     }
 
     /// `fut`, failing the test (not hanging it) if the deadline never fires.
