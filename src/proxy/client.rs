@@ -441,35 +441,34 @@ impl HttpBody for ResponseBody {
 impl ResponseBody {
     /// [`HttpBody::poll_frame`], but for noting whether the body waited.
     fn poll_body(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        let this = self;
         loop {
-            let framing = this.framing;
-            let Some(conn) = this.conn.as_mut() else {
+            let framing = self.framing;
+            let Some(conn) = self.conn.as_mut() else {
                 return Poll::Ready(None);
             };
             match framing {
                 Framing::Done => {
-                    this.end();
+                    self.end();
                     return Poll::Ready(None);
                 }
                 Framing::Length(n) | Framing::ChunkData(n) => {
                     if conn.buf.is_empty() {
                         if let Err(e) = ready!(conn.poll_read(cx)) {
-                            return this.fail(e);
+                            return self.fail(e);
                         }
                         continue;
                     }
                     let take = n.min(conn.buf.len() as u64);
                     let data = conn.buf.split_to(take as usize).freeze();
                     let rest = n - take;
-                    this.framing = match framing {
+                    self.framing = match framing {
                         Framing::Length(_) if rest == 0 => Framing::Done,
                         Framing::Length(_) => Framing::Length(rest),
                         _ if rest == 0 => Framing::ChunkEnd,
                         _ => Framing::ChunkData(rest),
                     };
-                    if this.framing == Framing::Done {
-                        this.end();
+                    if self.framing == Framing::Done {
+                        self.end();
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
@@ -482,42 +481,42 @@ impl ResponseBody {
                         Ok(()) => continue,
                         // The end of the body is the end of the connection.
                         Err(Error::Closed) => {
-                            this.conn = None;
-                            this.framing = Framing::Done;
+                            self.conn = None;
+                            self.framing = Framing::Done;
                             return Poll::Ready(None);
                         }
-                        Err(e) => return this.fail(e),
+                        Err(e) => return self.fail(e),
                     }
                 }
                 Framing::ChunkSize => match httparse::parse_chunk_size(&conn.buf) {
                     Ok(httparse::Status::Complete((used, size))) => {
                         conn.buf.advance(used);
-                        this.framing = match size {
+                        self.framing = match size {
                             0 => Framing::Trailers,
                             n => Framing::ChunkData(n),
                         };
                     }
                     Ok(httparse::Status::Partial) if conn.buf.len() <= MAX_CHUNK_LINE => {
                         if let Err(e) = ready!(conn.poll_read(cx)) {
-                            return this.fail(e);
+                            return self.fail(e);
                         }
                     }
                     _ => {
-                        return this.fail(Error::Malformed("bad chunk size"));
+                        return self.fail(Error::Malformed("bad chunk size"));
                     }
                 },
                 Framing::ChunkEnd => {
                     if conn.buf.len() < 2 {
                         if let Err(e) = ready!(conn.poll_read(cx)) {
-                            return this.fail(e);
+                            return self.fail(e);
                         }
                         continue;
                     }
                     if &conn.buf[..2] != b"\r\n" {
-                        return this.fail(Error::Malformed("no CRLF after a chunk"));
+                        return self.fail(Error::Malformed("no CRLF after a chunk"));
                     }
                     conn.buf.advance(2);
-                    this.framing = Framing::ChunkSize;
+                    self.framing = Framing::ChunkSize;
                 }
                 Framing::Trailers => {
                     // Trailers are not passed on: the section is read and dropped.
@@ -529,15 +528,15 @@ impl ResponseBody {
                     match end {
                         Some(n) => {
                             conn.buf.advance(n);
-                            this.end();
+                            self.end();
                             return Poll::Ready(None);
                         }
                         None if conn.buf.len() > MAX_HEAD => {
-                            return this.fail(Error::Malformed("the trailer section is too large"));
+                            return self.fail(Error::Malformed("the trailer section is too large"));
                         }
                         None => {
                             if let Err(e) = ready!(conn.poll_read(cx)) {
-                                return this.fail(e);
+                                return self.fail(e);
                             }
                         }
                     }

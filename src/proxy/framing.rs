@@ -223,10 +223,7 @@ impl FramingGuard {
         self.head_len = 0;
         let head = std::mem::take(&mut self.head);
         self.state = match (head.length, head.transfer_encoding) {
-            (Some(_), Some(_)) => {
-                self.state = State::Refused;
-                return Verdict::Refused;
-            }
+            (Some(_), Some(_)) => State::Refused,
             _ if head.upgrade => State::Pass,
             (None, Some(true)) => State::ChunkSize,
             // Not chunked last: hyper refuses it.
@@ -238,7 +235,11 @@ impl FramingGuard {
             },
             (None, None) => State::Head,
         };
-        Verdict::Pass
+        if self.state == State::Refused {
+            Verdict::Refused
+        } else {
+            Verdict::Pass
+        }
     }
 }
 
